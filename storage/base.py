@@ -39,6 +39,10 @@ class JobStore(Protocol):
         """Set `fields` without changing the state (queue position, next poll time, poll count, cost)."""
         ...
 
+    async def by_message_id(self, message_id: int) -> Job | None:
+        """The job whose reply is that Discord message (for reactions on results)."""
+        ...
+
     async def unfinished(self) -> Sequence[Job]:
         """Every job not in a final state, oldest first: what a restart resumes."""
         ...

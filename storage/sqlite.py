@@ -1,0 +1,405 @@
+"""`SQLiteJobStore`: the job table in one SQLite file, for one bot process.
+
+The job manager's promise is "the state is on disk before the next side
+effect", so every write here is a single statement on an autocommit
+connection: it is committed (and, with `synchronous=FULL`, fsynced to the WAL)
+before the coroutine returns. Single statements also mean coroutines sharing
+the one connection can never end up inside each other's transaction.
+
+Datetimes are stored as UTC ISO-8601 text with microseconds (see
+`migrations/0001_jobs.sql`) and come back timezone-aware in UTC; naive
+datetimes are refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import aiosqlite
+
+from storage.base import JobNotFoundError
+from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
+from storage.models import FINAL_STATES, STATE_TIMESTAMP, Job, JobOrigin, JobState, NewJob, Timing
+
+if TYPE_CHECKING:
+    from storage.base import JobStore
+
+__all__ = ["SQLiteJobStore", "SchemaTooNewError", "StoreUnavailableError"]
+
+log = logging.getLogger(__name__)
+
+
+class StoreUnavailableError(Exception):
+    """The database cannot be used right now: read-only, locked, missing, full or damaged.
+
+    Raised instead of the bare `sqlite3` error so callers can tell "the disk
+    said no" (stop, tell the operator) from a bug in a query, and so a write
+    that did not happen is never mistaken for one that did.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"job database {path} is unavailable: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+# Primary result codes (the low byte of the extended code) that describe the
+# file or its environment rather than the SQL.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
+
+# Column names come from the dataclasses, never from callers: the jobs table
+# names its columns after Job's and JobOrigin's fields.
+_ORIGIN_COLUMNS = tuple(field.name for field in dataclasses.fields(JobOrigin))
+_JOB_COLUMNS = tuple(field.name for field in dataclasses.fields(Job) if field.name != "origin")
+_COLUMNS = _JOB_COLUMNS + _ORIGIN_COLUMNS
+_SELECT = ", ".join(_COLUMNS)
+_DATETIME_COLUMNS = frozenset(
+    field.name for field in dataclasses.fields(Job) + dataclasses.fields(JobOrigin) if "datetime" in str(field.type)
+)
+_BOOL_COLUMNS = frozenset(
+    field.name for field in dataclasses.fields(Job) + dataclasses.fields(JobOrigin) if str(field.type) == "bool"
+)
+# What a job is (its inputs, identity and lineage) never changes after create();
+# state and updated_at change only through transition() and every write.
+_FIXED_COLUMNS = frozenset({"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed"})
+_SETTABLE_COLUMNS = frozenset(_COLUMNS) - _FIXED_COLUMNS - {"parent_id"}
+
+# Sorted so the text matches the jobs_unfinished partial index in 0001_jobs.sql.
+_FINAL_LIST = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
+_UNFINISHED_SQL = f"SELECT {_SELECT} FROM jobs WHERE state NOT IN ({_FINAL_LIST}) ORDER BY created_at, id"  # noqa: S608 - constants only
+
+
+def _to_text(value: datetime, name: str = "datetime") -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got naive {value!r}")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _from_text(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _encode(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _DATETIME_COLUMNS:
+        if not isinstance(value, datetime):
+            raise TypeError(f"{column} must be a datetime or None, got {type(value).__name__}")
+        return _to_text(value, column)
+    if column in _BOOL_COLUMNS:
+        if not isinstance(value, bool):
+            raise TypeError(f"{column} must be a bool, got {type(value).__name__}")
+        return int(value)
+    return value
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    values: dict[str, Any] = {}
+    for column in _COLUMNS:
+        value = row[column]
+        if value is not None and column in _DATETIME_COLUMNS:
+            value = _from_text(value)
+        elif column in _BOOL_COLUMNS:
+            value = bool(value)
+        values[column] = value
+    origin = JobOrigin(**{column: values.pop(column) for column in _ORIGIN_COLUMNS})
+    values["state"] = JobState(values["state"])
+    return Job(origin=origin, **values)
+
+
+def _check_fields(fields: dict[str, Any]) -> None:
+    unknown = sorted(set(fields) - _SETTABLE_COLUMNS)
+    if unknown:
+        raise TypeError(
+            f"cannot set job field(s) {', '.join(unknown)}; settable: {', '.join(sorted(_SETTABLE_COLUMNS))}"
+        )
+
+
+class SQLiteJobStore:
+    """The `JobStore` over one aiosqlite connection (one per process, opened in `setup_hook`)."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, schema_version: int, *, read_only: bool) -> None:
+        """Use `open()`: it sets the pragmas and migrates before anyone can write."""
+        self._db = db
+        self.path = path
+        self.schema_version = schema_version
+        self.read_only = read_only
+
+    @classmethod
+    async def open(cls, path: Path, *, read_only: bool = False, busy_timeout_ms: int = 5000) -> SQLiteJobStore:
+        """Open (creating if needed) and migrate the database at `path`.
+
+        WAL lets the doctor command read while the bot writes; `synchronous=FULL`
+        fsyncs the WAL at every commit, so a committed transition survives a power
+        cut too (NORMAL only survives a process crash). `read_only` opens with
+        `mode=ro`, which refuses writes even as root, and never migrates: an
+        out-of-date read-only file is refused instead.
+        """
+        path = Path(path)
+        with _unavailable_on_error(path):
+            if not read_only:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rwc'}"
+            connection = aiosqlite.connect(uri, uri=True, isolation_level=None)
+            try:
+                db = await connection
+            except BaseException:
+                # aiosqlite 0.22 queues its worker's shutdown after a failed connect without awaiting it;
+                # wait for the thread, or it later reports to an event loop that is gone (omnilib/aiosqlite#389).
+                worker = getattr(connection, "_thread", None)
+                if isinstance(worker, threading.Thread) and worker.is_alive():
+                    await asyncio.to_thread(worker.join, 5)
+                raise
+        try:
+            with _unavailable_on_error(path):
+                db.row_factory = sqlite3.Row
+                await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms):d}")
+                await db.execute("PRAGMA synchronous = FULL")
+                if read_only:
+                    version = await _check_read_only_version(db, path)
+                else:
+                    rows = list(await db.execute_fetchall("PRAGMA journal_mode = WAL"))
+                    if rows[0][0] != "wal":
+                        log.warning("SQLite refused WAL mode for %s (kept %s)", path, rows[0][0])
+                    version = await migrate(db, bundled_migrations())
+                await db.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path, version, read_only=read_only)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # Writes: one statement each, committed when the method returns.
+
+    async def create(self, new: NewJob, *, now: datetime) -> Job:
+        """Insert a job in state `submitting`; written before any request leaves the bot.
+
+        Raises JobNotFoundError if `new.parent_id` names no job.
+        """
+        stamp = _to_text(now, "now")
+        values: dict[str, Any] = {
+            "model": new.model,
+            "prompt": new.prompt,
+            "aspect_ratio": new.aspect_ratio,
+            "seed": new.seed,
+            "state": JobState.SUBMITTING.value,
+            "parent_id": new.parent_id,
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
+        for column in _ORIGIN_COLUMNS:
+            values[column] = _encode(column, getattr(new.origin, column))
+        names = ", ".join(values)
+        placeholders = ", ".join(f":{name}" for name in values)
+        sql = f"INSERT INTO jobs ({names}) VALUES ({placeholders}) RETURNING {_SELECT}"  # noqa: S608 - whitelisted names
+        try:
+            with _unavailable_on_error(self.path):
+                rows = list(await self._db.execute_fetchall(sql, values))
+        except sqlite3.IntegrityError as exc:
+            if (
+                new.parent_id is not None
+                and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+            ):
+                raise JobNotFoundError(f"parent job {new.parent_id} does not exist") from exc
+            raise
+        job = _row_to_job(rows[0])
+        log.info("job %d created", job.id, extra={"job_id": job.id})
+        return job
+
+    async def transition(self, job_id: int, state: JobState, *, now: datetime, **fields: Any) -> Job:
+        """Move a job to `state`, stamp that state's timestamp and `updated_at`, and set `fields` in one UPDATE.
+
+        The state's column records when the job *entered* it: a transition to
+        the state it is already in (a resume repeating itself) keeps the first
+        stamp, and `created_at` is never moved. A field given explicitly (say,
+        `started_at` reported by RunComfy) wins over the stamp. Fields set to
+        None are cleared (the interaction token once delivered).
+        """
+        state = JobState(state)
+        _check_fields(fields)
+        assignments = {"state": ":state", "updated_at": ":now"}
+        params: dict[str, Any] = {"job_id": job_id, "state": state.value, "now": _to_text(now, "now")}
+        stamped = STATE_TIMESTAMP[state]
+        if stamped != "created_at":
+            assignments[stamped] = f"CASE WHEN state = :state AND {stamped} IS NOT NULL THEN {stamped} ELSE :now END"
+        job = await self._update(job_id, assignments, params, fields)
+        log.info("job %d -> %s", job_id, state.value, extra={"job_id": job_id, "state": state.value})
+        return job
+
+    async def update(self, job_id: int, *, now: datetime, **fields: Any) -> Job:
+        """Set `fields` and `updated_at` without changing the state."""
+        _check_fields(fields)
+        params: dict[str, Any] = {"job_id": job_id, "now": _to_text(now, "now")}
+        return await self._update(job_id, {"updated_at": ":now"}, params, fields)
+
+    async def _update(
+        self, job_id: int, assignments: dict[str, str], params: dict[str, Any], fields: dict[str, Any]
+    ) -> Job:
+        for column, value in fields.items():
+            assignments[column] = f":f_{column}"
+            params[f"f_{column}"] = _encode(column, value)
+        sets = ", ".join(f"{column} = {expression}" for column, expression in assignments.items())
+        sql = f"UPDATE jobs SET {sets} WHERE id = :job_id RETURNING {_SELECT}"  # noqa: S608 - whitelisted names
+        with _unavailable_on_error(self.path):
+            rows = list(await self._db.execute_fetchall(sql, params))
+        if not rows:
+            raise JobNotFoundError(job_id)
+        return _row_to_job(rows[0])
+
+    async def acquire_lease(self, job_id: int, owner: str, *, until: datetime, now: datetime) -> bool:
+        """Claim (or renew) the job for `owner` until `until`; False if another owner holds an unexpired lease.
+
+        One conditional UPDATE, so two processes racing for the same job cannot
+        both win. Also False for an unknown job. `updated_at` is left alone: a
+        lease is bookkeeping, not a change to the job.
+        """
+        sql = (
+            "UPDATE jobs SET lease_owner = :owner, lease_until = :until WHERE id = :job_id"
+            " AND (lease_until IS NULL OR lease_until < :now OR lease_owner = :owner) RETURNING id"
+        )
+        params = {"job_id": job_id, "owner": owner, "until": _to_text(until, "until"), "now": _to_text(now, "now")}
+        with _unavailable_on_error(self.path):
+            rows = list(await self._db.execute_fetchall(sql, params))
+        return bool(rows)
+
+    async def release_lease(self, job_id: int, owner: str) -> bool:
+        """Give the job up early; False if `owner` did not hold it."""
+        sql = (
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL"
+            " WHERE id = :job_id AND lease_owner = :owner RETURNING id"
+        )
+        with _unavailable_on_error(self.path):
+            rows = list(await self._db.execute_fetchall(sql, {"job_id": job_id, "owner": owner}))
+        return bool(rows)
+
+    # Reads.
+
+    async def get(self, job_id: int) -> Job | None:
+        jobs = await self._select("WHERE id = ?", (job_id,))
+        return jobs[0] if jobs else None
+
+    async def unfinished(self) -> Sequence[Job]:
+        """Every job not in a final state, oldest first: what a restart resumes."""
+        with _unavailable_on_error(self.path):
+            rows = await self._db.execute_fetchall(_UNFINISHED_SQL)
+        return [_row_to_job(row) for row in rows]
+
+    async def recent_timings(self, model: str, *, limit: int = 50) -> Sequence[Timing]:
+        """Queue and run durations of the newest completed jobs of `model`, newest first.
+
+        Rows missing a timestamp, or whose stamps run backwards (a job re-queued
+        after it started), are skipped: they would teach the scheduler nonsense.
+        """
+        sql = (
+            "SELECT queued_at, started_at, completed_at FROM jobs"
+            " WHERE model = ? AND completed_at IS NOT NULL AND queued_at IS NOT NULL AND started_at IS NOT NULL"
+            " AND queued_at <= started_at AND started_at <= completed_at"
+            " ORDER BY completed_at DESC, id DESC LIMIT ?"
+        )
+        with _unavailable_on_error(self.path):
+            rows = await self._db.execute_fetchall(sql, (model, limit))
+        timings = []
+        for queued_at, started_at, completed_at in rows:
+            queued, started, completed = _from_text(queued_at), _from_text(started_at), _from_text(completed_at)
+            timings.append(Timing((started - queued).total_seconds(), (completed - started).total_seconds()))
+        return timings
+
+    async def by_request_id(self, request_id: str) -> Job | None:
+        """The job RunComfy knows as `request_id` (the newest, should an id ever repeat)."""
+        jobs = await self._select("WHERE request_id = ? ORDER BY id DESC LIMIT 1", (request_id,))
+        return jobs[0] if jobs else None
+
+    async def by_message_id(self, message_id: int) -> Job | None:
+        """The job whose reply is the Discord message `message_id` (what a reaction names)."""
+        jobs = await self._select("WHERE message_id = ? ORDER BY id DESC LIMIT 1", (message_id,))
+        return jobs[0] if jobs else None
+
+    async def count_by_state(self) -> dict[JobState, int]:
+        """How many jobs are in each state; every state is present, zero included."""
+        with _unavailable_on_error(self.path):
+            rows = await self._db.execute_fetchall("SELECT state, count(*) FROM jobs GROUP BY state")
+        counts = dict.fromkeys(JobState, 0)
+        for state, count in rows:
+            counts[JobState(state)] = count
+        return counts
+
+    async def jobs_for_user(self, user_id: int, *, guild_id: int | None = None, limit: int = 10) -> list[Job]:
+        """A user's newest jobs, in one guild or (guild_id None) everywhere."""
+        if guild_id is None:
+            return await self._select("WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ?", (user_id, limit))
+        return await self._select(
+            "WHERE user_id = ? AND guild_id = ? ORDER BY created_at DESC, id DESC LIMIT ?", (user_id, guild_id, limit)
+        )
+
+    async def children(self, parent_id: int) -> list[Job]:
+        """The rerolls of a job, oldest first."""
+        return await self._select("WHERE parent_id = ? ORDER BY created_at, id", (parent_id,))
+
+    async def _select(self, where: str, params: Sequence[Any]) -> list[Job]:
+        with _unavailable_on_error(self.path):
+            rows = await self._db.execute_fetchall(f"SELECT {_SELECT} FROM jobs {where}", params)  # noqa: S608 - constant clauses
+        return [_row_to_job(row) for row in rows]
+
+
+@contextlib.contextmanager
+def _unavailable_on_error(path: Path) -> Iterator[None]:
+    """Turn "the file cannot be used" errors into StoreUnavailableError; let SQL bugs through as they are."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        code = getattr(exc, "sqlite_errorcode", None)  # absent on errors raised by the sqlite3 module itself
+        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+            raise StoreUnavailableError(path, f"{exc.sqlite_errorname}: {exc}") from exc
+        raise
+    except OSError as exc:
+        raise StoreUnavailableError(path, str(exc)) from exc
+
+
+async def _check_read_only_version(db: aiosqlite.Connection, path: Path) -> int:
+    version = await user_version(db)
+    known = latest_version()
+    if version > known:
+        raise SchemaTooNewError(version, known)
+    if version < known:
+        raise StoreUnavailableError(
+            path, f"schema version {version} needs migrating to {known}, which a read-only open cannot do"
+        )
+    return version
+
+
+if TYPE_CHECKING:
+
+    def _implements_protocol(store: SQLiteJobStore) -> JobStore:
+        return store  # mypy fails here if SQLiteJobStore drifts from the JobStore protocol

@@ -1,0 +1,98 @@
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from cogs import render
+from cogs.buttons import parse_custom_id
+from storage.models import Job, JobOrigin, JobState
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make_job(prompt: str = "a red fox, watercolor", **changes: object) -> Job:
+    job = Job(
+        id=42,
+        model="imagineart/imagineart-1.5-preview/text-to-image",
+        prompt=prompt,
+        aspect_ratio="16:9",
+        seed=7,
+        state=JobState.IN_QUEUE,
+        origin=JobOrigin(guild_id=1, channel_id=2, user_id=3, message_id=4),
+        created_at=T0,
+        updated_at=T0,
+    )
+    return replace(job, **changes)  # type: ignore[arg-type]
+
+
+def custom_ids(rendered: render.Rendered) -> list[str]:
+    return [button.custom_id for button in rendered.buttons]
+
+
+def test_queued_shows_position_and_a_cancel_button() -> None:
+    rendered = render.queued(make_job(), 3)
+    assert "Queued · #3" in rendered.content
+    assert "<@3>" in rendered.content
+    assert custom_ids(rendered) == ["imagine:cancel:42"]
+    fields = {field.name: field.value for field in rendered.embed.fields}
+    assert fields["Seed"] == "`7`"
+    assert fields["Aspect ratio"] == "16:9 · landscape"
+
+
+def test_generating_uses_relative_timestamps() -> None:
+    job = make_job(state=JobState.IN_PROGRESS, started_at=T0)
+    rendered = render.generating(job, T0 + timedelta(seconds=8))
+    assert f"<t:{int(T0.timestamp())}:R>" in rendered.content
+    assert f"<t:{int(T0.timestamp()) + 8}:R>" in rendered.content
+    assert not rendered.buttons  # a running job can no longer be cancelled
+
+
+def test_finished_embeds_the_attachment_and_offers_reroll() -> None:
+    job = make_job(state=JobState.COMPLETED, completed_at=T0 + timedelta(seconds=9.4))
+    rendered = render.finished(job, "imagine-42.png", model_name="ImagineArt 1.5")
+    assert rendered.embed.image.url == "attachment://imagine-42.png"
+    fields = {field.name: field.value for field in rendered.embed.fields}
+    assert fields["Time"] == "9.4 s"
+    assert fields["Model"] == "ImagineArt 1.5"
+    assert custom_ids(rendered) == ["imagine:reroll:42"]
+
+
+def test_markdown_in_prompts_is_escaped_and_long_prompts_trimmed() -> None:
+    prompt = "```\n**bold** " + "x" * 5000
+    job = make_job(prompt=prompt)
+    rendered = render.queued(job, None)
+    assert len(rendered.content) <= render.CONTENT_MAX
+    assert "```" not in rendered.content
+    assert rendered.embed.description is not None
+    assert len(rendered.embed.description) <= render.DESCRIPTION_MAX
+    assert rendered.embed.description.endswith("…")
+    assert "\\*\\*bold\\*\\*" in rendered.embed.description
+    assert len(render.alt_text(job)) <= render.ALT_TEXT_MAX
+
+
+def test_total_embed_size_stays_within_discord_limit() -> None:
+    job = make_job(prompt="y" * 2048, state=JobState.COMPLETED, completed_at=T0)
+    rendered = render.finished(job, "imagine-42.png", model_name="m" * 200)
+    assert len(rendered.embed) <= 6000
+
+
+def test_failure_says_what_happened_and_offers_retry_only_when_useful() -> None:
+    retry = render.failed(make_job(), "RunComfy had a hiccup.", retryable=True)
+    final = render.failed(make_job(), "The server's RunComfy balance is empty.", retryable=False)
+    assert "Press 🔄" in retry.embed.fields[-1].value
+    assert custom_ids(retry) == ["imagine:reroll:42"]
+    assert not final.buttons
+
+
+async def test_views_are_fresh_and_persistent() -> None:
+    rendered = render.queued(make_job(), 1)
+    first, second = rendered.view(), rendered.view()
+    assert first is not second
+    assert first.timeout is None
+    assert first.is_persistent()
+
+
+def test_custom_id_parsing_refuses_forgeries() -> None:
+    assert parse_custom_id("imagine:reroll:42") == ("reroll", 42)
+    assert parse_custom_id("imagine:reroll:../../x") == ("reroll", None)
+    assert parse_custom_id("imagine:reroll:-1") == ("reroll", None)
+    assert parse_custom_id("imagine:reroll:١٢") == ("reroll", None)  # Arabic-Indic digits pass isdigit()
+    assert parse_custom_id("imagine:cancel:99999999999999999999999") == ("cancel", None)
