@@ -1,0 +1,56 @@
+"""Fault injection for chaos tests: chosen 5xx/429 answers on chosen routes, or a random rate of them."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .ratelimit import RouteInfo
+
+Matcher = str | Callable[[RouteInfo], bool]
+
+
+@dataclass
+class Fault:
+    """Answer `status` instead of (or, with `after=True`, after) handling a matching request."""
+
+    match: Matcher
+    status: int = 500
+    times: int | None = 1  # None: forever
+    retry_after: float = 0.1
+    after: bool = False  # the request takes effect, then the client sees the error (a lost response)
+    served: int = 0
+
+    def matches(self, info: RouteInfo) -> bool:
+        if self.times is not None and self.served >= self.times:
+            return False
+        if callable(self.match):
+            return bool(self.match(info))
+        return self.match in (info.key, info.template, info.path)
+
+
+class FaultInjector:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.faults: list[Fault] = []
+        self.rate = 0.0
+        self.random_statuses: tuple[int, ...] = (500, 502, 429)
+        self.served: list[tuple[str, int]] = []
+
+    def add(self, fault: Fault) -> Fault:
+        self.faults.append(fault)
+        return fault
+
+    def pick(self, info: RouteInfo, *, after: bool) -> Fault | None:
+        for fault in self.faults:
+            if fault.after == after and fault.matches(info):
+                fault.served += 1
+                self.served.append((info.key, fault.status))
+                return fault
+        # Random faults hit bot REST calls only, before handling (like a flaky edge).
+        if not after and self.rate > 0 and info.bot_auth and self.rng.random() < self.rate:
+            status = self.rng.choice(self.random_statuses)
+            self.served.append((info.key, status))
+            return Fault(info.key, status=status, retry_after=round(self.rng.uniform(0.05, 0.3), 3))
+        return None
