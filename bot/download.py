@@ -1,0 +1,203 @@
+"""Fetching a finished image from a result URL, treating the URL as hostile.
+
+The URL comes from an upstream answer, so it is checked like user input: only
+http(s), only allowlisted hosts (re-checked on every redirect), no literal
+private or loopback address unless the operator listed it, a byte cap enforced
+while streaming, and the bytes must decode as an image. The API token is never
+sent here: the request carries no Authorization header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from PIL import Image, UnidentifiedImageError
+
+from bot.runcomfy_errors import DownloadError, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 5
+DEFAULT_MAX_PIXELS = 80_000_000
+# What Discord shows inline; anything else Pillow can read is still refused.
+ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DownloadedImage:
+    """Verified image bytes; `format` and `content_type` come from the bytes, not the server's word."""
+
+    data: bytes
+    format: str
+    width: int
+    height: int
+    content_type: str
+
+    @property
+    def extension(self) -> str:
+        """File extension for an attachment name, e.g. "png"."""
+        return "jpg" if self.format == "JPEG" else self.format.lower()
+
+
+class HostPolicy:
+    """Which hosts result files may come from.
+
+    Patterns are exact host names or `*.domain`, which matches any subdomain of
+    `domain` (not `domain` itself). A literal IP address is allowed only when it
+    is listed exactly: that is how an emulator on 127.0.0.1 gets in, while a
+    result pointing at 10.0.0.5 or ::1 does not.
+    """
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.exact: set[str] = set()
+        self.suffixes: list[str] = []
+        for raw in patterns:
+            pattern = raw.strip().lower().rstrip(".")
+            if pattern.startswith("*."):
+                self.suffixes.append(pattern[1:])
+            elif pattern:
+                self.exact.add(pattern.strip("[]"))
+
+    def allows(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        if host in self.exact:
+            return True
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return False  # IP literals only by exact listing, whatever their range
+        return any(host.endswith(suffix) and len(host) > len(suffix) for suffix in self.suffixes)
+
+    def check(self, url: str) -> None:
+        """Raise DownloadError unless `url` is an http(s) URL on an allowed host, without credentials."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            parts.port  # noqa: B018  (raises ValueError on a garbage port)
+        except ValueError as exc:
+            raise DownloadError(f"download refused: unparsable URL ({exc})") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise DownloadError(f"download refused: scheme {parts.scheme!r} is not http(s)")
+        if not host:
+            raise DownloadError("download refused: URL has no host")
+        if parts.username is not None or parts.password is not None:
+            raise DownloadError("download refused: URL carries credentials")
+        if not self.allows(host):
+            raise DownloadError(f"download refused: host {host!r} is not in the allowlist")
+
+
+def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DownloadedImage:
+    """Verify `data` decodes as an allowed image format within the pixel budget; blocking, run it in a thread.
+
+    The size is checked from the header before any pixel is decoded, so a
+    decompression bomb costs nothing; `verify()` checks the structure and a full
+    `load()` catches truncated pixel data that `verify()` lets through.
+    """
+    if not data:
+        raise DownloadError("download rejected: empty body")
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            fmt = probe.format or ""
+            width, height = probe.size
+            if width * height > max_pixels:
+                raise DownloadError(f"download rejected: {width}x{height} exceeds the {max_pixels} pixel budget")
+            if fmt not in ALLOWED_FORMATS:
+                raise DownloadError(f"download rejected: unsupported image format {fmt or 'unknown'}")
+            probe.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+    except DownloadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DownloadError(f"download rejected: decompression bomb ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, UnidentifiedImageError) as exc:
+        raise DownloadError(f"download rejected: not a valid image ({type(exc).__name__}: {exc})") from None
+    return DownloadedImage(
+        data=data, format=fmt, width=width, height=height, content_type=Image.MIME.get(fmt, "application/octet-stream")
+    )
+
+
+async def fetch_image(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    policy: HostPolicy,
+    max_bytes: int,
+    total_seconds: float,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    before_attempt: Callable[[], Awaitable[None]] | None = None,
+) -> DownloadedImage:
+    """Download and verify one image, following at most MAX_REDIRECTS redirects by hand.
+
+    `total_seconds` bounds the whole chain (redirects, headers and body). Transport
+    failures and 408/429/5xx answers raise a DownloadError with retryable=True;
+    everything about the content is final.
+    """
+    try:
+        async with asyncio.timeout(total_seconds):
+            data = await _fetch_bytes(session, url, policy=policy, max_bytes=max_bytes, before_attempt=before_attempt)
+    except TimeoutError:
+        raise DownloadError(f"download timed out after {total_seconds:g}s", retryable=True) from None
+    except aiohttp.ClientError as exc:
+        raise DownloadError(f"download failed: {type(exc).__name__}", retryable=True) from None
+    return await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
+
+
+async def _fetch_bytes(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    policy: HostPolicy,
+    max_bytes: int,
+    before_attempt: Callable[[], Awaitable[None]] | None,
+) -> bytes:
+    for _hop in range(MAX_REDIRECTS + 1):
+        policy.check(url)
+        if before_attempt is not None:
+            await before_attempt()
+        # No headers of ours: the token must never reach the file host.
+        async with session.get(url, allow_redirects=False) as resp:
+            if resp.status in _REDIRECTS:
+                location = resp.headers.get("Location")
+                if not location:
+                    raise DownloadError(f"download failed: HTTP {resp.status} without Location", status=resp.status)
+                url = urljoin(url, location)
+                log.debug("download redirected (HTTP %d)", resp.status)
+                continue
+            if resp.status in (408, 429) or resp.status >= 500:
+                raise DownloadError(
+                    f"download failed: HTTP {resp.status}",
+                    status=resp.status,
+                    retryable=True,
+                    retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                )
+            if resp.status != 200:
+                raise DownloadError(f"download failed: HTTP {resp.status}", status=resp.status)
+            return await _read_capped(resp, max_bytes)
+    raise DownloadError(f"download refused: more than {MAX_REDIRECTS} redirects")
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The body, aborting the connection the moment it passes `max_bytes` (Content-Length is not trusted)."""
+    declared = resp.content_length
+    if declared is not None and declared > max_bytes:
+        resp.close()
+        raise DownloadError(f"download rejected: Content-Length {declared} exceeds {max_bytes} bytes")
+    buffer = bytearray()
+    async for chunk in resp.content.iter_chunked(_CHUNK):
+        buffer += chunk
+        if len(buffer) > max_bytes:
+            resp.close()
+            raise DownloadError(f"download rejected: body exceeds {max_bytes} bytes")
+    return bytes(buffer)

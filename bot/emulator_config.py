@@ -1,0 +1,264 @@
+"""The emulator's switches: one mutable config object, also exposed as CLI flags.
+
+Tests change `EmulatorConfig` fields while the server runs (every request reads
+them afresh); `python -m bot emulator` builds the same object from flags.
+`Fault` describes one scripted misbehaviour for `Emulator.inject`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bot.model_spec import PROMPT_MAX
+from bot.settings import DEFAULT_MODEL
+
+DurationKind = Literal["constant", "uniform", "lognormal"]
+OutputShape = Literal["images", "image", "nested"]
+ResultKind = Literal["png", "html", "empty", "truncated", "huge", "redirect"]
+CostShape = Literal["cost", "cost_usd", "billing"]
+FaultKind = Literal["http", "drop", "slow", "malformed"]
+
+# Routes faults can target; "file" is the image download, which has no auth.
+API_ROUTES = frozenset({"submit", "status", "result", "cancel", "model"})
+ROUTES = API_ROUTES | {"file"}
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A distribution of seconds: constant, uniform(low, high) or lognormal(median, sigma) capped at `cap`."""
+
+    kind: DurationKind = "constant"
+    a: float = 0.0  # constant value, uniform low, lognormal median
+    b: float = 0.0  # uniform high, lognormal sigma
+    cap: float = math.inf
+
+    @classmethod
+    def constant(cls, seconds: float) -> Duration:
+        return cls("constant", seconds)
+
+    @classmethod
+    def uniform(cls, low: float, high: float) -> Duration:
+        return cls("uniform", low, high)
+
+    @classmethod
+    def lognormal(cls, median: float, sigma: float, cap: float = math.inf) -> Duration:
+        return cls("lognormal", median, sigma, cap)
+
+    def sample(self, rng: random.Random) -> float:
+        if self.kind == "constant":
+            value = self.a
+        elif self.kind == "uniform":
+            value = rng.uniform(self.a, self.b)
+        else:
+            value = rng.lognormvariate(math.log(self.a), self.b) if self.a > 0 else 0.0
+        return max(0.0, min(value, self.cap))
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        """`2`, `constant:2`, `uniform:1,5` or `lognormal:8,0.4[,60]` (median, sigma, cap)."""
+        kind, _, rest = text.partition(":")
+        if not rest:
+            kind, rest = "constant", kind
+        try:
+            numbers = [float(part) for part in rest.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
+        if kind == "constant" and len(numbers) == 1:
+            return cls.constant(numbers[0])
+        if kind == "uniform" and len(numbers) == 2:
+            return cls.uniform(*numbers)
+        if kind == "lognormal" and len(numbers) in (2, 3):
+            return cls.lognormal(*numbers)
+        raise argparse.ArgumentTypeError(
+            f"not a duration: {text!r} (constant:S, uniform:LO,HI, lognormal:MED,SIGMA[,CAP])"
+        )
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted misbehaviour of a route.
+
+    `process=True` lets the route do its work first (a submit creates and
+    counts its job) and then spoils the answer: that is a lost answer, not a
+    refusal. `slow` always processes, then answers `delay` seconds late.
+    """
+
+    kind: FaultKind
+    status: int = 503
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    process: bool = False
+    raw: bytes | None = None
+
+    @classmethod
+    def http(
+        cls,
+        status: int,
+        body: Any = None,
+        *,
+        retry_after: str | float | None = None,
+        headers: Mapping[str, str] | None = None,
+        process: bool = False,
+    ) -> Fault:
+        """Answer `status` with a JSON `body` (default: a RunComfy-style error body)."""
+        merged = dict(headers or {})
+        if retry_after is not None:
+            merged["Retry-After"] = str(retry_after)
+        return cls("http", status=status, body=body, headers=merged, process=process)
+
+    @classmethod
+    def error_code(cls, code: int, *, status: int = 200, message: str = "emulated error") -> Fault:
+        """A body with `error_code`, by default under HTTP 200 as RunComfy sometimes sends."""
+        return cls.http(status, {"error_code": code, "error_message": message})
+
+    @classmethod
+    def drop(cls, *, process: bool = False) -> Fault:
+        """Close the connection without answering."""
+        return cls("drop", process=process)
+
+    @classmethod
+    def slow(cls, seconds: float) -> Fault:
+        """Do the work, then answer `seconds` late."""
+        return cls("slow", delay=seconds, process=True)
+
+    @classmethod
+    def malformed(cls, *, status: int = 200, process: bool = False, raw: bytes | None = None) -> Fault:
+        """A body that is not JSON (by default a truncated object) under a JSON content type."""
+        return cls("malformed", status=status, process=process, raw=raw)
+
+
+@dataclass
+class EmulatorConfig:
+    """Every knob of the emulator; mutate it while the server runs to change behaviour at once.
+
+    Rates are probabilities per API call (on `fault_routes`), drawn from the
+    emulator's seeded RNG so a run with the same seed and call order repeats.
+    """
+
+    model_id: str = DEFAULT_MODEL
+    # Time model (seconds, event-loop clock).
+    queue_time: Duration = field(default_factory=lambda: Duration.lognormal(1.0, 0.5, 10.0))
+    run_time: Duration = field(default_factory=lambda: Duration.lognormal(4.0, 0.3, 20.0))
+    queue_position_start: int | None = None  # None: derived from the wait
+    seconds_per_queue_position: float = 1.0
+    # Job outcomes.
+    failure_rate: float = 0.0
+    failure_message: str = "Generation failed: worker error"
+    output_shape: OutputShape = "images"
+    unknown_state: str | None = None  # replaces in_queue/in_progress in answers when set
+    expire_after: float | None = None  # seconds after finishing until the id answers 404001
+    # Random faults on API calls.
+    fault_routes: frozenset[str] = API_ROUTES
+    rate_429: float = 0.0
+    retry_after: str | None = "1"  # Retry-After sent with random 429s; None: no header
+    rate_5xx: float = 0.0
+    status_5xx: int = 503
+    slow_rate: float = 0.0
+    slow_seconds: float = 2.0
+    drop_rate: float = 0.0
+    malformed_rate: float = 0.0
+    error_code_rate: float = 0.0  # HTTP 200 bodies carrying error_code
+    error_code: int = 400004
+    # Result files.
+    result_kind: ResultKind = "png"
+    redirect_url: str | None = None
+    huge_bytes: int = 64 * 1024 * 1024
+    huge_content_length: bool = True
+    full_size: bool = False
+    # Money and accounts.
+    base_price_usd: float = 0.03
+    cost_shape: CostShape = "cost"
+    balance_usd: float | None = None  # None: unlimited; else each submit spends base_price_usd
+    extra_tokens: tuple[str, ...] = ()  # other valid accounts (their jobs answer 403001 to us)
+    max_prompt_chars: int = PROMPT_MAX
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, not {text}")
+    return value
+
+
+def _optional(text: str) -> str | None:
+    return None if text.lower() in ("", "none", "no") else text
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the emulator's flags (including --host and --port) to `parser`."""
+    d = EmulatorConfig()
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    add("--port", type=int, default=8188, help="port (0 picks a free one; default 8188)")
+    add("--token", default="emulator-token", help="the bearer token clients must send")
+    add("--seed", type=int, default=0, help="seed of the random draws (timings, failures, faults)")
+    add("--model-id", default=d.model_id)
+    add("--queue-time", type=Duration.parse, default=d.queue_time, metavar="DIST", help="e.g. lognormal:1,0.5,10")
+    add("--run-time", type=Duration.parse, default=d.run_time, metavar="DIST", help="e.g. uniform:3,6 or constant:4")
+    add("--queue-position-start", type=int, default=None)
+    add("--seconds-per-queue-position", type=float, default=d.seconds_per_queue_position)
+    add("--failure-rate", type=_rate, default=0.0, help="share of jobs that fail upstream")
+    add("--failure-message", default=d.failure_message)
+    add("--output-shape", choices=("images", "image", "nested"), default=d.output_shape)
+    add("--unknown-state", type=_optional, default=None, help="state string shown instead of queued/running")
+    add("--expire-after", type=float, default=None, help="seconds after finishing until request ids expire")
+    add("--rate-429", type=_rate, default=0.0)
+    add("--retry-after", type=_optional, default=d.retry_after, help="Retry-After of 429s ('none' to omit)")
+    add("--rate-5xx", type=_rate, default=0.0)
+    add("--status-5xx", type=int, default=d.status_5xx)
+    add("--slow-rate", type=_rate, default=0.0)
+    add("--slow-seconds", type=float, default=d.slow_seconds)
+    add("--drop-rate", type=_rate, default=0.0, help="share of calls whose connection is closed unanswered")
+    add("--malformed-rate", type=_rate, default=0.0)
+    add("--error-code-rate", type=_rate, default=0.0, help="share of calls answered 200 with an error_code")
+    add("--error-code", type=int, default=d.error_code)
+    add("--result-kind", choices=("png", "html", "empty", "truncated", "huge", "redirect"), default="png")
+    add("--redirect-url", default=None)
+    add("--huge-bytes", type=int, default=d.huge_bytes)
+    add("--no-content-length", action="store_true", help="stream huge results without Content-Length")
+    add("--full-size", action="store_true", help="serve ~4 MP images instead of 256 px previews")
+    add("--base-price", type=float, default=d.base_price_usd)
+    add("--cost-shape", choices=("cost", "cost_usd", "billing"), default=d.cost_shape)
+    add("--balance", type=float, default=None, help="account balance in USD (default unlimited)")
+    add("--max-prompt-chars", type=int, default=d.max_prompt_chars)
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    """The EmulatorConfig the flags of `configure_parser` describe."""
+    return EmulatorConfig(
+        model_id=args.model_id,
+        queue_time=args.queue_time,
+        run_time=args.run_time,
+        queue_position_start=args.queue_position_start,
+        seconds_per_queue_position=args.seconds_per_queue_position,
+        failure_rate=args.failure_rate,
+        failure_message=args.failure_message,
+        output_shape=args.output_shape,
+        unknown_state=args.unknown_state,
+        expire_after=args.expire_after,
+        rate_429=args.rate_429,
+        retry_after=args.retry_after,
+        rate_5xx=args.rate_5xx,
+        status_5xx=args.status_5xx,
+        slow_rate=args.slow_rate,
+        slow_seconds=args.slow_seconds,
+        drop_rate=args.drop_rate,
+        malformed_rate=args.malformed_rate,
+        error_code_rate=args.error_code_rate,
+        error_code=args.error_code,
+        result_kind=args.result_kind,
+        redirect_url=args.redirect_url,
+        huge_bytes=args.huge_bytes,
+        huge_content_length=not args.no_content_length,
+        full_size=args.full_size,
+        base_price_usd=args.base_price,
+        cost_shape=args.cost_shape,
+        balance_usd=args.balance,
+        max_prompt_chars=args.max_prompt_chars,
+    )
