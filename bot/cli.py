@@ -1,0 +1,153 @@
+"""`python -m bot generate`: one image from the terminal, through the same job manager and store.
+
+Exit status 0 on success, 2 on invalid input, 1 on an upstream failure; one
+clear line on stderr for each failure, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+from pydantic import SecretStr
+from rich.console import Console
+
+from bot.emulator import Emulator
+from bot.events import JobCompleted, JobEvent, JobFailed, JobQueued, JobRunning
+from bot.jobs import JobManager
+from bot.model_spec import RATIO_VALUES, InvalidInputError, check_ratio, check_seed, clean_prompt
+from bot.runcomfy import RunComfyClient
+from bot.settings import Settings
+from storage.models import Job, NewJob
+from storage.sqlite import SQLiteJobStore
+
+EXIT_OK = 0
+EXIT_UPSTREAM = 1
+EXIT_INVALID = 2
+
+
+class UsageError(Exception):
+    """Invalid command-line input; exit status 2."""
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", help="what the image should show")
+    parser.add_argument("--aspect-ratio", default="1:1", help=f"one of {', '.join(RATIO_VALUES)} (default 1:1)")
+    parser.add_argument("--seed", help="0..2147483647; random when omitted (printed, so you can reproduce it)")
+    parser.add_argument("--output", type=Path, help="where to save the image (default: imagine-<job id>.<type>)")
+    parser.add_argument("--emulator", action="store_true", help="use a built-in RunComfy emulator: no token, no cost")
+
+
+def parse_inputs(args: argparse.Namespace) -> tuple[str, str, int]:
+    """Check the prompt, ratio and seed before anything is spent."""
+    try:
+        prompt = clean_prompt(args.prompt)
+        ratio = check_ratio(args.aspect_ratio)
+        if args.seed is None:
+            seed = check_seed(None)
+        else:
+            try:
+                seed = int(args.seed)
+            except ValueError:
+                raise InvalidInputError("seed", "The seed must be a whole number from 0 to 2,147,483,647.") from None
+            seed = check_seed(seed)
+    except InvalidInputError as error:
+        flag = "--aspect-ratio" if error.option == "aspect_ratio" else f"--{error.option}"
+        if error.option == "prompt":
+            flag = "PROMPT"
+        raise UsageError(f"{flag}: {error}") from None
+    return prompt, ratio, seed
+
+
+class Progress:
+    """Shows where the job is: a live spinner on a terminal, one line per change otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.status = console.status("Submitting…") if console.is_terminal else None
+
+    def __enter__(self) -> Progress:
+        if self.status is not None:
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.__exit__(None, None, None)
+
+    def show(self, text: str) -> None:
+        if self.status is not None:
+            self.status.update(text)
+        else:
+            self.console.print(text, highlight=False)
+
+
+@contextlib.asynccontextmanager
+async def _runcomfy(settings: Settings, use_emulator: bool) -> AsyncIterator[tuple[Settings, SecretStr]]:
+    """The settings and token to talk with: the real API, or a private emulator started here."""
+    if not use_emulator:
+        yield settings, settings.require("RUNCOMFY_API_TOKEN")
+        return
+    async with Emulator() as emulator:
+        yield settings.model_copy(update={"runcomfy_base_url": emulator.url}), SecretStr(emulator.token)
+
+
+async def generate(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    prompt, ratio, seed = parse_inputs(args)
+    async with (
+        _runcomfy(settings, args.emulator) as (settings, token),
+        aiohttp.ClientSession() as session,
+        await SQLiteJobStore.open(settings.database_path) as store,
+    ):
+        limiter = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
+        client = RunComfyClient.from_settings(session, settings, token=token, limiter=limiter)
+        manager = JobManager.from_settings(client, store, settings)
+        done: asyncio.Future[JobEvent] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        with Progress(console) as progress:
+
+            async def on_event(event: JobEvent) -> None:
+                # This manager runs only this command's job, so every event is ours.
+                elapsed = loop.time() - started
+                if isinstance(event, JobQueued):
+                    where = f" · #{event.position}" if event.position else ""
+                    progress.show(f"Queued{where} · {elapsed:.0f}s")
+                elif isinstance(event, JobRunning):
+                    progress.show(f"Generating · {elapsed:.0f}s")
+                elif not done.done():
+                    done.set_result(event)
+
+            manager.subscribe(on_event)
+            await manager.start(resume=lambda job: False)  # the bot resumes its own jobs, not this command
+            try:
+                new = NewJob(model=settings.runcomfy_model, prompt=prompt, aspect_ratio=ratio, seed=seed)
+                await manager.submit(new)
+                event = await done
+            finally:
+                await manager.stop()
+
+        if isinstance(event, JobCompleted):
+            path = _save(event, args.output)
+            await manager.mark_delivered(event.job.id, "file")
+            console.print(f"Saved {path} ({event.image.width}×{event.image.height}, seed {seed})", highlight=False)
+            print(path)  # noqa: T201 - stdout carries the result for scripts
+            console.print(f"request id: {event.job.request_id}", highlight=False)
+            return EXIT_OK
+        reason = event.reason if isinstance(event, JobFailed) else "The job was cancelled."
+        console.print(f"error: {reason}", highlight=False, markup=False)
+        return EXIT_UPSTREAM
+
+
+def _save(event: JobCompleted, output: Path | None) -> Path:
+    job: Job = event.job
+    path = output or Path(f"imagine-{job.id}.{event.image.format.lower()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(event.image.data)
+    return path
