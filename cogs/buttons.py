@@ -1,0 +1,64 @@
+"""The buttons on job messages, as one persistent `DynamicItem`.
+
+The custom_id (`imagine:<action>:<job id>`) is stored on the message by
+Discord, so a button keeps working after a restart once this class is
+registered with `bot.add_dynamic_items`. The template deliberately accepts any
+`imagine:` id: a forged or stale id (`imagine:reroll:../../x`) still reaches
+the handler and gets a friendly answer instead of "This interaction failed".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+import discord
+
+PREFIX = "imagine"
+CUSTOM_ID_MAX = 100
+
+# action -> (label, emoji, style)
+ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
+    "reroll": ("Reroll", "🔄", discord.ButtonStyle.secondary),
+    "cancel": ("Cancel", "❌", discord.ButtonStyle.danger),
+}
+
+
+class ButtonHandler(Protocol):
+    async def on_button(self, interaction: discord.Interaction[Any], action: str, job_id: int | None) -> None: ...
+
+
+def parse_custom_id(custom_id: str) -> tuple[str, int | None]:
+    """The action and job id of a custom_id; job id None when it is not a plain positive number."""
+    _, _, rest = custom_id.partition(":")
+    action, _, raw_id = rest.partition(":")
+    job_id = int(raw_id) if raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18 else None
+    return action, job_id
+
+
+class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=re.compile(r"imagine:.*")):
+    """A job button; the cog named "Imagine" answers the click."""
+
+    def __init__(self, action: str, job_id: int | None) -> None:
+        label, emoji, style = ACTIONS.get(action, (action[:80] or "?", "❔", discord.ButtonStyle.secondary))
+        custom_id = f"{PREFIX}:{action}:{job_id}"[:CUSTOM_ID_MAX]
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id))
+        self.action = action
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls,
+        interaction: discord.Interaction[Any],
+        item: discord.ui.Item[Any],
+        match: re.Match[str],
+        /,
+    ) -> ImagineButton:
+        return cls(*parse_custom_id(match.string))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        handler: ButtonHandler | None = interaction.client.get_cog("Imagine")
+        if handler is None:
+            await interaction.response.send_message("The bot is starting up; try again in a moment.", ephemeral=True)
+            return
+        await handler.on_button(interaction, self.action, self.job_id)

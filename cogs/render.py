@@ -1,0 +1,142 @@
+"""What a member sees for a job at each state: pure functions from a job to message parts.
+
+No I/O and no discord.py client here, so every state can be checked without
+Discord. User text (the prompt) is escaped and trimmed to Discord's limits;
+the messages are always sent with `allowed_mentions=none`, so a prompt can
+show `@everyone` but never ping anyone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import discord
+
+from bot.model_spec import ASPECT_RATIOS
+from cogs.buttons import ImagineButton
+from storage.models import Job
+
+COLOUR_WORKING = discord.Colour.blurple()
+COLOUR_DONE = discord.Colour.green()
+COLOUR_FAILED = discord.Colour.red()
+COLOUR_CANCELLED = discord.Colour.light_grey()
+
+CONTENT_MAX = 2000
+TITLE_PROMPT_MAX = 120  # the status line quotes the prompt's start; the embed holds all of it
+DESCRIPTION_MAX = 4096
+ALT_TEXT_MAX = 1024
+RATIO_NAMES = {ratio.value: ratio.choice_name for ratio in ASPECT_RATIOS}
+NO_MENTIONS = discord.AllowedMentions.none()
+
+
+@dataclass(slots=True)
+class Rendered:
+    """Everything one message edit carries."""
+
+    content: str
+    embed: discord.Embed
+    buttons: list[ImagineButton] = field(default_factory=list)
+
+    def view(self) -> discord.ui.View:
+        """A fresh view (views hold runtime state, so each edit gets its own)."""
+        view = discord.ui.View(timeout=None)
+        for button in self.buttons:
+            view.add_item(button)
+        return view
+
+
+def trim(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, ending with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def safe_prompt(prompt: str, limit: int, *, one_line: bool = False) -> str:
+    """The prompt with markdown escaped (a stray ``` must not swallow the message), then trimmed."""
+    escaped = discord.utils.escape_markdown(" ".join(prompt.split()) if one_line else prompt)
+    if len(escaped) > limit:
+        escaped = escaped[: limit - 1]
+        escaped = escaped.removesuffix("\\") + "…"
+    return escaped
+
+
+def alt_text(job: Job) -> str:
+    return trim(" ".join(job.prompt.split()), ALT_TEXT_MAX)
+
+
+def file_name(job: Job, extension: str) -> str:
+    return f"imagine-{job.id}.{extension}"
+
+
+def requester(job: Job) -> str:
+    return f"<@{job.origin.user_id}>" if job.origin.user_id else "someone"
+
+
+def _card(job: Job, colour: discord.Colour) -> discord.Embed:
+    embed = discord.Embed(description=safe_prompt(job.prompt, DESCRIPTION_MAX), colour=colour)
+    embed.add_field(name="Seed", value=f"`{job.seed}`")
+    embed.add_field(name="Aspect ratio", value=RATIO_NAMES.get(job.aspect_ratio, job.aspect_ratio))
+    embed.add_field(name="Requested by", value=requester(job))
+    return embed
+
+
+def _headline(job: Job, status: str) -> str:
+    return trim(
+        f"**{safe_prompt(job.prompt, TITLE_PROMPT_MAX, one_line=True)}** · {requester(job)} · {status}", CONTENT_MAX
+    )
+
+
+def queued(job: Job, position: int | None) -> Rendered:
+    status = f"⏳ Queued · #{position}" if position else "⏳ Queued"
+    embed = _card(job, COLOUR_WORKING)
+    return Rendered(_headline(job, status), embed, [ImagineButton("cancel", job.id)])
+
+
+def waiting(job: Job) -> Rendered:
+    """Acknowledged, not yet accepted by RunComfy."""
+    return Rendered(_headline(job, "⏳ Sending to the image service…"), _card(job, COLOUR_WORKING))
+
+
+def generating(job: Job, eta: datetime | None) -> Rendered:
+    started = job.started_at or job.updated_at
+    status = f"🎨 Generating · started {discord.utils.format_dt(started, 'R')}"
+    if eta is not None and eta > started:
+        status += f" · ready {discord.utils.format_dt(eta, 'R')}"
+    return Rendered(_headline(job, status), _card(job, COLOUR_WORKING))
+
+
+def finished(job: Job, attachment: str, *, model_name: str) -> Rendered:
+    """The result: the image in the embed, the facts beside it, reroll underneath."""
+    took = _took(job)
+    embed = _card(job, COLOUR_DONE)
+    embed.add_field(name="Model", value=model_name)
+    if took is not None:
+        embed.add_field(name="Time", value=took)
+    embed.set_image(url=f"attachment://{attachment}")
+    embed.set_footer(text=f"Job {job.id}")
+    return Rendered(_headline(job, "✅ Done"), embed, [ImagineButton("reroll", job.id)])
+
+
+def failed(job: Job, reason: str, retryable: bool) -> Rendered:
+    hint = " Press 🔄 to try again." if retryable else ""
+    embed = _card(job, COLOUR_FAILED)
+    embed.add_field(name="What happened", value=trim(reason + hint, 1024), inline=False)
+    buttons = [ImagineButton("reroll", job.id)] if retryable else []
+    return Rendered(_headline(job, "⚠️ Failed"), embed, buttons)
+
+
+def cancelled(job: Job) -> Rendered:
+    embed = _card(job, COLOUR_CANCELLED)
+    embed.add_field(name="Cancelled", value="Stopped before it started: nothing was charged.", inline=False)
+    return Rendered(_headline(job, "✖️ Cancelled"), embed)
+
+
+def _took(job: Job) -> str | None:
+    end = job.completed_at or job.finished_at
+    if end is None:
+        return None
+    seconds = (end - job.created_at).total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{math.floor(seconds / 60)} min {round(seconds % 60)} s"

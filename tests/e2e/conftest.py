@@ -1,0 +1,92 @@
+"""End-to-end fixtures: the product bot (unmodified discord.py) against the fake Discord and the emulator.
+
+Everything real a member meets is real here: HTTP to the emulator, REST and
+gateway to the fake Discord, a SQLite file on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import ImagineBot
+from bot.emulator import Duration, Emulator, EmulatorConfig
+from bot.settings import Settings
+from storage.models import Job, JobState
+from tests.fakediscord import FakeDiscord, FakeGuild, FakeInteraction, FakeMessage
+from tests.fakediscord.runner import run_bot
+
+RUNCOMFY_TOKEN = "rc-SECRET-e2e-token-7f3a"
+
+BotStarter = Callable[..., contextlib.AbstractAsyncContextManager[ImagineBot]]
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    """Quick jobs by default (0.2 s queued, 0.3 s generating); tests change `emulator.config`."""
+    config = EmulatorConfig(queue_time=Duration.constant(0.2), run_time=Duration.constant(0.3))
+    async with Emulator(config, token=RUNCOMFY_TOKEN, seed=3) as emu:
+        yield emu
+
+
+@pytest.fixture
+def settings(tmp_path: Path, emulator: Emulator, fake_discord: FakeDiscord, guild: FakeGuild) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings' documented test override
+        discord_token=fake_discord.bot_token,
+        runcomfy_api_token=RUNCOMFY_TOKEN,
+        runcomfy_base_url=emulator.url,
+        database_path=tmp_path / "imagine.sqlite3",
+        discord_guild_ids=[guild.id],
+        discord_api_base_url=fake_discord.rest_base,
+        discord_gateway_url=fake_discord.gateway_url,
+        poll_min_interval_seconds=0.05,
+        poll_max_interval_seconds=0.25,
+    )
+
+
+@pytest.fixture
+def start_bot(fake_discord: FakeDiscord, settings: Settings) -> BotStarter:
+    """`async with start_bot() as bot:` runs a fresh ImagineBot process-equivalent on the same database."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[ImagineBot]:
+        bot = ImagineBot(settings.model_copy(update=overrides), guild_ready_timeout=0.05)
+        async with run_bot(fake_discord, bot) as running:
+            yield running
+
+    return start
+
+
+@pytest.fixture
+async def bot(start_bot: BotStarter) -> AsyncIterator[ImagineBot]:
+    async with start_bot() as running:
+        yield running
+
+
+async def reply_showing(
+    fake: FakeDiscord, interaction: FakeInteraction, text: str, within: float = 10.0
+) -> FakeMessage:
+    """The interaction's reply once its content contains `text`."""
+
+    def ready() -> FakeMessage | None:
+        message = interaction.original_message
+        return message if message is not None and text in message.content else None
+
+    return await fake.wait_for(ready, within)
+
+
+async def job_in_state(bot: ImagineBot, job_id: int, *states: JobState, within: float = 10.0) -> Job:
+    """The job once it reaches one of `states` (the store is written just after Discord answers)."""
+    assert bot.store is not None
+    async with asyncio.timeout(within):
+        while True:
+            job = await bot.store.get(job_id)
+            if job is not None and job.state in states:
+                return job
+            await asyncio.sleep(0.02)
