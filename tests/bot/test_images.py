@@ -7,8 +7,10 @@ from bot.images import fit_under
 
 
 def png_bytes(width: int, height: int, noisy: bool = False) -> bytes:
-    image = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)) if noisy else Image.new(
-        "RGB", (width, height), (200, 30, 30)
+    image = (
+        Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+        if noisy
+        else Image.new("RGB", (width, height), (200, 30, 30))
     )
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
