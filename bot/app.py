@@ -123,5 +123,7 @@ async def sync_commands(settings: Settings, *, global_: bool) -> int:
             return len(await bot.tree.sync())
         total = 0
         for guild_id in settings.discord_guild_ids:
-            total += len(await bot.tree.sync(guild=discord.Object(guild_id)))
+            guild = discord.Object(guild_id)
+            bot.tree.copy_global_to(guild=guild)
+            total += len(await bot.tree.sync(guild=guild))
         return total

@@ -9,10 +9,14 @@ the handler and gets a friendly answer instead of "This interaction failed".
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 from typing import Any, Protocol
 
 import discord
+
+log = logging.getLogger(__name__)
 
 PREFIX = "imagine"
 CUSTOM_ID_MAX = 100
@@ -61,4 +65,13 @@ class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
         if handler is None:
             await interaction.response.send_message("The bot is starting up; try again in a moment.", ephemeral=True)
             return
-        await handler.on_button(interaction, self.action, self.job_id)
+        try:
+            await handler.on_button(interaction, self.action, self.job_id)
+        except Exception:
+            log.exception("button %s failed", self.custom_id)
+            text = "Something went wrong on my side; nothing was started. Please try again in a moment."
+            with contextlib.suppress(discord.HTTPException):
+                if interaction.response.is_done():
+                    await interaction.followup.send(text, ephemeral=True)
+                else:
+                    await interaction.response.send_message(text, ephemeral=True)

@@ -2,10 +2,12 @@
 
 Status changes are coalesced: while an edit waits for its turn, a newer state
 replaces the older one, so a member sees the latest without a burst of edits.
-Edits to one channel share a budget below Discord's observed 5 per 5 s
-(aiolimiter), so many jobs in one channel queue politely instead of meeting
-429s. The final edit (image, failure, cancellation) is never dropped: it waits
-its turn and tries, in order, the interaction token (valid 15 minutes), the
+Edits through the channel route share a per-channel budget below Discord's
+observed 5 per 5 s, and edits through an interaction token a per-token budget
+below its 5 per 2 s (aiolimiter, capacity 1, so no burst can overrun a fixed
+window), so many jobs in one channel queue politely instead of meeting 429s.
+The final edit (image, failure, cancellation) is never dropped: it waits its
+turn and tries, in order, the interaction token (valid 15 minutes), the
 channel route with the bot token, and a new message mentioning the requester.
 """
 
@@ -61,12 +63,20 @@ class _Edit:
 class ReplyCourier:
     """One per bot: owns every edit of job replies."""
 
-    def __init__(self, client: discord.Client, *, edits: int = 4, per: float = 5.0, attempts: int = 4) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        *,
+        channel_interval: float = 1.25,
+        token_interval: float = 0.5,
+        attempts: int = 4,
+    ) -> None:
         self.client = client
-        self.edits = edits
-        self.per = per
+        self.channel_interval = channel_interval
+        self.token_interval = token_interval
         self.attempts = attempts
-        self._limiters: dict[int, AsyncLimiter] = {}
+        self._channel_limiters: dict[int, AsyncLimiter] = {}
+        self._token_limiters: dict[int, AsyncLimiter] = {}
         self._pending: dict[int, _Edit] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._finalised: set[int] = set()
@@ -93,6 +103,7 @@ class ReplyCourier:
         finally:
             self._finalised.discard(job.id)
             self._interactions.pop(job.id, None)
+            self._token_limiters.pop(job.id, None)
 
     async def close(self) -> None:
         for task in list(self._workers.values()):
@@ -124,16 +135,15 @@ class ReplyCourier:
         finally:
             self._workers.pop(job_id, None)
 
-    def _limiter(self, channel_id: int) -> AsyncLimiter:
-        limiter = self._limiters.get(channel_id)
+    async def _turn(self, limiters: dict[int, AsyncLimiter], key: int, interval: float) -> None:
+        """Wait until one more request on this bucket keeps it under Discord's limit."""
+        limiter = limiters.get(key)
         if limiter is None:
-            limiter = self._limiters[channel_id] = AsyncLimiter(self.edits, self.per)
-        return limiter
+            limiter = limiters[key] = AsyncLimiter(1, interval)
+        await limiter.acquire()
 
     async def _send(self, edit: _Edit) -> str:
-        channel_id = edit.job.origin.channel_id or 0
         for attempt in range(self.attempts):
-            await self._limiter(channel_id).acquire()
             try:
                 return await self._try_routes(edit)
             except discord.HTTPException as error:
@@ -156,6 +166,7 @@ class ReplyCourier:
         }
         interaction = self._interactions.get(job.id)
         if interaction is not None and interaction.expires_at - TOKEN_MARGIN > datetime.now(UTC):
+            await self._turn(self._token_limiters, job.id, self.token_interval)
             try:
                 await interaction.edit_original_response(**kwargs)
             except discord.HTTPException as error:
@@ -171,6 +182,7 @@ class ReplyCourier:
             )
             if edit.attachment:
                 kwargs["attachments"] = [edit.attachment.file()]  # a File is read once per request
+            await self._turn(self._channel_limiters, job.origin.channel_id, self.channel_interval)
             try:
                 await message.edit(**kwargs)
             except discord.HTTPException as error:
@@ -194,6 +206,7 @@ class ReplyCourier:
         kwargs["allowed_mentions"] = discord.AllowedMentions(
             everyone=False, roles=False, users=[discord.Object(job.origin.user_id or 0)]
         )
+        await self._turn(self._channel_limiters, job.origin.channel_id or 0, self.channel_interval)
         try:
             await channel.send(**kwargs)
         except discord.HTTPException as error:

@@ -129,6 +129,20 @@ class ImagineCog(commands.Cog, name="Imagine"):
         self.courier.remember(job.id, interaction)
         await self.jobs.send(job)
 
+    async def cog_app_command_error(
+        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
+    ) -> None:
+        """Any failure of ours becomes one sentence for the member, never a reply stuck on "thinking"."""
+        log.error("/%s failed", interaction.command.name if interaction.command else "?", exc_info=error)
+        text = "Something went wrong on my side and the image was not started. Please try again in a moment."
+        try:
+            if interaction.response.is_done():
+                await interaction.edit_original_response(content=f"⚠️ {text}", embed=None, view=None)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the member about the failure")
+
     # -- buttons and reactions -------------------------------------------
 
     async def on_button(self, interaction: discord.Interaction[Any], action: str, job_id: int | None) -> None:

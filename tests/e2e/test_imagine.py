@@ -14,6 +14,7 @@ from bot.model_spec import RATIO_VALUES, ratio_value
 from storage.models import JobState
 from tests.e2e.conftest import BotStarter, job_in_state, reply_showing
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, FakeMessage, Perm
+from tests.fakediscord.ratelimit import MESSAGE_EDIT
 
 
 @pytest.mark.parametrize("ratio", RATIO_VALUES)
@@ -399,3 +400,61 @@ async def test_stale_button_on_another_message_gets_a_clear_answer(
     assert answer.ephemeral
     assert "don't know" in answer.content
     assert len(emulator.submits) == 2
+
+
+async def test_many_jobs_in_one_channel_never_meet_a_rate_limit(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, guild: FakeGuild, general: FakeChannel
+) -> None:
+    # Discord's edit limit, unadvertised so discord.py cannot wait for it: only our own throttle can keep under it.
+    fake_discord.ratelimits.set_bucket(MESSAGE_EDIT, limit=5, per=5.0, advertise=False)
+    emulator.config.queue_time = Duration.uniform(0.5, 2.5)
+    emulator.config.run_time = Duration.uniform(0.5, 1.5)
+    members = [guild.add_member(f"member{index}") for index in range(8)]
+    interactions = [
+        await member.run_command("imagine", general, prompt=f"crowd {i}") for i, member in enumerate(members)
+    ]
+    for interaction in interactions:
+        await interaction.wait_until_acked()
+    fake_discord.clock.advance(16 * 60)  # every token expired: all edits go through the channel route
+    for interaction in interactions:
+        await reply_showing(fake_discord, interaction, "Done", within=60)
+    assert fake_discord.rate_limited_count == 0
+    assert all(len(i.original_message.attachments) == 1 for i in interactions if i.original_message)
+
+
+async def test_reply_that_cannot_be_edited_falls_back_to_a_new_message(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    bob: FakeMember,
+    general: FakeChannel,
+) -> None:
+    emulator.config.queue_time = Duration.constant(0.5)
+    interaction = await alice.run_command("imagine", general, prompt=f"hello <@{bob.id}>")
+    await reply_showing(fake_discord, interaction, "Queued")
+    fake_discord.clock.advance(16 * 60)
+    fake_discord.inject_fault(MESSAGE_EDIT, 403, times=None)
+    posted = await fake_discord.wait_for(
+        lambda: next((m for m in general.messages if m.attachments and m is not interaction.original_message), None), 15
+    )
+    assert f"<@{alice.id}> your image is ready" in posted.content
+    assert posted.pings.users == frozenset({alice.id})  # the requester, and nobody named in the prompt
+    [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+    job = await job_in_state(bot, job.id, JobState.DELIVERED)
+    assert job.delivery == "new_message"
+
+
+async def test_deleted_channel_while_the_job_runs_is_recorded(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, guild: FakeGuild
+) -> None:
+    emulator.config.queue_time = Duration.constant(0.5)
+    channel = guild.add_channel("temporary")
+    await fake_discord.sync_guild(guild)
+    interaction = await alice.run_command("imagine", channel, prompt="into the void")
+    await reply_showing(fake_discord, interaction, "Queued")
+    await fake_discord.delete_channel(channel)
+    [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+    job = await job_in_state(bot, job.id, JobState.FAILED)
+    assert job.delivery == "undeliverable"
+    assert emulator.submits_for("into the void") == 1

@@ -175,8 +175,8 @@ def _target(call: Call, interaction: FakeInteraction) -> FakeMessage:
         wanted = call.id_param("message_id", unknown_message)
         candidates = [interaction.original_message, *interaction.followups]
         message = next((m for m in candidates if m is not None and m.id == wanted), None)
-    if message is None or message.deleted:
-        raise unknown_message()
+    if message is None or message.deleted or message.channel.deleted:
+        raise unknown_message()  # a deleted channel takes its messages with it
     return message
 
 
