@@ -249,6 +249,10 @@ class ImagineCog(commands.Cog, name="Imagine"):
             how = await self.courier.deliver(job, rendered, Attachment(image, name, render.alt_text(job)))
         except UndeliverableError as error:
             await self.jobs.mark_undeliverable(job.id, str(error))
+        except Exception:
+            # A bug must not leave the job "completed" forever: record it, so it is not retried in a loop.
+            log.exception("job %d: delivery failed unexpectedly", job.id, extra={"job_id": job.id})
+            await self.jobs.mark_undeliverable(job.id, "delivery failed unexpectedly")
         else:
             await self.jobs.mark_delivered(job.id, how)
 
