@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import discord
 
+from bot.shutdown import refuse_while_stopping
+
 log = logging.getLogger(__name__)
 
 PREFIX = "imagine"
@@ -25,7 +27,11 @@ CUSTOM_ID_MAX = 100
 ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
     "reroll": ("Reroll", "🔄", discord.ButtonStyle.secondary),
     "cancel": ("Cancel", "❌", discord.ButtonStyle.danger),
+    "remix": ("Remix", "🎛️", discord.ButtonStyle.secondary),
+    "delete": ("Delete", "🗑️", discord.ButtonStyle.secondary),
 }
+# The cog (by name) that answers each action; anything else goes to "Imagine".
+HANDLERS = {"remix": "Results", "delete": "Results"}
 
 
 class ButtonHandler(Protocol):
@@ -41,7 +47,7 @@ def parse_custom_id(custom_id: str) -> tuple[str, int | None]:
 
 
 class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=re.compile(r"imagine:.*")):
-    """A job button; the cog named "Imagine" answers the click."""
+    """A job button; the cog named in HANDLERS (else "Imagine") answers the click."""
 
     def __init__(self, action: str, job_id: int | None) -> None:
         label, emoji, style = ACTIONS.get(action, (action[:80] or "?", "❔", discord.ButtonStyle.secondary))
@@ -60,8 +66,12 @@ class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
     ) -> ImagineButton:
         return cls(*parse_custom_id(match.string))
 
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        """While the bot shuts down, a click gets "restarting, try again" instead of starting work."""
+        return not await refuse_while_stopping(interaction)
+
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        handler: ButtonHandler | None = interaction.client.get_cog("Imagine")
+        handler: ButtonHandler | None = interaction.client.get_cog(HANDLERS.get(self.action, "Imagine"))
         if handler is None:
             await interaction.response.send_message("The bot is starting up; try again in a moment.", ephemeral=True)
             return

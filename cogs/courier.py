@@ -35,6 +35,10 @@ TOKEN_MARGIN = timedelta(seconds=30)  # stop using a token a little before Disco
 UNKNOWN_MESSAGE = 10008
 UNKNOWN_CHANNEL = 10003
 TOKEN_DEAD_CODES = {50027, 10015, 10062}
+# Discord's name for an interaction's first response in the webhook message routes; used when a restart
+# came between the acknowledgement and writing down the reply's message id.
+ORIGINAL_RESPONSE: Any = "@original"
+ALREADY_SHOWN = "already_shown"  # the reply had the image before this process could mark the job delivered
 
 
 class UndeliverableError(Exception):
@@ -81,6 +85,7 @@ class ReplyCourier:
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._finalised: set[int] = set()
         self._interactions: dict[int, discord.Interaction[Any]] = {}
+        self._dead_tokens: set[int] = set()
 
     def remember(self, job_id: int, interaction: discord.Interaction[Any]) -> None:
         """Use this interaction's token for the job's edits while it is valid (no channel budget needed)."""
@@ -104,6 +109,7 @@ class ReplyCourier:
             self._finalised.discard(job.id)
             self._interactions.pop(job.id, None)
             self._token_limiters.pop(job.id, None)
+            self._dead_tokens.discard(job.id)
 
     async def close(self) -> None:
         for task in list(self._workers.values()):
@@ -145,6 +151,10 @@ class ReplyCourier:
     async def _send(self, edit: _Edit) -> str:
         for attempt in range(self.attempts):
             try:
+                if edit.attachment is not None and (attempt > 0 or edit.job.id not in self._interactions):
+                    shown = await self._shown_already(edit, edit.attachment)
+                    if shown is not None:
+                        return shown
                 return await self._try_routes(edit)
             except discord.HTTPException as error:
                 if error.status < 500 and error.status != 429:
@@ -174,6 +184,23 @@ class ReplyCourier:
                     self._check_gone(error)
                     raise
                 self._interactions.pop(job.id, None)  # token expired early: the channel route still works
+                self._dead_tokens.add(job.id)
+            else:
+                return "interaction"
+        elif interaction is None and self._stored_token_alive(job):
+            # After a restart the reply is still reachable through the token written with the job: its own
+            # rate-limit bucket, and it works even if the process died before the message id was written.
+            await self._turn(self._token_limiters, job.id, self.token_interval)
+            webhook = discord.Webhook.partial(
+                job.origin.application_id or 0, job.origin.interaction_token or "", client=self.client
+            )
+            try:
+                await webhook.edit_message(job.origin.message_id or ORIGINAL_RESPONSE, **kwargs)
+            except discord.HTTPException as error:
+                if error.status != 401 and error.code not in TOKEN_DEAD_CODES:
+                    self._check_gone(error)
+                    raise
+                self._dead_tokens.add(job.id)
             else:
                 return "interaction"
         if job.origin.channel_id and job.origin.message_id:
@@ -202,7 +229,8 @@ class ReplyCourier:
         kwargs.pop("attachments")
         if edit.attachment:
             kwargs["file"] = edit.attachment.file()
-        kwargs["content"] = f"{requester(job)} your image is ready.\n{edit.rendered.content}"[:2000]
+        lead = f"{requester(job)} your image is ready.\n" if edit.attachment else ""  # a failure says so itself
+        kwargs["content"] = f"{lead}{edit.rendered.content}"[:2000]
         kwargs["allowed_mentions"] = discord.AllowedMentions(
             everyone=False, roles=False, users=[discord.Object(job.origin.user_id or 0)]
         )
@@ -215,6 +243,37 @@ class ReplyCourier:
                 raise UndeliverableError("the bot may no longer post in that channel") from None
             raise
         return "new_message"
+
+    def _stored_token_alive(self, job: Job) -> bool:
+        origin = job.origin
+        return (
+            job.id not in self._dead_tokens
+            and origin.interaction_token is not None
+            and origin.application_id is not None
+            and origin.token_expires_at is not None
+            and origin.token_expires_at - TOKEN_MARGIN > datetime.now(UTC)
+        )
+
+    async def _shown_already(self, edit: _Edit, attachment: Attachment) -> str | None:
+        """ALREADY_SHOWN when the reply has this job's image already, else None.
+
+        A previous attempt whose answer was lost, or a process killed between
+        Discord's answer and writing "delivered", got it there; editing again
+        would show the member the same result twice.
+        """
+        job = edit.job
+        if not (job.origin.channel_id and job.origin.message_id):
+            return None
+        stem = attachment.filename.rsplit(".", 1)[0] + "."
+        channel = self.client.get_partial_messageable(job.origin.channel_id)
+        try:
+            message = await channel.fetch_message(job.origin.message_id)
+        except discord.HTTPException:
+            return None  # cannot tell: the edit itself finds out what is wrong
+        if not any(existing.filename.startswith(stem) for existing in message.attachments):
+            return None
+        log.info("job %d: the reply already shows the image", job.id, extra={"job_id": job.id})
+        return ALREADY_SHOWN
 
     @staticmethod
     def _check_gone(error: discord.HTTPException) -> None:

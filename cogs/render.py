@@ -16,6 +16,7 @@ import discord
 
 from bot.model_spec import ASPECT_RATIOS
 from cogs.buttons import ImagineButton
+from cogs.cost import money
 from storage.models import Job
 
 COLOUR_WORKING = discord.Colour.blurple()
@@ -29,6 +30,8 @@ DESCRIPTION_MAX = 4096
 ALT_TEXT_MAX = 1024
 RATIO_NAMES = {ratio.value: ratio.choice_name for ratio in ASPECT_RATIOS}
 NO_MENTIONS = discord.AllowedMentions.none()
+# Embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), mapped to None: str.translate drops them.
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 
 @dataclass(slots=True)
@@ -53,7 +56,9 @@ def trim(text: str, limit: int) -> str:
 
 
 def safe_prompt(prompt: str, limit: int, *, one_line: bool = False) -> str:
-    """The prompt with markdown escaped (a stray ``` must not swallow the message), then trimmed."""
+    """The prompt with markdown escaped (a stray ``` must not swallow the message) and bidi overrides dropped
+    (a U+202E must not reverse the bot's own words after it), then trimmed."""
+    prompt = prompt.translate(_BIDI_CONTROLS)
     escaped = discord.utils.escape_markdown(" ".join(prompt.split()) if one_line else prompt)
     if len(escaped) > limit:
         escaped = escaped[: limit - 1]
@@ -98,6 +103,12 @@ def waiting(job: Job) -> Rendered:
     return Rendered(_headline(job, "⏳ Sending to the image service…"), _card(job, COLOUR_WORKING))
 
 
+def waiting_for_slot(job: Job, position: int) -> Rendered:
+    """In the server's own line: nothing sent or spent yet, so it can always be cancelled."""
+    status = f"⏳ Waiting for a free slot · #{position}"
+    return Rendered(_headline(job, status), _card(job, COLOUR_WORKING), [ImagineButton("cancel", job.id)])
+
+
 def generating(job: Job, eta: datetime | None) -> Rendered:
     started = job.started_at or job.updated_at
     status = f"🎨 Generating · started {discord.utils.format_dt(started, 'R')}"
@@ -106,16 +117,27 @@ def generating(job: Job, eta: datetime | None) -> Rendered:
     return Rendered(_headline(job, status), _card(job, COLOUR_WORKING))
 
 
-def finished(job: Job, attachment: str, *, model_name: str) -> Rendered:
-    """The result: the image in the embed, the facts beside it, reroll underneath."""
+def finished(job: Job, attachment: str, *, model_name: str, show_cost: bool = False) -> Rendered:
+    """The result: the image in the embed, the facts beside it, reroll, remix and delete underneath."""
     took = _took(job)
     embed = _card(job, COLOUR_DONE)
     embed.add_field(name="Model", value=model_name)
     if took is not None:
         embed.add_field(name="Time", value=took)
+    if show_cost and job.cost_usd is not None:
+        embed.add_field(name="Cost", value=money(job.cost_usd, estimated=job.cost_estimated))
     embed.set_image(url=f"attachment://{attachment}")
     embed.set_footer(text=f"Job {job.id}")
-    return Rendered(_headline(job, "✅ Done"), embed, [ImagineButton("reroll", job.id)])
+    buttons = [ImagineButton(action, job.id) for action in ("reroll", "remix", "delete")]
+    return Rendered(_headline(job, "✅ Done"), embed, buttons)
+
+
+def refused(job: Job, reason: str) -> Rendered:
+    """A content refusal: says why without showing the prompt again, since the channel already saw enough."""
+    embed = discord.Embed(colour=COLOUR_FAILED, description=trim(reason, DESCRIPTION_MAX))
+    embed.add_field(name="Requested by", value=requester(job))
+    embed.set_footer(text=f"Job {job.id} · the prompt is hidden")
+    return Rendered(trim(f"{requester(job)} · ⚠️ Failed · refused by the image service", CONTENT_MAX), embed)
 
 
 def failed(job: Job, reason: str, retryable: bool) -> Rendered:

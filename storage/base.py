@@ -11,16 +11,44 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from storage.models import Job, JobState, NewJob, Timing
+from storage.models import GuildSettings, Job, JobState, NewJob, Timing, Usage
 
 
 class JobNotFoundError(LookupError):
     """No job has that id."""
 
 
+class GuildStore(Protocol):
+    """Each server's `/imagine-admin` settings; read fresh on every command, so changes apply at once."""
+
+    async def get(self, guild_id: int) -> GuildSettings:
+        """The server's settings; the defaults for a server that never changed one."""
+        ...
+
+    async def update(self, guild_id: int, *, now: datetime, by: int | None = None, **fields: Any) -> GuildSettings:
+        """Set scalar settings by `GuildSettings` field name (None restores the default)."""
+        ...
+
+    async def set_channel(self, guild_id: int, channel_id: int, *, allowed: bool, now: datetime) -> GuildSettings: ...
+
+    async def clear_channels(self, guild_id: int) -> GuildSettings: ...
+
+    async def set_term(self, guild_id: int, term: str, *, banned: bool, now: datetime) -> GuildSettings:
+        """Ban a word or phrase (already normalised by the caller), or lift the ban."""
+        ...
+
+    async def clear_terms(self, guild_id: int) -> GuildSettings: ...
+
+
 class JobStore(Protocol):
-    async def create(self, new: NewJob, *, now: datetime) -> Job:
-        """Insert a job in state `submitting`; written before any request leaves the bot."""
+    @property
+    def guilds(self) -> GuildStore:
+        """Per-server settings, kept in the same database as the jobs."""
+        ...
+
+    async def create(self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING) -> Job:
+        """Insert a job in state `submitting`, or `waiting` for a server slot; written before any request
+        leaves the bot."""
         ...
 
     async def get(self, job_id: int) -> Job | None: ...
@@ -47,8 +75,29 @@ class JobStore(Protocol):
         """Every job not in a final state, oldest first: what a restart resumes."""
         ...
 
+    async def unannounced(self, *, since: datetime) -> Sequence[Job]:
+        """Jobs failed or cancelled since `since` whose end was never shown (`delivery` NULL), oldest first."""
+        ...
+
     async def recent_timings(self, model: str, *, limit: int = 50) -> Sequence[Timing]:
         """Queue and run durations of the newest finished jobs of `model` that reached `completed`."""
+        ...
+
+    async def guild_unfinished(self, guild_id: int) -> Sequence[Job]:
+        """A server's jobs not in a final state, oldest first: its slots in use and its waiting line."""
+        ...
+
+    async def billable_since(self, user_id: int, guild_id: int, since: datetime) -> Sequence[datetime]:
+        """Creation times, oldest first, of a member's jobs in a server since `since` that may have been
+        charged (not cancelled, not failed before RunComfy accepted them): what a daily quota counts."""
+        ...
+
+    async def results_for_user(self, user_id: int, guild_id: int, *, limit: int = 10) -> Sequence[Job]:
+        """A member's delivered images in a server, newest first."""
+        ...
+
+    async def usage(self, guild_id: int, since: datetime, *, top: int = 5) -> Usage:
+        """A server's images (jobs that reached `completed`) and spend since `since`: per day and top members."""
         ...
 
     async def close(self) -> None: ...

@@ -19,6 +19,7 @@ class JobState(StrEnum):
     reached its destination (a Discord message, a file on disk).
     """
 
+    WAITING = "waiting"  # accepted, waiting in the bot for one of its server's slots; nothing sent upstream
     SUBMITTING = "submitting"
     IN_QUEUE = "in_queue"
     IN_PROGRESS = "in_progress"
@@ -38,9 +39,12 @@ class JobState(StrEnum):
 
 
 FINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED})
+# Jobs holding one of their server's slots: sent, or about to be, and not finished.
+ACTIVE_STATES = frozenset({JobState.SUBMITTING, JobState.IN_QUEUE, JobState.IN_PROGRESS, JobState.COMPLETED})
 
 # The one column per state that records when the job entered it.
 STATE_TIMESTAMP = {
+    JobState.WAITING: "created_at",
     JobState.SUBMITTING: "created_at",
     JobState.IN_QUEUE: "queued_at",
     JobState.IN_PROGRESS: "started_at",
@@ -109,6 +113,7 @@ class Job:
     delivery: str | None = None
     lease_owner: str | None = None
     lease_until: datetime | None = None
+    deleted_at: datetime | None = None  # when the result message was deleted from Discord on request
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +122,82 @@ class Timing:
 
     queue_seconds: float
     run_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettings:
+    """One server's choices, as `/imagine-admin` sets them; a server that set nothing gets these defaults.
+
+    `default_aspect_ratio` None means the model's own default. Empty
+    `allowed_channels` means every channel.
+    """
+
+    guild_id: int
+    allowed_channels: frozenset[int] = frozenset()
+    default_aspect_ratio: str | None = None
+    member_concurrent: int = 2
+    member_daily: int = 25
+    guild_concurrent: int = 10
+    admins_bypass: bool = True
+    banned_terms: tuple[str, ...] = ()
+    reaction_reroll: bool = True
+    show_cost: bool = False
+    updated_at: datetime | None = None
+    updated_by: int | None = None
+
+
+# The scalar settings a server can change, by column name (lists have their own tables).
+GUILD_SETTING_COLUMNS = (
+    "default_aspect_ratio",
+    "member_concurrent",
+    "member_daily",
+    "guild_concurrent",
+    "admins_bypass",
+    "reaction_reroll",
+    "show_cost",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDay:
+    """Images made on one UTC day and what they cost; `estimated` of them carry an estimated cost,
+    `unpriced` have no cost at all."""
+
+    day: str  # YYYY-MM-DD
+    images: int
+    cost_usd: float
+    estimated: int
+    unpriced: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberUsage:
+    user_id: int
+    images: int
+    cost_usd: float
+    estimated: int
+    unpriced: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A server's images and spend since some moment: per day, oldest first, and its top members."""
+
+    days: tuple[UsageDay, ...]
+    members: tuple[MemberUsage, ...]
+
+    @property
+    def images(self) -> int:
+        return sum(day.images for day in self.days)
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(day.cost_usd for day in self.days)
+
+    @property
+    def estimated(self) -> int:
+        return sum(day.estimated for day in self.days)
+
+    @property
+    def unpriced(self) -> int:
+        return sum(day.unpriced for day in self.days)

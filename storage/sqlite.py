@@ -14,13 +14,12 @@ datetimes are refused rather than guessed at.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -28,8 +27,21 @@ from typing import TYPE_CHECKING, Any, Self
 import aiosqlite
 
 from storage.base import JobNotFoundError
+from storage.guilds import SQLiteGuildStore
 from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
-from storage.models import FINAL_STATES, STATE_TIMESTAMP, Job, JobOrigin, JobState, NewJob, Timing
+from storage.models import (
+    FINAL_STATES,
+    STATE_TIMESTAMP,
+    Job,
+    JobOrigin,
+    JobState,
+    MemberUsage,
+    NewJob,
+    Timing,
+    Usage,
+    UsageDay,
+)
+from storage.sqlite_common import StoreUnavailableError, from_text, to_text, unavailable_on_error
 
 if TYPE_CHECKING:
     from storage.base import JobStore
@@ -38,36 +50,6 @@ __all__ = ["SQLiteJobStore", "SchemaTooNewError", "StoreUnavailableError"]
 
 log = logging.getLogger(__name__)
 
-
-class StoreUnavailableError(Exception):
-    """The database cannot be used right now: read-only, locked, missing, full or damaged.
-
-    Raised instead of the bare `sqlite3` error so callers can tell "the disk
-    said no" (stop, tell the operator) from a bug in a query, and so a write
-    that did not happen is never mistaken for one that did.
-    """
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"job database {path} is unavailable: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-# Primary result codes (the low byte of the extended code) that describe the
-# file or its environment rather than the SQL.
-_UNAVAILABLE_CODES = frozenset(
-    {
-        sqlite3.SQLITE_PERM,
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-        sqlite3.SQLITE_READONLY,
-        sqlite3.SQLITE_IOERR,
-        sqlite3.SQLITE_CORRUPT,
-        sqlite3.SQLITE_FULL,
-        sqlite3.SQLITE_CANTOPEN,
-        sqlite3.SQLITE_NOTADB,
-    }
-)
 
 # Column names come from the dataclasses, never from callers: the jobs table
 # names its columns after Job's and JobOrigin's fields.
@@ -89,16 +71,9 @@ _SETTABLE_COLUMNS = frozenset(_COLUMNS) - _FIXED_COLUMNS - {"parent_id"}
 # Sorted so the text matches the jobs_unfinished partial index in 0001_jobs.sql.
 _FINAL_LIST = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
 _UNFINISHED_SQL = f"SELECT {_SELECT} FROM jobs WHERE state NOT IN ({_FINAL_LIST}) ORDER BY created_at, id"  # noqa: S608 - constants only
-
-
-def _to_text(value: datetime, name: str = "datetime") -> str:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware, got naive {value!r}")
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _from_text(value: str) -> datetime:
-    return datetime.fromisoformat(value).astimezone(UTC)
+_CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
+# The same text as the jobs_guild_unfinished partial index in 0003_community.sql.
+_UNFINISHED_WHERE = f"state NOT IN ({_FINAL_LIST})"
 
 
 def _encode(column: str, value: Any) -> Any:
@@ -107,7 +82,7 @@ def _encode(column: str, value: Any) -> Any:
     if column in _DATETIME_COLUMNS:
         if not isinstance(value, datetime):
             raise TypeError(f"{column} must be a datetime or None, got {type(value).__name__}")
-        return _to_text(value, column)
+        return to_text(value, column)
     if column in _BOOL_COLUMNS:
         if not isinstance(value, bool):
             raise TypeError(f"{column} must be a bool, got {type(value).__name__}")
@@ -120,7 +95,7 @@ def _row_to_job(row: sqlite3.Row) -> Job:
     for column in _COLUMNS:
         value = row[column]
         if value is not None and column in _DATETIME_COLUMNS:
-            value = _from_text(value)
+            value = from_text(value)
         elif column in _BOOL_COLUMNS:
             value = bool(value)
         values[column] = value
@@ -146,6 +121,7 @@ class SQLiteJobStore:
         self.path = path
         self.schema_version = schema_version
         self.read_only = read_only
+        self.guilds = SQLiteGuildStore(db, path)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False, busy_timeout_ms: int = 5000) -> SQLiteJobStore:
@@ -158,7 +134,7 @@ class SQLiteJobStore:
         out-of-date read-only file is refused instead.
         """
         path = Path(path)
-        with _unavailable_on_error(path):
+        with unavailable_on_error(path):
             if not read_only:
                 path.parent.mkdir(parents=True, exist_ok=True)
             uri = f"{path.resolve().as_uri()}?mode={'ro' if read_only else 'rwc'}"
@@ -173,7 +149,7 @@ class SQLiteJobStore:
                     await asyncio.to_thread(worker.join, 5)
                 raise
         try:
-            with _unavailable_on_error(path):
+            with unavailable_on_error(path):
                 db.row_factory = sqlite3.Row
                 await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms):d}")
                 await db.execute("PRAGMA synchronous = FULL")
@@ -203,18 +179,20 @@ class SQLiteJobStore:
 
     # Writes: one statement each, committed when the method returns.
 
-    async def create(self, new: NewJob, *, now: datetime) -> Job:
-        """Insert a job in state `submitting`; written before any request leaves the bot.
+    async def create(self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING) -> Job:
+        """Insert a job in state `submitting` (or `waiting`, for a slot); written before any request leaves the bot.
 
         Raises JobNotFoundError if `new.parent_id` names no job.
         """
-        stamp = _to_text(now, "now")
+        if state not in _CREATE_STATES:
+            raise ValueError(f"a job starts in submitting or waiting, not {state}")
+        stamp = to_text(now, "now")
         values: dict[str, Any] = {
             "model": new.model,
             "prompt": new.prompt,
             "aspect_ratio": new.aspect_ratio,
             "seed": new.seed,
-            "state": JobState.SUBMITTING.value,
+            "state": JobState(state).value,
             "parent_id": new.parent_id,
             "created_at": stamp,
             "updated_at": stamp,
@@ -225,7 +203,7 @@ class SQLiteJobStore:
         placeholders = ", ".join(f":{name}" for name in values)
         sql = f"INSERT INTO jobs ({names}) VALUES ({placeholders}) RETURNING {_SELECT}"  # noqa: S608 - whitelisted names
         try:
-            with _unavailable_on_error(self.path):
+            with unavailable_on_error(self.path):
                 rows = list(await self._db.execute_fetchall(sql, values))
         except sqlite3.IntegrityError as exc:
             if (
@@ -250,7 +228,7 @@ class SQLiteJobStore:
         state = JobState(state)
         _check_fields(fields)
         assignments = {"state": ":state", "updated_at": ":now"}
-        params: dict[str, Any] = {"job_id": job_id, "state": state.value, "now": _to_text(now, "now")}
+        params: dict[str, Any] = {"job_id": job_id, "state": state.value, "now": to_text(now, "now")}
         stamped = STATE_TIMESTAMP[state]
         if stamped != "created_at":
             assignments[stamped] = f"CASE WHEN state = :state AND {stamped} IS NOT NULL THEN {stamped} ELSE :now END"
@@ -261,7 +239,7 @@ class SQLiteJobStore:
     async def update(self, job_id: int, *, now: datetime, **fields: Any) -> Job:
         """Set `fields` and `updated_at` without changing the state."""
         _check_fields(fields)
-        params: dict[str, Any] = {"job_id": job_id, "now": _to_text(now, "now")}
+        params: dict[str, Any] = {"job_id": job_id, "now": to_text(now, "now")}
         return await self._update(job_id, {"updated_at": ":now"}, params, fields)
 
     async def _update(
@@ -272,7 +250,7 @@ class SQLiteJobStore:
             params[f"f_{column}"] = _encode(column, value)
         sets = ", ".join(f"{column} = {expression}" for column, expression in assignments.items())
         sql = f"UPDATE jobs SET {sets} WHERE id = :job_id RETURNING {_SELECT}"  # noqa: S608 - whitelisted names
-        with _unavailable_on_error(self.path):
+        with unavailable_on_error(self.path):
             rows = list(await self._db.execute_fetchall(sql, params))
         if not rows:
             raise JobNotFoundError(job_id)
@@ -289,8 +267,8 @@ class SQLiteJobStore:
             "UPDATE jobs SET lease_owner = :owner, lease_until = :until WHERE id = :job_id"
             " AND (lease_until IS NULL OR lease_until < :now OR lease_owner = :owner) RETURNING id"
         )
-        params = {"job_id": job_id, "owner": owner, "until": _to_text(until, "until"), "now": _to_text(now, "now")}
-        with _unavailable_on_error(self.path):
+        params = {"job_id": job_id, "owner": owner, "until": to_text(until, "until"), "now": to_text(now, "now")}
+        with unavailable_on_error(self.path):
             rows = list(await self._db.execute_fetchall(sql, params))
         return bool(rows)
 
@@ -300,7 +278,7 @@ class SQLiteJobStore:
             "UPDATE jobs SET lease_owner = NULL, lease_until = NULL"
             " WHERE id = :job_id AND lease_owner = :owner RETURNING id"
         )
-        with _unavailable_on_error(self.path):
+        with unavailable_on_error(self.path):
             rows = list(await self._db.execute_fetchall(sql, {"job_id": job_id, "owner": owner}))
         return bool(rows)
 
@@ -312,9 +290,18 @@ class SQLiteJobStore:
 
     async def unfinished(self) -> Sequence[Job]:
         """Every job not in a final state, oldest first: what a restart resumes."""
-        with _unavailable_on_error(self.path):
+        with unavailable_on_error(self.path):
             rows = await self._db.execute_fetchall(_UNFINISHED_SQL)
         return [_row_to_job(row) for row in rows]
+
+    async def unannounced(self, *, since: datetime) -> Sequence[Job]:
+        """Jobs failed or cancelled since `since` whose end nobody was shown yet (`delivery` still NULL) and that
+        have a reply to show it in, oldest first: a process died between writing the final state and showing it."""
+        return await self._select(
+            "WHERE state IN ('cancelled', 'failed') AND delivery IS NULL AND finished_at >= ?"
+            " AND (message_id IS NOT NULL OR interaction_token IS NOT NULL) ORDER BY finished_at, id",
+            (to_text(since, "since"),),
+        )
 
     async def recent_timings(self, model: str, *, limit: int = 50) -> Sequence[Timing]:
         """Queue and run durations of the newest completed jobs of `model`, newest first.
@@ -328,11 +315,11 @@ class SQLiteJobStore:
             " AND queued_at <= started_at AND started_at <= completed_at"
             " ORDER BY completed_at DESC, id DESC LIMIT ?"
         )
-        with _unavailable_on_error(self.path):
+        with unavailable_on_error(self.path):
             rows = await self._db.execute_fetchall(sql, (model, limit))
         timings = []
         for queued_at, started_at, completed_at in rows:
-            queued, started, completed = _from_text(queued_at), _from_text(started_at), _from_text(completed_at)
+            queued, started, completed = from_text(queued_at), from_text(started_at), from_text(completed_at)
             timings.append(Timing((started - queued).total_seconds(), (completed - started).total_seconds()))
         return timings
 
@@ -348,7 +335,7 @@ class SQLiteJobStore:
 
     async def count_by_state(self) -> dict[JobState, int]:
         """How many jobs are in each state; every state is present, zero included."""
-        with _unavailable_on_error(self.path):
+        with unavailable_on_error(self.path):
             rows = await self._db.execute_fetchall("SELECT state, count(*) FROM jobs GROUP BY state")
         counts = dict.fromkeys(JobState, 0)
         for state, count in rows:
@@ -367,24 +354,67 @@ class SQLiteJobStore:
         """The rerolls of a job, oldest first."""
         return await self._select("WHERE parent_id = ? ORDER BY created_at, id", (parent_id,))
 
+    # Community servers: slots, quotas, history and spend.
+
+    async def guild_unfinished(self, guild_id: int) -> list[Job]:
+        """A server's jobs not in a final state, oldest first: its slots in use and its waiting line."""
+        return await self._select(f"WHERE guild_id = ? AND {_UNFINISHED_WHERE} ORDER BY created_at, id", (guild_id,))
+
+    async def billable_since(self, user_id: int, guild_id: int, since: datetime) -> list[datetime]:
+        """When a member's jobs in a server that count against a quota were created, oldest first.
+
+        Every job counts except those cancelled and those that failed before
+        RunComfy accepted them (no request id): neither was charged.
+        """
+        sql = (
+            "SELECT created_at FROM jobs WHERE user_id = ? AND guild_id = ? AND created_at >= ?"
+            " AND state != 'cancelled' AND NOT (state = 'failed' AND request_id IS NULL)"
+            " ORDER BY created_at"
+        )
+        with unavailable_on_error(self.path):
+            rows = await self._db.execute_fetchall(sql, (user_id, guild_id, to_text(since, "since")))
+        return [from_text(row[0]) for row in rows]
+
+    async def results_for_user(self, user_id: int, guild_id: int, *, limit: int = 10) -> list[Job]:
+        """A member's delivered images in a server, newest first."""
+        return await self._select(
+            "WHERE user_id = ? AND guild_id = ? AND state = 'delivered' ORDER BY finished_at DESC, id DESC LIMIT ?",
+            (user_id, guild_id, limit),
+        )
+
+    async def usage(self, guild_id: int, since: datetime, *, top: int = 5) -> Usage:
+        """Images a server made (reached `completed`) since `since`, per UTC day, and its `top` members."""
+        params = (guild_id, to_text(since, "since"))
+        where = "WHERE guild_id = ? AND completed_at IS NOT NULL AND completed_at >= ?"
+        per_day = (
+            "SELECT substr(completed_at, 1, 10) AS day, count(*), total(cost_usd),"  # noqa: S608 - constant clauses
+            " total(cost_estimated AND cost_usd IS NOT NULL), total(cost_usd IS NULL)"
+            f" FROM jobs {where} GROUP BY day ORDER BY day"
+        )
+        per_member = (
+            "SELECT user_id, count(*) AS images, total(cost_usd) AS spent,"  # noqa: S608 - constant clauses
+            " total(cost_estimated AND cost_usd IS NOT NULL), total(cost_usd IS NULL)"
+            f" FROM jobs {where} AND user_id IS NOT NULL"
+            " GROUP BY user_id ORDER BY images DESC, spent DESC, user_id LIMIT ?"
+        )
+        with unavailable_on_error(self.path):
+            days = await self._db.execute_fetchall(per_day, params)
+            members = await self._db.execute_fetchall(per_member, (*params, top))
+        return Usage(
+            days=tuple(
+                UsageDay(day, count, cost, int(estimated), int(unpriced))
+                for day, count, cost, estimated, unpriced in days
+            ),
+            members=tuple(
+                MemberUsage(user_id, count, cost, int(estimated), int(unpriced))
+                for user_id, count, cost, estimated, unpriced in members
+            ),
+        )
+
     async def _select(self, where: str, params: Sequence[Any]) -> list[Job]:
-        with _unavailable_on_error(self.path):
+        with unavailable_on_error(self.path):
             rows = await self._db.execute_fetchall(f"SELECT {_SELECT} FROM jobs {where}", params)  # noqa: S608 - constant clauses
         return [_row_to_job(row) for row in rows]
-
-
-@contextlib.contextmanager
-def _unavailable_on_error(path: Path) -> Iterator[None]:
-    """Turn "the file cannot be used" errors into StoreUnavailableError; let SQL bugs through as they are."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        code = getattr(exc, "sqlite_errorcode", None)  # absent on errors raised by the sqlite3 module itself
-        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
-            raise StoreUnavailableError(path, f"{exc.sqlite_errorname}: {exc}") from exc
-        raise
-    except OSError as exc:
-        raise StoreUnavailableError(path, str(exc)) from exc
 
 
 async def _check_read_only_version(db: aiosqlite.Connection, path: Path) -> int:

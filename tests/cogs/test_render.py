@@ -45,14 +45,38 @@ def test_generating_uses_relative_timestamps() -> None:
     assert not rendered.buttons  # a running job can no longer be cancelled
 
 
-def test_finished_embeds_the_attachment_and_offers_reroll() -> None:
-    job = make_job(state=JobState.COMPLETED, completed_at=T0 + timedelta(seconds=9.4))
+def test_finished_embeds_the_attachment_and_offers_reroll_remix_and_delete() -> None:
+    job = make_job(state=JobState.COMPLETED, completed_at=T0 + timedelta(seconds=9.4), cost_usd=0.03)
     rendered = render.finished(job, "imagine-42.png", model_name="ImagineArt 1.5")
     assert rendered.embed.image.url == "attachment://imagine-42.png"
     fields = {field.name: field.value for field in rendered.embed.fields}
     assert fields["Time"] == "9.4 s"
     assert fields["Model"] == "ImagineArt 1.5"
-    assert custom_ids(rendered) == ["imagine:reroll:42"]
+    assert "Cost" not in fields  # only when the server asks for it
+    assert custom_ids(rendered) == ["imagine:reroll:42", "imagine:remix:42", "imagine:delete:42"]
+
+
+def test_finished_shows_cost_when_asked_and_marks_estimates() -> None:
+    job = make_job(state=JobState.COMPLETED, completed_at=T0, cost_usd=0.03)
+    exact = render.finished(job, "imagine-42.png", model_name="m", show_cost=True)
+    estimate = render.finished(replace(job, cost_estimated=True), "imagine-42.png", model_name="m", show_cost=True)
+    assert {f.name: f.value for f in exact.embed.fields}["Cost"] == "$0.03"
+    assert {f.name: f.value for f in estimate.embed.fields}["Cost"] == "≈ $0.03"
+
+
+def test_waiting_for_a_slot_shows_the_place_in_line_and_can_be_cancelled() -> None:
+    rendered = render.waiting_for_slot(make_job(state=JobState.WAITING), 2)
+    assert "waiting for a free slot · #2" in rendered.content.lower()
+    assert custom_ids(rendered) == ["imagine:cancel:42"]
+
+
+def test_a_content_refusal_does_not_repeat_the_prompt() -> None:
+    job = make_job(prompt="something the filter hated")
+    rendered = render.refused(job, "The image service refused this prompt under its content rules.")
+    shown = rendered.content + str(rendered.embed.to_dict())
+    assert "filter hated" not in shown
+    assert "content rules" in shown
+    assert "Failed" in rendered.content
 
 
 def test_markdown_in_prompts_is_escaped_and_long_prompts_trimmed() -> None:

@@ -1,0 +1,108 @@
+"""Cost end to end: RunComfy's figure stored, the base price standing in (marked) when it is missing, and
+`/imagine-admin usage` adding it all up per day and per member."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.app import ImagineBot
+from bot.emulator import Duration, Emulator, Fault
+from storage.models import JobOrigin, JobState, NewJob
+from tests.e2e.conftest import job_in_state, reply_showing
+from tests.e2e.test_community_support import admin, job_for
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeMember
+
+
+async def test_a_result_without_a_cost_gets_the_base_price_marked_as_an_estimate(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
+) -> None:
+    await admin(moderator, general, "set show-cost", enabled=True)
+    emulator.config.queue_time = Duration.constant(1.0)
+    emulator.config.run_time = Duration.constant(0.0)
+    emulator.config.base_price_usd = 0.05
+    interaction = await alice.run_command("imagine", general, prompt="priceless")
+    job = await job_for(bot, interaction)
+    job = await job_in_state(bot, job.id, JobState.IN_QUEUE)
+    assert job.request_id is not None
+    # The result RunComfy sends for this job carries no cost at all.
+    body = {
+        "request_id": job.request_id,
+        "status": "succeeded",
+        "output": {"images": [emulator.file_url(job.request_id)]},
+    }
+    emulator.inject("result", Fault.http(200, body))
+
+    message = await reply_showing(fake_discord, interaction, "Done")
+    fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
+    assert fields["Cost"] == "≈ $0.05"
+    job = await job_in_state(bot, job.id, JobState.DELIVERED)
+    assert job.cost_usd == pytest.approx(0.05)
+    assert job.cost_estimated
+
+
+async def test_usage_adds_up_spend_and_images_per_day_and_names_the_top_members(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    bob: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
+    guild: FakeGuild,
+) -> None:
+    store = bot.store
+    assert store is not None
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    if today > datetime.now(UTC):
+        today -= timedelta(days=1)
+
+    async def finished(
+        user: FakeMember, days_ago: int, cost: float | None, *, estimated: bool = False, guild_id: int = guild.id
+    ) -> None:
+        at = today - timedelta(days=days_ago)
+        origin = JobOrigin(guild_id=guild_id, channel_id=general.id, user_id=user.id)
+        job = await store.create(NewJob("m", "p", "1:1", 1, origin), now=at)
+        await store.transition(job.id, JobState.COMPLETED, now=at, cost_usd=cost, cost_estimated=estimated)
+        await store.transition(job.id, JobState.DELIVERED, now=at)
+
+    await finished(alice, 0, 0.03)
+    await finished(alice, 0, 0.03)
+    await finished(bob, 0, 0.03, estimated=True)
+    await finished(alice, 2, 0.10)
+    await finished(bob, 2, None)  # no cost at all: priced at the model's base price, as an estimate
+    await finished(bob, 10, 5.00)  # outside the 7 days
+    await finished(bob, 0, 7.00, guild_id=guild.id + 1)  # another server
+    never = await store.create(
+        NewJob("m", "failed early", "1:1", 1, JobOrigin(guild_id=guild.id, user_id=bob.id)), now=today
+    )
+    await store.transition(never.id, JobState.FAILED, now=today)  # no image: not counted
+
+    answer = await admin(moderator, general, "usage", days=7)
+    [embed] = answer.embeds
+    assert embed["title"] == "Usage · last 7 days"
+    day = today.date()
+    assert embed["description"].splitlines() == [
+        f"`{day - timedelta(days=2)}` · 2 images · ≈ $0.13",
+        f"`{day}` · 3 images · ≈ $0.09",
+    ]
+    fields = {field["name"]: field["value"] for field in embed["fields"]}
+    assert fields["Total"] == "5 images · ≈ $0.22"
+    assert fields["Top members"].splitlines() == [
+        f"1. <@{alice.id}> · 3 images · $0.16",
+        f"2. <@{bob.id}> · 2 images · ≈ $0.06",
+    ]
+    assert "estimates" in embed["footer"]["text"]
+
+    one_day = await admin(moderator, general, "usage", days=1)
+    assert fields_total(one_day.embeds[0]) == "3 images · ≈ $0.09"
+
+
+def fields_total(embed: dict[str, object]) -> str:
+    return next(str(f["value"]) for f in embed["fields"] if f["name"] == "Total")  # type: ignore[attr-defined]
