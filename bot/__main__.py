@@ -1,8 +1,9 @@
-"""`python -m bot [run|generate|emulator|sync|check]`: the process entry point.
+"""`python -m bot [run|generate|emulator|sync|check|health]`: the process entry point.
 
 Builds `Settings` once and hands it down. Failures a user can fix (a missing
-token, a bad option) end with one line on stderr and exit status 2, never a
-traceback.
+or rejected token, a bad option) end with one line on stderr and exit status 2;
+a database or network the bot cannot use ends with one line and status 1;
+never a traceback.
 """
 
 from __future__ import annotations
@@ -13,14 +14,21 @@ import logging
 import sys
 from typing import NoReturn
 
+import aiohttp
 import discord
 from pydantic import ValidationError
 from rich.console import Console
 
-from bot import app, cli, emulator
+from bot import app, cli, doctor, emulator, health
+from bot.logs import Redactor, level_number, setup_logging
 from bot.settings import MissingSettingError, Settings
+from storage.migrate import SchemaTooNewError
+from storage.sqlite import StoreUnavailableError
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# Commands whose own output says it all: INFO lines from libraries would only bury it.
+QUIET_COMMANDS = frozenset({"generate", "check", "health"})
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,13 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--global", dest="global_", action="store_true", help="everywhere (once per release)")
     cli.configure_parser(commands.add_parser("generate", help="make one image from the terminal"))
     emulator.configure_parser(commands.add_parser("emulator", help="serve a local RunComfy stand-in"))
+    commands.add_parser("check", help="check tokens, database, permissions; print the invite URL")
+    commands.add_parser("health", help="ask the running bot's health endpoint (exit 0 when healthy)")
     return parser
 
 
 def _settings_error(error: ValidationError) -> str:
     first = error.errors()[0]
     name = "_".join(str(part) for part in first["loc"]).upper() or "settings"
-    return f"error: {name}: {first['msg']}"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"error: {name}: {message}"
+
+
+def _health(settings: Settings) -> int:
+    if settings.health_port is None:
+        print("error: HEALTH_PORT is not set, so the bot serves no health endpoint", file=sys.stderr)  # noqa: T201
+        return EXIT_USAGE
+    return asyncio.run(health.probe(settings, sys.stdout))
 
 
 def _sync(settings: Settings, global_: bool) -> int:
@@ -61,12 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     stderr = Console(stderr=True)
+    redact = Redactor()
     try:
         settings = Settings()
-        level = getattr(logging, settings.log_level, logging.INFO)
-        if command == "generate" and level == logging.INFO:
-            level = logging.WARNING  # the progress display says it all; INFO lines would scroll it away
-        discord.utils.setup_logging(level=level, root=True)
+        redact = Redactor(settings.secrets())
+        level = level_number(settings.log_level)
+        if command in QUIET_COMMANDS and level == logging.INFO:
+            level = logging.WARNING
+        setup_logging(level=level, fmt=settings.log_format, secrets=settings.secrets())
         if command == "generate":
             return asyncio.run(cli.generate(args, settings, stderr))
         if command == "emulator":
@@ -74,11 +94,23 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "sync":
             return _sync(settings, args.global_)
+        if command == "check":
+            return asyncio.run(doctor.run_checks(settings, sys.stdout))
+        if command == "health":
+            return _health(settings)
         return app.run_bot(settings)
     except ValidationError as error:
         print(_settings_error(error), file=sys.stderr)  # noqa: T201
-    except (MissingSettingError, cli.UsageError) as error:
+    except (MissingSettingError, cli.UsageError, health.EndpointUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)  # noqa: T201
+    except discord.LoginFailure:
+        print(f"error: Discord rejected DISCORD_TOKEN: {doctor.DISCORD_LOGIN_FIX}", file=sys.stderr)  # noqa: T201
+    except (StoreUnavailableError, SchemaTooNewError) as error:
+        print(redact(f"error: {error}; run `python -m bot check`"), file=sys.stderr)  # noqa: T201
+        return EXIT_FAILURE
+    except (aiohttp.ClientError, discord.GatewayNotFound, discord.ConnectionClosed) as error:
+        print(f"error: cannot reach Discord ({type(error).__name__}); run `python -m bot check`", file=sys.stderr)  # noqa: T201
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     return EXIT_USAGE

@@ -6,24 +6,34 @@ persistent buttons and only then resumes unfinished jobs, so their events find
 a subscriber. Commands are not synced blindly on every start (Discord allows
 200 command creates a day per guild): only to `DISCORD_GUILD_IDS` during
 development; globally with `python -m bot sync --global`, once per release.
+
+With `SHARD_COUNT` set the bot is an `AutoShardedBot` running the shards in
+`SHARD_IDS` (all of them by default), and resumes only the jobs of guilds on
+those shards, so several processes can split one bot. SIGTERM and SIGINT stop
+it gracefully (see bot/shutdown.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import aiohttp
 import discord
 import yarl
 from aiolimiter import AsyncLimiter
+from discord import app_commands
 from discord.ext import commands
 
+from bot import shutdown
+from bot.health import HealthServer
 from bot.jobs import JobManager
-from bot.runcomfy import RunComfyClient
+from bot.metrics import BotMetrics, MeteredRunComfyClient
 from bot.settings import Settings
 from cogs.buttons import ImagineButton
+from cogs.community import add_community_cogs, app_commands_to_sync, translator
 from cogs.courier import ReplyCourier
 from cogs.imagine import ImagineCog
 from storage.models import Job
@@ -31,11 +41,33 @@ from storage.sqlite import SQLiteJobStore
 
 log = logging.getLogger(__name__)
 
+# What the invite asks for, and all the bot uses: View Channels, Send Messages, Embed Links,
+# Attach Files, Read Message History, Add Reactions = 117824 (discord-platform.md section 6).
+INVITE_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    embed_links=True,
+    attach_files=True,
+    read_message_history=True,
+    add_reactions=True,
+)
+INVITE_SCOPES = ("bot", "applications.commands")
+
+
+def invite_url(application_id: int) -> str:
+    return discord.utils.oauth_url(application_id, permissions=INVITE_PERMISSIONS, scopes=INVITE_SCOPES)
+
 
 def point_discord_at(settings: Settings) -> None:
     """Send discord.py's REST and gateway traffic to the configured endpoints (the fake Discord in tests)."""
     discord.http.Route.BASE = settings.discord_api_base_url.rstrip("/")
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
+
+
+def without_voice() -> None:
+    """The bot never joins voice: skip discord.py's start-up warnings about voice libraries it does not need."""
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
 
 
 def intents() -> discord.Intents:
@@ -46,65 +78,196 @@ def intents() -> discord.Intents:
     return chosen
 
 
+def shard_of(guild_id: int | None, shard_count: int) -> int:
+    """The shard that receives a guild's events: Discord's `(guild_id >> 22) % shard_count`; DMs are on shard 0."""
+    if guild_id is None:
+        return 0
+    return (guild_id >> 22) % shard_count
+
+
+class ImagineTree(app_commands.CommandTree):
+    """The command tree; while the bot shuts down, every command gets "try again in a minute"."""
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        return not await shutdown.refuse_while_stopping(interaction)
+
+
 class ImagineBot(commands.Bot):
     user: discord.ClientUser
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         """`options` go to discord.py's Client (tests shorten `guild_ready_timeout`)."""
+        self.settings = settings
+        self.metrics = BotMetrics()
+        without_voice()
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
             help_command=None,
             allowed_mentions=discord.AllowedMentions.none(),
+            tree_cls=ImagineTree,
+            http_trace=self.metrics.discord_trace(),
             **options,
         )
-        self.settings = settings
         self.session: aiohttp.ClientSession | None = None
         self.store: SQLiteJobStore | None = None
         self.jobs: JobManager | None = None
+        self.health: HealthServer | None = None
+        self.stopping = False
+        self._shutdown: asyncio.Task[None] | None = None
+        self._close_task: asyncio.Task[None] | None = None
+        self._deadline: float | None = None
 
     async def setup_hook(self) -> None:
         settings = self.settings
         self.session = aiohttp.ClientSession()
-        self.store = await SQLiteJobStore.open(settings.database_path)
+        # Under Discord's 3 s to acknowledge: a command meeting a locked database gets an answer, not a timeout.
+        self.store = await SQLiteJobStore.open(settings.database_path, busy_timeout_ms=2000)
         limiter = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
         token = settings.require("RUNCOMFY_API_TOKEN")
-        client = RunComfyClient.from_settings(self.session, settings, token=token, limiter=limiter)
+        client = MeteredRunComfyClient.metered(
+            self.session, settings, token=token, limiter=limiter, metrics=self.metrics
+        )
         self.jobs = JobManager.from_settings(client, self.store, settings)
         self.add_dynamic_items(ImagineButton)
         cog = ImagineCog(self, self.jobs, self.store, model=settings.runcomfy_model, courier=ReplyCourier(self))
         await self.add_cog(cog)
+        await add_community_cogs(self, cog)  # remix/delete/✉️, /imagine-queue, /imagine-history, /imagine-admin
+        self.jobs.subscribe(self.metrics.on_job_event)  # after the cog's: sees each image once it is delivered
         for guild_id in settings.discord_guild_ids:
+            if not self.owns_guild(guild_id):
+                continue  # the process running that guild's shard syncs it
             guild = discord.Object(guild_id)
             self.tree.copy_global_to(guild=guild)
             synced = await self.tree.sync(guild=guild)
             log.info("synced %d commands to guild %d", len(synced), guild_id)
+        if settings.health_port is not None:
+            self.health = HealthServer(self, settings.health_host, settings.health_port)
+            await self.health.start()
         await self.jobs.start(resume=self.owns)
 
+    # -- which jobs are this process's -------------------------------------
+
+    def owns_guild(self, guild_id: int | None) -> bool:
+        """Whether this process runs the shard that receives `guild_id`'s events (always, unsharded)."""
+        shards = self.settings.owned_shards
+        if shards is None or self.settings.shard_count is None:
+            return True
+        return shard_of(guild_id, self.settings.shard_count) in shards
+
     def owns(self, job: Job) -> bool:
-        """Discord jobs are this process's to resume; CLI jobs (no channel) are not."""
-        return job.origin.channel_id is not None
+        """Discord jobs of this process's shards are its to resume; CLI jobs (no channel) are not."""
+        return job.origin.channel_id is not None and self.owns_guild(job.origin.guild_id)
+
+    # -- health --------------------------------------------------------------
+
+    def gateway_connected(self) -> bool:
+        if self.is_closed() or not self.is_ready():
+            return False
+        ws = self.ws
+        return ws is not None and ws.open
+
+    @property
+    def gateway_latency(self) -> float | None:
+        latency = self.latency
+        return latency if math.isfinite(latency) else None
+
+    # -- stopping --------------------------------------------------------------
+
+    def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
+        if self.stopping and event_name in shutdown.REFUSED_EVENTS:
+            return
+        super().dispatch(event_name, *args, **kwargs)
+
+    def request_shutdown(self, reason: str = "shutdown requested") -> None:
+        """The signal handler: stop taking commands now, then close within SHUTDOWN_TIMEOUT_SECONDS."""
+        if self._shutdown is not None:
+            log.info("%s: already shutting down", reason)
+            return
+        log.info("%s: shutting down; new commands are refused, in-flight work finishes", reason)
+        self.stopping = True
+        self._shutdown = asyncio.create_task(self._graceful_close(), name="graceful-shutdown")
+
+    async def _graceful_close(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self.settings.shutdown_timeout_seconds
+        budget = min(shutdown.DRAIN_SECONDS, self.settings.shutdown_timeout_seconds * 0.4)
+        left = await shutdown.drain_handlers(budget)
+        if left:
+            log.warning("%d command handler(s) still running; closing anyway", left)
+        await self.close()
 
     async def close(self) -> None:
+        """Idempotent, and every caller waits for the whole sequence (bot.start() returns half-way through it)."""
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(self._close_all(), name="bot-close")
+        await asyncio.shield(self._close_task)
+
+    async def closed(self) -> None:
+        """Wait until a close that has begun (signal or error) has finished."""
+        if self._shutdown is not None:
+            await self._shutdown
+        if self._close_task is not None:
+            await self._close_task
+
+    async def _close_all(self) -> None:
+        self.stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline or loop.time() + self.settings.shutdown_timeout_seconds
         if self.jobs is not None:
-            await self.jobs.stop()
+            # Steps still running at the deadline are cancelled; their jobs resume on the next start.
+            await self.jobs.stop(grace=max(0.5, deadline - loop.time() - 1.0))
         await super().close()
+        if self.health is not None:
+            await self.health.close()
         if self.store is not None:
             await self.store.close()
         if self.session is not None:
             await self.session.close()
+        log.info("shut down cleanly")
+
+
+class ShardedImagineBot(ImagineBot, commands.AutoShardedBot):
+    """The same bot over several gateway connections (`SHARD_COUNT`, `SHARD_IDS`)."""
+
+    def gateway_connected(self) -> bool:
+        if self.is_closed() or not self.is_ready() or not self.shards:
+            return False
+        return all(not shard.is_closed() for shard in self.shards.values())
+
+
+def build_bot(settings: Settings, **options: Any) -> ImagineBot:
+    """An ImagineBot, sharded when SHARD_COUNT is set; `options` go to discord.py's Client."""
+    if settings.shard_count is None:
+        return ImagineBot(settings, **options)
+    return ShardedImagineBot(settings, shard_count=settings.shard_count, shard_ids=settings.owned_shards, **options)
 
 
 def run_bot(settings: Settings) -> int:
-    """Run until stopped; exit status 0 on a clean shutdown."""
+    """Run until SIGTERM/SIGINT; exit status 0 on a clean shutdown."""
     token = settings.require("DISCORD_TOKEN")
     settings.require("RUNCOMFY_API_TOKEN")
     point_discord_at(settings)
-    bot = ImagineBot(settings)
 
     async def main() -> None:
-        async with bot:
-            await bot.start(token.get_secret_value())
+        bot = build_bot(settings)
+        loop = asyncio.get_running_loop()
+        watchdog: list[asyncio.TimerHandle] = []
+
+        def on_signal(name: str) -> None:
+            bot.request_shutdown(name)
+            if not watchdog:
+                limit = settings.shutdown_timeout_seconds + shutdown.WATCHDOG_GRACE
+                watchdog.append(loop.call_later(limit, shutdown.force_exit, limit))
+
+        shutdown.install_signal_handlers(loop, on_signal)
+        try:
+            async with bot:
+                await bot.start(token.get_secret_value())
+        finally:
+            await bot.closed()
+            for timer in watchdog:
+                timer.cancel()
 
     asyncio.run(main())
     return 0
@@ -115,8 +278,9 @@ async def sync_commands(settings: Settings, *, global_: bool) -> int:
     token = settings.require("DISCORD_TOKEN")
     point_discord_at(settings)
     bot = commands.Bot(command_prefix=commands.when_mentioned, intents=discord.Intents.none())
-    for command in ImagineCog.__cog_app_commands__:
+    for command in app_commands_to_sync():
         bot.tree.add_command(command)
+    await bot.tree.set_translator(translator())
     async with bot:
         await bot.login(token.get_secret_value())
         if global_:

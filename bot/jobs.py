@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -41,6 +42,12 @@ RESTARTED_WHILE_SUBMITTING = (
     "so it was not sent again (that could charge twice). Please try again."
 )
 NO_IMAGE = "RunComfy finished the job but sent back no image. Please try again."
+# `delivery` of a failed or cancelled job once every subscriber has shown it; still NULL after a restart means
+# the process died between writing the final state and showing it, so the next start shows it again.
+NOTIFIED = "notified"
+# A submit RunComfy refused before creating anything (429, 408, no connection) is tried this many more times.
+SUBMIT_RETRIES = 3
+ANNOUNCE_WINDOW = timedelta(days=1)  # final states older than this are not shown again after a restart
 
 
 def utcnow() -> datetime:
@@ -96,6 +103,7 @@ class JobManager:
         self._strikes: dict[int, int] = {}
         self._unknown_since: dict[int, datetime] = {}
         self._scheduler: asyncio.Task[None] | None = None
+        self._announcements: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, client: RunComfyClient, store: JobStore, settings: Settings) -> JobManager:
@@ -122,35 +130,45 @@ class JobManager:
         """Learn from finished jobs, pick up every unfinished job `resume` accepts, start polling.
 
         Returns how many jobs were resumed. A job found in `submitting` may exist
-        upstream: it is failed with a clear message, never sent again.
+        upstream: it is failed with a clear message, never sent again. Final
+        states the last process wrote but never showed are shown now. Both
+        announcements run in the background, so they never hold up the start.
         """
         if isinstance(self.policy, AdaptivePolicy):
             self.policy.learn_all(await self.store.recent_timings(self.model, limit=200))
         resumed = 0
         now = self.clock()
         for job in await self.store.unfinished():
-            if not resume(job):
-                continue
+            if not resume(job) or job.state is JobState.WAITING:
+                continue  # a waiting job was never sent; its server's line (cogs/lines.py) starts it
             resumed += 1
             if job.state is JobState.SUBMITTING:
-                await self._fail(job, RESTARTED_WHILE_SUBMITTING, retryable=True)
+                failed = await self._finish(job, JobState.FAILED, error=RESTARTED_WHILE_SUBMITTING)
+                # The event keeps the token the row had (the disk copy is gone): if the process died before the
+                # reply's message id was written, the token is the only way to that reply.
+                self._announce(JobFailed(dataclasses.replace(failed, origin=job.origin), failed.error or "", True))
             else:
                 due = job.next_poll_at or now
                 self._schedule(job.id, max((due - now).total_seconds(), 0.0))
+        for job in await self.store.unannounced(since=now - ANNOUNCE_WINDOW):
+            if resume(job):
+                final = JobCancelled(job) if job.state is JobState.CANCELLED else JobFailed(job, job.error or "", True)
+                self._announce(final)
         self._scheduler = asyncio.create_task(self._run_scheduler(), name="job-scheduler")
         log.info("job manager started, %d unfinished jobs resumed", resumed)
         return resumed
 
-    async def stop(self) -> None:
-        """Stop polling; in-flight steps finish their database write first."""
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop polling; in-flight steps get `grace` seconds to finish their database write, then are cancelled."""
         if self._scheduler is not None:
             self._scheduler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler
             self._scheduler = None
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=10)
-        for task in self._tasks:
+        busy = self._tasks | self._announcements
+        if busy:
+            await asyncio.wait(busy, timeout=grace)
+        for task in busy:
             task.cancel()
 
     @property
@@ -175,18 +193,31 @@ class JobManager:
         (the Discord reply) before the first event about it can arrive.
         """
         job = await self.store.create(new, now=self.clock())
-        log.info("job %d submitting", job.id, extra={"job_id": job.id})
+        log.debug("job %d submitting", job.id, extra={"job_id": job.id})
         return job
 
     async def send(self, job: Job) -> Job:
-        """Send a created job to RunComfy exactly once; returns it queued, or failed with the event sent."""
-        try:
-            submitted = await self.client.submit(model_inputs(job.prompt, job.aspect_ratio, job.seed))
-        except SubmitOutcomeUnknownError as error:
-            log.warning("job %d: submit outcome unknown (%s); not resent", job.id, type(error).__name__)
-            return await self._fail(job, error.user_message, retryable=False)
-        except RunComfyError as error:
-            return await self._fail(job, error.user_message, retryable=error.retryable)
+        """Send a created job to RunComfy exactly once; returns it queued, or failed with the event sent.
+
+        A submit whose answer was lost is never repeated (it may have created a
+        billed job). One RunComfy refused outright (429, 408) or that never left
+        this machine created nothing, so it is tried again, a few times.
+        """
+        inputs = model_inputs(job.prompt, job.aspect_ratio, job.seed)
+        for attempt in itertools.count(1):
+            try:
+                submitted = await self.client.submit(inputs)
+            except SubmitOutcomeUnknownError as error:
+                log.warning("job %d: submit outcome unknown (%s); not resent", job.id, type(error).__name__)
+                return await self._fail(job, error.user_message, retryable=False)
+            except RunComfyError as error:
+                if not error.retryable or attempt > SUBMIT_RETRIES:
+                    return await self._fail(job, error.user_message, retryable=error.retryable)
+                delay = min(self.retry_cap, max(error.retry_after or 0.0, 0.5 * 2**attempt))
+                log.warning("job %d: submit refused (%s), again in %.1fs", job.id, error.status, delay)
+                await asyncio.sleep(delay)
+            else:
+                break
         job = await self.store.transition(job.id, JobState.IN_QUEUE, now=self.clock(), request_id=submitted.request_id)
         log.info("job %d queued as %s", job.id, submitted.request_id, extra={"job_id": job.id})
         await self._emit(JobQueued(job, None))
@@ -216,7 +247,7 @@ class JobManager:
         job = await self.store.transition(
             job_id, JobState.DELIVERED, now=self.clock(), delivery=how, interaction_token=None
         )
-        log.info("job %d delivered (%s)", job_id, how, extra={"job_id": job_id})
+        log.debug("job %d delivered (%s)", job_id, how, extra={"job_id": job_id})
         return job
 
     async def mark_undeliverable(self, job_id: int, reason: str) -> Job:
@@ -340,7 +371,7 @@ class JobManager:
     async def _started(self, job: Job) -> None:
         job = await self.store.transition(job.id, JobState.IN_PROGRESS, now=self.clock(), queue_position=None)
         self.policy.forget(job.id)
-        log.info("job %d in progress", job.id, extra={"job_id": job.id})
+        log.debug("job %d in progress", job.id, extra={"job_id": job.id})
         await self._emit(JobRunning(job, self.eta(job)))
         await self._reschedule(job)
 
@@ -352,7 +383,7 @@ class JobManager:
         job = await self.store.transition(
             job.id, JobState.COMPLETED, now=self.clock(), result_url=urls[0], cost_usd=result.cost_usd
         )
-        log.info("job %d completed upstream", job.id, extra={"job_id": job.id})
+        log.debug("job %d completed upstream", job.id, extra={"job_id": job.id})
         if job.queued_at and job.started_at and job.completed_at:
             self.policy.learn(
                 Timing(
@@ -413,7 +444,7 @@ class JobManager:
         self._locks.pop(job.id, None)
         self._strikes.pop(job.id, None)
         self._unknown_since.pop(job.id, None)
-        log.info("job %d %s", job.id, state.value, extra={"job_id": job.id})
+        log.debug("job %d %s", job.id, state.value, extra={"job_id": job.id})
         return job
 
     async def _fail(self, job: Job, reason: str, retryable: bool) -> Job:
@@ -427,6 +458,20 @@ class JobManager:
                 await subscriber(event)
             except Exception:
                 log.exception("job %d: a subscriber failed on %s", event.job.id, type(event).__name__)
+        if isinstance(event, JobFailed | JobCancelled):
+            await self._notified(event.job)
+
+    async def _notified(self, job: Job) -> None:
+        """Every subscriber has shown the final state: a restart need not show it again."""
+        try:
+            await self.store.update(job.id, now=self.clock(), delivery=NOTIFIED, interaction_token=None)
+        except Exception:
+            log.exception("job %d: could not record that its end was shown", job.id, extra={"job_id": job.id})
+
+    def _announce(self, event: JobFailed | JobCancelled) -> None:
+        task = asyncio.create_task(self._emit(event), name=f"announce-{event.job.id}")
+        self._announcements.add(task)
+        task.add_done_callback(self._announcements.discard)
 
     def _lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())

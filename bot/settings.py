@@ -3,15 +3,19 @@
 This is the only module that looks at the environment: everything else takes a
 `Settings` (or the few values it needs) as an argument, so tests build one with
 keyword overrides and nothing leaks between them.
+
+Every field carries a one-line `description`: the README's settings table and
+`.env.example` are generated from them (`python -m bot.settings_doc`), and a
+test fails when either drifts from this class.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "imagineart/imagineart-1.5-preview/text-to-image"
@@ -42,43 +46,111 @@ def _split_csv(value: object) -> object:
 class Settings(BaseSettings):
     """Every knob of the bot; field names map to upper-case environment variables."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # env_ignore_empty: `HEALTH_PORT=` in a copied .env means "unset", not "invalid integer".
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     # Secrets: SecretStr keeps them out of repr() and logs.
-    discord_token: SecretStr | None = None
-    runcomfy_api_token: SecretStr | None = None
+    discord_token: SecretStr | None = Field(
+        default=None, description="the bot's token (Developer Portal → Bot → Reset Token); needed by run, sync, check"
+    )
+    runcomfy_api_token: SecretStr | None = Field(
+        default=None, description="RunComfy API key; needed by run, check, and generate without --emulator"
+    )
 
     # RunComfy
-    runcomfy_base_url: str = "https://model-api.runcomfy.net"
-    runcomfy_model: str = DEFAULT_MODEL
-    runcomfy_requests_per_second: float = Field(default=10.0, gt=0)
-    runcomfy_http_timeout_seconds: float = Field(default=30.0, gt=0)
-    runcomfy_max_retries: int = Field(default=4, ge=0)
-    download_max_bytes: int = Field(default=40 * MIB, gt=0)
-    download_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["*.runcomfy.net"])
+    runcomfy_base_url: str = Field(
+        default="https://model-api.runcomfy.net", description="the Model API (or an emulator)"
+    )
+    runcomfy_model: str = Field(default=DEFAULT_MODEL, description="the model every job uses")
+    runcomfy_requests_per_second: float = Field(
+        default=10.0, gt=0, description="one budget for every RunComfy request: submits, polls, downloads"
+    )
+    runcomfy_http_timeout_seconds: float = Field(default=30.0, gt=0, description="per RunComfy request")
+    runcomfy_max_retries: int = Field(
+        default=4, ge=0, description="retries of status/result/cancel calls (a submit is never retried)"
+    )
+    download_max_bytes: int = Field(default=40 * MIB, gt=0, description="largest result file accepted (40 MiB)")
+    download_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*.runcomfy.net"],
+        description="comma-separated hosts result files may come from (the API's own host is added)",
+    )
 
     # Job manager
-    job_timeout_seconds: float = Field(default=900.0, gt=0)
-    poll_min_interval_seconds: float = Field(default=0.25, gt=0)
-    poll_max_interval_seconds: float = Field(default=10.0, gt=0)
-    unknown_state_timeout_seconds: float = Field(default=120.0, gt=0)
+    job_timeout_seconds: float = Field(
+        default=900.0, gt=0, description="a job still unfinished after this fails with a clear message"
+    )
+    poll_min_interval_seconds: float = Field(default=0.25, gt=0, description="shortest wait between two polls of a job")
+    poll_max_interval_seconds: float = Field(default=10.0, gt=0, description="longest wait between two polls of a job")
+    unknown_state_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="how long an undocumented job state is tolerated"
+    )
 
     # Storage
-    database_path: Path = Path("data/imagine.sqlite3")
+    database_path: Path = Field(
+        default=Path("data/imagine.sqlite3"), description="the SQLite file (its folder is created on start)"
+    )
 
     # Discord
-    discord_guild_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
-    discord_api_base_url: str = "https://discord.com/api/v10"
-    discord_gateway_url: str = "wss://gateway.discord.gg/"
+    discord_guild_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="comma-separated server ids to sync commands to on start (development)"
+    )
+    discord_api_base_url: str = Field(
+        default="https://discord.com/api/v10", description="Discord's REST base (tests point it at a fake)"
+    )
+    discord_gateway_url: str = Field(
+        default="wss://gateway.discord.gg/", description="Discord's gateway (tests point it at a fake)"
+    )
+    shard_count: int | None = Field(
+        default=None, ge=1, description="total shards across all processes; unset runs one unsharded connection"
+    )
+    shard_ids: Annotated[list[int] | None, NoDecode] = Field(
+        default=None, description="comma-separated shards this process runs (needs SHARD_COUNT); unset: all of them"
+    )
 
-    log_level: str = "INFO"
+    # Operating it
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: human-readable lines; json: one JSON object per line"
+    )
+    health_port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve /healthz and /metrics on this port; unset: off"
+    )
+    health_host: str = Field(
+        default="127.0.0.1", description="address of the health endpoint (0.0.0.0 to let Prometheus in)"
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=8.0, gt=0, le=60, description="on SIGTERM/SIGINT, finish in-flight work for at most this long"
+    )
 
-    _split_lists = field_validator("download_allowed_hosts", "discord_guild_ids", mode="before")(_split_csv)
+    _split_lists = field_validator("download_allowed_hosts", "discord_guild_ids", "shard_ids", mode="before")(
+        _split_csv
+    )
 
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:
         return value.upper()
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_shards(self) -> Self:
+        if self.shard_ids is None:
+            return self
+        if self.shard_count is None:
+            raise ValueError("SHARD_IDS needs SHARD_COUNT (the total number of shards across all processes)")
+        if not self.shard_ids:
+            raise ValueError("SHARD_IDS is empty; leave it unset to run every shard")
+        wrong = [shard for shard in self.shard_ids if not 0 <= shard < self.shard_count]
+        if wrong:
+            last = self.shard_count - 1
+            raise ValueError(f"SHARD_IDS {wrong} are outside 0..{last} (SHARD_COUNT={self.shard_count})")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("SHARD_IDS lists a shard twice")
+        return self
 
     def require(self, name: str) -> SecretStr:
         """The secret `name` (e.g. "RUNCOMFY_API_TOKEN"), or MissingSettingError if it is unset or blank."""
@@ -86,6 +158,22 @@ class Settings(BaseSettings):
         if value is None or not value.get_secret_value().strip():
             raise MissingSettingError(name)
         return value
+
+    def secrets(self) -> list[str]:
+        """The secret values that are set: what log and output redaction must never let through."""
+        values = (self.discord_token, self.runcomfy_api_token)
+        return [value.get_secret_value() for value in values if value is not None and value.get_secret_value()]
+
+    @property
+    def sharded(self) -> bool:
+        return self.shard_count is not None
+
+    @property
+    def owned_shards(self) -> list[int] | None:
+        """The shards this process runs; None when unsharded."""
+        if self.shard_count is None:
+            return None
+        return list(self.shard_ids) if self.shard_ids is not None else list(range(self.shard_count))
 
     @property
     def allowed_download_hosts(self) -> list[str]:
