@@ -133,6 +133,7 @@ class Emulator:
         self.calls: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
         self.dropped = 0
+        self.faults_served: Counter[str] = Counter()  # misbehaviours served, by kind (see `fault_kind`)
         # The headers of the latest call per route: lets a test prove the file host never sees the token.
         self.last_headers: dict[str, dict[str, str]] = {}
         self._faults: dict[str, deque[Fault]] = {route: deque() for route in ROUTES}
@@ -211,7 +212,7 @@ class Emulator:
         return {rid: job.finished for rid, job in self.jobs.items() if job.cancelled_at is None and job.finished <= now}
 
     def file_url(self, request_id: str) -> str:
-        return f"{self.url}/files/{request_id}.png"
+        return f"{self.config.file_base_url or self.url}/files/{request_id}.png"
 
     # -- plumbing -------------------------------------------------------------
 
@@ -235,6 +236,7 @@ class Emulator:
             (cfg.drop_rate, Fault.drop(process=process)),
             (cfg.rate_5xx, Fault.http(cfg.status_5xx, {"error_message": "Service unavailable"}, process=process)),
             (cfg.rate_429, Fault.http(429, {"error_message": "Too many requests"}, retry_after=cfg.retry_after)),
+            (cfg.rate_429_bare, Fault.http(429, {"error_message": "Too many requests"})),
             (cfg.malformed_rate, Fault.malformed(process=process)),
             (cfg.error_code_rate, Fault.error_code(cfg.error_code)),
             (cfg.slow_rate, Fault.slow(cfg.slow_seconds)),
@@ -250,6 +252,8 @@ class Emulator:
         self.calls[route] += 1
         self.last_headers[route] = dict(request.headers)
         fault = self._next_fault(route)
+        if fault is not None:
+            self.faults_served[fault_kind(fault)] += 1
         if fault is None:
             response = await handler(request)
         elif fault.kind == "slow":
@@ -487,6 +491,21 @@ class Emulator:
         if shape == "billing":
             return {"billing": {"cost": price, "currency": "USD"}}
         return {"cost": price}
+
+
+def fault_kind(fault: Fault) -> str:
+    """A short name for what a fault does to the client: "5xx", "429 + Retry-After", "timeout", ..."""
+    if fault.kind == "drop":
+        return "dropped connection"
+    if fault.kind == "slow":
+        return "slow answer"
+    if fault.kind == "malformed":
+        return "malformed JSON"
+    if fault.status == 429:
+        return "429 + Retry-After" if "Retry-After" in fault.headers else "429 without Retry-After"
+    if 200 <= fault.status < 300:
+        return "200 with error_code"
+    return "5xx" if fault.status >= 500 else f"HTTP {fault.status}"
 
 
 def _invalid(field_name: str, message: str, kind: str = "value_error") -> web.Response:

@@ -19,7 +19,7 @@ from bot.settings import DEFAULT_MODEL
 
 DurationKind = Literal["constant", "uniform", "lognormal"]
 OutputShape = Literal["images", "image", "nested"]
-ResultKind = Literal["png", "html", "empty", "truncated", "huge", "redirect"]
+ResultKind = Literal["png", "html", "empty", "truncated", "huge", "redirect", "bomb"]
 CostShape = Literal["cost", "cost_usd", "billing"]
 FaultKind = Literal["http", "drop", "slow", "malformed"]
 
@@ -157,6 +157,7 @@ class EmulatorConfig:
     fault_routes: frozenset[str] = API_ROUTES
     rate_429: float = 0.0
     retry_after: str | None = "1"  # Retry-After sent with random 429s; None: no header
+    rate_429_bare: float = 0.0  # further 429s that never carry Retry-After (the client picks its own wait)
     rate_5xx: float = 0.0
     status_5xx: int = 503
     slow_rate: float = 0.0
@@ -168,6 +169,7 @@ class EmulatorConfig:
     # Result files.
     result_kind: ResultKind = "png"
     redirect_url: str | None = None
+    file_base_url: str | None = None  # where result URLs point, e.g. this server under another host name
     huge_bytes: int = 64 * 1024 * 1024
     huge_content_length: bool = True
     full_size: bool = False
@@ -210,6 +212,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--expire-after", type=float, default=None, help="seconds after finishing until request ids expire")
     add("--rate-429", type=_rate, default=0.0)
     add("--retry-after", type=_optional, default=d.retry_after, help="Retry-After of 429s ('none' to omit)")
+    add("--rate-429-bare", type=_rate, default=0.0, help="share of calls answered 429 without Retry-After")
     add("--rate-5xx", type=_rate, default=0.0)
     add("--status-5xx", type=int, default=d.status_5xx)
     add("--slow-rate", type=_rate, default=0.0)
@@ -218,7 +221,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--malformed-rate", type=_rate, default=0.0)
     add("--error-code-rate", type=_rate, default=0.0, help="share of calls answered 200 with an error_code")
     add("--error-code", type=int, default=d.error_code)
-    add("--result-kind", choices=("png", "html", "empty", "truncated", "huge", "redirect"), default="png")
+    add("--result-kind", choices=("png", "html", "empty", "truncated", "huge", "redirect", "bomb"), default="png")
     add("--redirect-url", default=None)
     add("--huge-bytes", type=int, default=d.huge_bytes)
     add("--no-content-length", action="store_true", help="stream huge results without Content-Length")
@@ -244,6 +247,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         expire_after=args.expire_after,
         rate_429=args.rate_429,
         retry_after=args.retry_after,
+        rate_429_bare=args.rate_429_bare,
         rate_5xx=args.rate_5xx,
         status_5xx=args.status_5xx,
         slow_rate=args.slow_rate,

@@ -13,6 +13,8 @@ import contextlib
 import hashlib
 import io
 import random
+import struct
+import zlib
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 
@@ -62,6 +64,20 @@ def render_png(prompt: str, seed: int, aspect_ratio: str, *, full_size: bool = F
     return buffer.getvalue()
 
 
+@lru_cache(maxsize=1)
+def bomb_png(side: int = 30_000) -> bytes:
+    """A decompression bomb: about 100 KB on the wire, a `side` x `side` 1-bit image (900 MP) once decoded."""
+    row = bytes(1 + (side + 7) // 8)  # filter byte + packed pixels, all zero
+    compressor = zlib.compressobj(9)
+    body = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1 bit, greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
 async def file_response(
     request: web.Request, config: EmulatorConfig, png: Callable[[], Awaitable[bytes]]
 ) -> web.StreamResponse:
@@ -75,6 +91,8 @@ async def file_response(
         return web.Response(body=b"", content_type="image/png")
     if kind == "huge":
         return await _stream_huge(request, config.huge_bytes, with_length=config.huge_content_length)
+    if kind == "bomb":
+        return web.Response(body=bomb_png(), content_type="image/png")
     data = await png()
     if kind == "truncated":
         data = data[: len(data) // 2]

@@ -78,7 +78,7 @@ def ratio_value(ratio: str) -> float:
 def clean_prompt(prompt: str) -> str:
     """The prompt as sent upstream: stripped, refused when empty or too long."""
     text = prompt.strip()
-    if not text:
+    if not any(char.isprintable() and not char.isspace() for char in text):  # zero-width characters only, too
         raise InvalidInputError("prompt", "The prompt is empty: describe the image you want.")
     if len(text) > PROMPT_MAX:
         raise InvalidInputError("prompt", f"The prompt is {len(text):,} characters long; the limit is {PROMPT_MAX:,}.")
@@ -97,7 +97,7 @@ def check_seed(seed: int | None) -> int:
     """The given seed, or a fresh random one, so every image can be reproduced."""
     if seed is None:
         return secrets.randbelow(SEED_MAX + 1)
-    if not 0 <= seed <= SEED_MAX:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise InvalidInputError("seed", f"The seed must be a whole number from 0 to {SEED_MAX:,}.")
     return seed
 

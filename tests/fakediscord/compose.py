@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from .fake import FakeDiscord
 
 _FILES_FIELD = re.compile(r"files\[(\d+)\]")
+RAW_BODY = web.RequestKey("fakediscord.raw_body", bytes)  # the bytes read_body saw, for RecordedRequest.body
 USER_FLAGS = SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS | COMPONENTS_V2
 
 
@@ -59,6 +60,7 @@ class Body:
 async def read_body(request: web.Request) -> Body:
     """JSON, or multipart with `payload_json` plus `files[n]` (what discord.py sends)."""
     body = Body()
+    raw: list[bytes] = []
     try:
         if request.content_type.startswith("multipart/"):
             reader = await request.multipart()
@@ -67,11 +69,15 @@ async def read_body(request: web.Request) -> Body:
                     continue
                 name = part.name or ""
                 if name == "payload_json":
-                    body.payload = json.loads(await part.text())
+                    text = await part.text()
+                    raw.append(text.encode())
+                    body.payload = json.loads(text)
                 elif (match := _FILES_FIELD.fullmatch(name)) or part.filename:
                     index = int(match.group(1)) if match else len(body.files)
                     data = bytes(await part.read(decode=False))
+                    raw.append(data)
                     body.files[index] = Upload(index, part.filename or f"file{index}", data)
+            request[RAW_BODY] = b"\n".join(raw)
         elif request.can_read_body:
             text = await request.text()
             body.payload = json.loads(text) if text.strip() else {}

@@ -36,6 +36,9 @@ class FaultInjector:
         self.faults: list[Fault] = []
         self.rate = 0.0
         self.random_statuses: tuple[int, ...] = (500, 502, 429)
+        # True: random faults also hit edits and followups made with an interaction token (never the callback,
+        # whose 3 s window is the member's business, not the bot's).
+        self.token_routes = False
         self.served: list[tuple[str, int]] = []
 
     def add(self, fault: Fault) -> Fault:
@@ -48,8 +51,9 @@ class FaultInjector:
                 fault.served += 1
                 self.served.append((info.key, fault.status))
                 return fault
-        # Random faults hit bot REST calls only, before handling (like a flaky edge).
-        if not after and self.rate > 0 and info.bot_auth and self.rng.random() < self.rate:
+        # Random faults hit bot REST calls (and, if asked, token routes), before handling (like a flaky edge).
+        eligible = info.bot_auth or (self.token_routes and info.token_route and not info.key.endswith("/callback"))
+        if not after and self.rate > 0 and eligible and self.rng.random() < self.rate:
             status = self.rng.choice(self.random_statuses)
             self.served.append((info.key, status))
             return Fault(info.key, status=status, retry_after=round(self.rng.uniform(0.05, 0.3), 3))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .compose import RAW_BODY
 from .errors import DiscordError, not_found, unauthorized
 from .faults import Fault
 from .ratelimit import RouteInfo, retry_headers
@@ -66,6 +67,7 @@ class RecordedRequest:
     at: float
     bot_auth: bool
     error_code: int | None = None
+    body: bytes = b""  # what the client sent: the JSON, or a multipart's payload_json and files
 
     @property
     def key(self) -> str:
@@ -135,10 +137,19 @@ class RestServer:
         except DiscordError as exc:
             error_code = exc.code
             response = json_response(exc.body(), exc.status, headers)
+        except ConnectionResetError:
+            # The client died half-way through sending the body (a SIGKILLed bot): nothing was applied.
+            response = web.Response(status=499, text="client closed request")
         fake.ratelimits.record_status(response.status, response.headers.get("X-RateLimit-Scope"))
+        body = request.get(RAW_BODY)
+        if body is None:
+            try:
+                body = await request.read()  # cached if the handler read it; else read now
+            except (OSError, RuntimeError, ValueError):
+                body = b""  # a multipart stream the handler gave up on half-way
         fake.requests.append(
             RecordedRequest(
-                spec.method, spec.template, request.path, response.status, fake.clock.now(), bot_auth, error_code
+                spec.method, spec.template, request.path, response.status, fake.clock.now(), bot_auth, error_code, body
             )
         )
         fake.notify()
