@@ -156,7 +156,7 @@ class SQLiteJobStore:
                 if read_only:
                     version = await _check_read_only_version(db, path)
                 else:
-                    rows = list(await db.execute_fetchall("PRAGMA journal_mode = WAL"))
+                    rows = await _enter_wal(db, busy_timeout_ms / 1000)
                     if rows[0][0] != "wal":
                         log.warning("SQLite refused WAL mode for %s (kept %s)", path, rows[0][0])
                     version = await migrate(db, bundled_migrations())
@@ -433,3 +433,23 @@ if TYPE_CHECKING:
 
     def _implements_protocol(store: SQLiteJobStore) -> JobStore:
         return store  # mypy fails here if SQLiteJobStore drifts from the JobStore protocol
+
+
+async def _enter_wal(db: aiosqlite.Connection, patience: float) -> list[Any]:
+    """Switch to WAL, waiting out another connection doing the same on a fresh file.
+
+    Changing the journal mode needs an exclusive lock, and SQLite answers BUSY
+    at once there (the busy handler is not called), so two processes starting
+    together would otherwise fail one of them.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    while True:
+        try:
+            return list(await db.execute_fetchall("PRAGMA journal_mode = WAL"))
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.02)
