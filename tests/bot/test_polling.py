@@ -1,7 +1,11 @@
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from bench.common import run_virtual
+from bench.polling import Options, Profile, run_jobs
+from bot.emulator import Duration
 from bot.polling import AdaptivePolicy, FixedPolicy, Samples
 from storage.models import Job, JobOrigin, JobState, Timing
 
@@ -25,6 +29,10 @@ def make_job(state: JobState, *, started: float | None = None, position: int | N
     )
 
 
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
 def test_samples_interpolate_cdf_and_quantiles() -> None:
     samples = Samples([1.0, 2.0, 3.0, 4.0, 5.0])
     assert samples.cdf(0.5) == 0.0
@@ -32,6 +40,8 @@ def test_samples_interpolate_cdf_and_quantiles() -> None:
     assert samples.cdf(9.0) == 1.0
     assert samples.quantile(0.5) == pytest.approx(3.0)
     assert samples.quantile(0.125) == pytest.approx(1.5)
+    assert samples.mean_between(1.0, 3.5) == pytest.approx(2.5)
+    assert samples.mean_between(5.0, 9.0) is None
 
 
 def test_first_real_sample_replaces_the_prior_and_window_is_bounded() -> None:
@@ -47,26 +57,79 @@ def test_polls_cluster_around_the_learned_run_time() -> None:
     policy = AdaptivePolicy(min_interval=0.1, max_interval=10)
     for run in (7.5, 8.0, 8.0, 8.5, 9.0, 7.0, 8.2, 7.8):
         policy.learn(Timing(queue_seconds=1.0, run_seconds=run))
-    early = policy.delay(make_job(JobState.IN_PROGRESS, started=0.0), T0 + timedelta(seconds=0.5))
-    near = policy.delay(make_job(JobState.IN_PROGRESS, started=0.0), T0 + timedelta(seconds=8.0))
+    job = make_job(JobState.IN_PROGRESS, started=0.0)
+    early = policy.delay(job, at(0.5))
+    near = policy.delay(job, at(8.0))
     assert early > 5.0  # nothing finishes in the first seconds: wait most of the way
     assert near < 0.6  # around the usual finish, look often
 
 
-def test_tail_backs_off_in_proportion_to_elapsed_time() -> None:
+def test_run_clock_moves_on_by_our_own_detection_lag() -> None:
+    """Learned run times end when a finish was noticed, so polls aim that much earlier."""
+    policy = AdaptivePolicy(min_interval=0.1, max_interval=10, catch=0.15)
+    for run in range(1, 11):
+        policy.learn(Timing(queue_seconds=0.0, run_seconds=float(run)))
+    assert policy.detection_lag == 0.0
+    first = policy.delay(make_job(JobState.IN_PROGRESS, started=0.0), T0)
+    assert first == pytest.approx(2.35)  # the 15th percentile of 1..10 s
+    assert policy.detection_lag == pytest.approx(2.35 - 1.5)  # finishes at 1 and 2 s are noticed at 2.35 s
+
+    fresh = AdaptivePolicy(min_interval=0.1, max_interval=10, catch=0.15, run=policy.run)
+    later = make_job(JobState.IN_PROGRESS, started=0.0)
+    assert policy.delay(later, at(5.0)) == pytest.approx(fresh.delay(later, at(5.0 + 0.85)))
+
+
+def test_past_everything_seen_gaps_grow_with_elapsed_time() -> None:
     policy = AdaptivePolicy(min_interval=0.1, max_interval=10)
     policy.learn(Timing(queue_seconds=1.0, run_seconds=5.0))
     job = make_job(JobState.IN_PROGRESS, started=0.0)
-    assert policy.delay(job, T0 + timedelta(seconds=20)) == pytest.approx(6.0)
-    assert policy.delay(job, T0 + timedelta(seconds=200)) == 10  # capped
+    assert policy.delay(job, at(20)) == pytest.approx(policy.catch * 20 / (1 - policy.catch))
+    assert policy.delay(job, at(200)) == 10  # capped
 
 
-def test_deep_queue_waits_in_proportion_to_position() -> None:
+def test_first_look_after_submit_follows_learned_queue_waits() -> None:
+    policy = AdaptivePolicy(min_interval=0.1, max_interval=30)
+    for wait in (10.0, 20.0, 30.0):
+        policy.learn(Timing(queue_seconds=wait, run_seconds=6.0))
+    assert policy.delay(make_job(JobState.IN_QUEUE), T0) == pytest.approx(16.0)  # 30th percentile of 10..30 s
+
+
+def test_first_look_comes_late_when_queue_waits_vary_little_next_to_run_times() -> None:
+    """Knowing the start hardly sharpens the finish then: one look that finds most jobs running is enough."""
+    policy = AdaptivePolicy(min_interval=0.1, max_interval=30)
+    for wait, run in ((1.0, 4.0), (1.5, 8.0), (2.0, 14.0)):
+        policy.learn(Timing(queue_seconds=wait, run_seconds=run))
+    assert policy.delay(make_job(JobState.IN_QUEUE), T0) == pytest.approx(1.8)  # 80th percentile of 1..2 s
+
+
+def test_queue_speed_is_learned_from_positions_counting_down() -> None:
     policy = AdaptivePolicy(min_interval=0.1, max_interval=30)
     policy.observe_position(1, 20, T0)
-    policy.observe_position(1, 18, T0 + timedelta(seconds=4))
+    policy.observe_position(1, 18, at(4))
     assert policy.seconds_per_position == pytest.approx(2.0)
-    assert policy.delay(make_job(JobState.IN_QUEUE, position=11), T0) == pytest.approx(0.35 * 10 * 2.0)
+
+
+def test_deep_queue_looks_again_part_of_the_way_to_the_start() -> None:
+    policy = AdaptivePolicy(min_interval=0.1, max_interval=30, seconds_per_position=2.0)
+    policy.observe_position(1, 11, T0)
+    assert policy.delay(make_job(JobState.IN_QUEUE, position=11), at(1)) == pytest.approx(0.6 * (11 * 2.0 - 1))
+    policy.observe_position(1, 2, at(10))
+    spp = policy.seconds_per_position
+    assert spp is not None
+    # Near the head of the queue: look when it can have started, just after 2 positions' time.
+    assert policy.delay(make_job(JobState.IN_QUEUE, position=2), at(10)) == pytest.approx(2.05 * spp)
+
+
+def test_delay_stays_within_the_configured_bounds() -> None:
+    def trained() -> AdaptivePolicy:
+        policy = AdaptivePolicy(min_interval=0.5, max_interval=3)
+        for run in (8.0, 8.0, 8.0, 8.0):
+            policy.learn(Timing(queue_seconds=1.0, run_seconds=run))
+        return policy
+
+    job = make_job(JobState.IN_PROGRESS, started=0.0)
+    assert trained().delay(job, T0) == 3
+    assert trained().delay(job, at(7.99)) == 0.5
 
 
 def test_expected_finish_needs_enough_history() -> None:
@@ -82,3 +145,13 @@ def test_fixed_policy_is_fixed() -> None:
     policy = FixedPolicy(2.0)
     assert policy.delay(make_job(JobState.IN_QUEUE), T0) == 2.0
     assert policy.expected_finish(make_job(JobState.IN_PROGRESS, started=0)) is None
+
+
+def test_polling_benchmark_harness_still_runs(tmp_path: Path) -> None:
+    """bench/polling.py drives the real manager, client and store: a three-job smoke run, figures not judged."""
+    profile = Profile("smoke", Duration.constant(0.5), Duration.constant(2.0), 1.0)
+    opts = Options(jobs=3, train=0, seed=1, gap=0.5, budget=1000.0, rate_429=0.0, workdir=tmp_path, tuning={})
+    outcome = run_virtual(lambda: run_jobs(profile, "fixed 1 s", opts, seed=1, db=tmp_path / "j.sqlite3", count=3), 50)
+    assert len(outcome.delays) == 3
+    assert outcome.calls["submit"] == 3
+    assert all(delay >= 0 for delay in outcome.delays)

@@ -1,0 +1,140 @@
+"""What every benchmark shares: a virtual clock, a counting rate limiter, percentiles, tables, bench/out/."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def out_dir() -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    return OUT
+
+
+def remove_database(path: Path) -> None:
+    """Delete a SQLite file left by an earlier run, with its WAL and shared-memory files."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only from timer to timer, `scale` times faster than real time.
+
+    Every timer (asyncio sleeps, aiohttp timeouts, aiolimiter, the job scheduler)
+    reads `loop.time()`, and the emulator's job timelines do too, so a job that
+    takes 8 s of loop time takes 8 / scale real seconds. The clock moves only
+    when the selector times out waiting for the next timer, and then lands on it
+    exactly. Work (callbacks' CPU time) and local I/O (sockets on 127.0.0.1,
+    aiosqlite's worker thread) take no loop time at all: the benchmark measures
+    polling schedules, not how fast this machine is or how busy the run made it,
+    and a strategy making 50,000 calls is not charged for its own load. The
+    price: no network round trip is modelled (RunComfy's would add the same
+    constant to every strategy).
+    """
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self._now = 0.0
+        selector: Any = self._selector  # type: ignore[attr-defined]  # BaseSelectorEventLoop's selector
+        real_select = selector.select
+
+        def select(timeout: float | None = None) -> Any:
+            events = real_select(None if timeout is None else timeout / scale)
+            if not events and timeout is not None:
+                self._now += timeout  # nothing happened: the next timer is due (PEP 475 retries EINTR)
+            return events
+
+        selector.select = select
+
+    def time(self) -> float:
+        return self._now
+
+
+def run_virtual(main: Callable[[], Any], scale: float) -> Any:
+    """Run the coroutine function `main` on a VirtualClockLoop."""
+    with asyncio.Runner(loop_factory=lambda: VirtualClockLoop(scale)) as runner:
+        return runner.run(main())
+
+
+def loop_clock(epoch: datetime | None = None) -> Callable[[], datetime]:
+    """A JobManager clock that agrees with the running loop's `time()` (virtual or not)."""
+    loop = asyncio.get_running_loop()
+    start = epoch or datetime.now(UTC)
+    zero = loop.time()
+    return lambda: start + timedelta(seconds=loop.time() - zero)
+
+
+class CountingLimiter:
+    """The client's shared limiter, recording when each request was let through (loop time)."""
+
+    def __init__(self, rate: float, period: float = 1.0) -> None:
+        self.rate = rate
+        self.period = period
+        self._limiter = AsyncLimiter(rate, period)
+        self.stamps: list[float] = []
+
+    async def acquire(self, amount: float = 1) -> None:
+        await self._limiter.acquire(amount)
+        self.stamps.append(asyncio.get_running_loop().time())
+
+    def peak(self, window: float = 1.0) -> int:
+        """Most requests let through in any `window` seconds."""
+        best, start = 0, 0
+        for end, stamp in enumerate(self.stamps):
+            while stamp - self.stamps[start] >= window:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, q in [0, 100]; NaN for no values."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100
+    low = math.floor(pos)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (pos - low)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table (readable in a terminal too), numbers right-aligned."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(headers))] if rows else []
+
+    def line(values: Sequence[str]) -> str:
+        padded = [
+            v.rjust(w) if numeric and numeric[i] else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if numeric and numeric[i] else "-" * (w + 2) for i, w in enumerate(widths))
+        + "|"
+    )
+    return "\n".join([line(list(headers)), rule, *(line(row) for row in cells)])
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
