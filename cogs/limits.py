@@ -71,9 +71,9 @@ class AdmissionControl:
 
         The caller holds `lock(settings.guild_id)` and creates the job before releasing it.
         """
-        live = await self.store.guild_unfinished(settings.guild_id)
+        load = await self.store.guild_load(settings.guild_id, user_id)
         if not bypass:
-            mine = sum(1 for job in live if job.origin.user_id == user_id)
+            mine = load.mine
             if mine >= settings.member_concurrent:
                 raise LimitReachedError(
                     f"You already have {mine} image{'s' if mine != 1 else ''} in progress here, and the limit is "
@@ -86,9 +86,8 @@ class AdmissionControl:
                     f"You've made {len(used)} of your {settings.member_daily} images for the last 24 hours here. "
                     f"The next one frees up {frees}."
                 )
-        running = sum(1 for job in live if job.state in ACTIVE_STATES)
-        waiting = sum(1 for job in live if job.state is JobState.WAITING)
-        if waiting == 0 and running < settings.guild_concurrent:
+        waiting = load.waiting
+        if waiting == 0 and load.active < settings.guild_concurrent:
             return Admission()
         return Admission(position=waiting + 1)
 

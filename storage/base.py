@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from storage.models import GuildSettings, Job, JobState, NewJob, Timing, Usage
+from storage.models import GuildLoad, GuildSettings, Job, JobState, NewJob, Timing, Usage
 
 
 class JobNotFoundError(LookupError):
@@ -85,6 +85,10 @@ class JobStore(Protocol):
 
     async def guild_unfinished(self, guild_id: int) -> Sequence[Job]:
         """A server's jobs not in a final state, oldest first: its slots in use and its waiting line."""
+        ...
+
+    async def guild_load(self, guild_id: int, user_id: int) -> GuildLoad:
+        """Counts of a server's unfinished jobs: the member's, those holding a slot, those waiting."""
         ...
 
     async def billable_since(self, user_id: int, guild_id: int, since: datetime) -> Sequence[datetime]:

@@ -159,6 +159,15 @@ GUILD_SETTING_COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
+class GuildLoad:
+    """How busy a server is: what admission decides on, counted by the database, not by loading rows."""
+
+    mine: int  # the asking member's unfinished jobs there
+    active: int  # jobs holding a slot (submitting to completed)
+    waiting: int  # jobs in the server's line
+
+
+@dataclass(frozen=True, slots=True)
 class UsageDay:
     """Images made on one UTC day and what they cost; `estimated` of them carry an estimated cost,
     `unpriced` have no cost at all."""

@@ -30,8 +30,10 @@ from storage.base import JobNotFoundError
 from storage.guilds import SQLiteGuildStore
 from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
 from storage.models import (
+    ACTIVE_STATES,
     FINAL_STATES,
     STATE_TIMESTAMP,
+    GuildLoad,
     Job,
     JobOrigin,
     JobState,
@@ -74,6 +76,9 @@ _UNFINISHED_SQL = f"SELECT {_SELECT} FROM jobs WHERE state NOT IN ({_FINAL_LIST}
 _CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
 # The same text as the jobs_guild_unfinished partial index in 0003_community.sql.
 _UNFINISHED_WHERE = f"state NOT IN ({_FINAL_LIST})"
+_ACTIVE_LIST = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
+_GUILD_LOAD_COUNTS = f"SUM(user_id = ?), SUM(state IN ({_ACTIVE_LIST})), SUM(state = 'waiting')"
+_GUILD_LOAD_SQL = f"SELECT {_GUILD_LOAD_COUNTS} FROM jobs WHERE guild_id = ? AND {_UNFINISHED_WHERE}"  # noqa: S608 - constants only
 
 
 def _encode(column: str, value: Any) -> Any:
@@ -359,6 +364,14 @@ class SQLiteJobStore:
     async def guild_unfinished(self, guild_id: int) -> list[Job]:
         """A server's jobs not in a final state, oldest first: its slots in use and its waiting line."""
         return await self._select(f"WHERE guild_id = ? AND {_UNFINISHED_WHERE} ORDER BY created_at, id", (guild_id,))
+
+    async def guild_load(self, guild_id: int, user_id: int) -> GuildLoad:
+        """One aggregate over the server's unfinished jobs: admission runs before the 3 s acknowledgement,
+        so it must not load every row of a busy server."""
+        with unavailable_on_error(self.path):
+            rows = list(await self._db.execute_fetchall(_GUILD_LOAD_SQL, (user_id, guild_id)))
+        mine, running, waiting = rows[0]  # SUM over no rows is NULL
+        return GuildLoad(mine=int(mine or 0), active=int(running or 0), waiting=int(waiting or 0))
 
     async def billable_since(self, user_id: int, guild_id: int, since: datetime) -> list[datetime]:
         """When a member's jobs in a server that count against a quota were created, oldest first.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.models import GuildSettings, JobOrigin, JobState, NewJob
+from storage.models import GuildLoad, GuildSettings, JobOrigin, JobState, NewJob
 from storage.sqlite import _UNFINISHED_WHERE, SQLiteJobStore
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -96,6 +96,18 @@ async def test_guild_unfinished_is_one_servers_live_jobs_oldest_first(store: SQL
     await store.transition(done.id, JobState.DELIVERED, now=at(0.5))
     await store.create(job(ALICE, guild=OTHER_GUILD), now=at(1))
     assert [j.id for j in await store.guild_unfinished(GUILD)] == [first.id, second.id]
+
+
+async def test_guild_load_counts_a_servers_live_jobs_without_loading_them(store: SQLiteJobStore) -> None:
+    assert await store.guild_load(GUILD, ALICE) == GuildLoad(mine=0, active=0, waiting=0)
+    await store.create(job(ALICE), now=at(1))
+    await store.create(job(ALICE), now=at(1), state=JobState.WAITING)
+    await store.create(job(BOB), now=at(1))
+    done = await store.create(job(ALICE), now=at(0))
+    await store.transition(done.id, JobState.DELIVERED, now=at(0.5))
+    await store.create(job(ALICE, guild=OTHER_GUILD), now=at(1))
+    assert await store.guild_load(GUILD, ALICE) == GuildLoad(mine=2, active=2, waiting=1)
+    assert await store.guild_load(GUILD, BOB) == GuildLoad(mine=1, active=2, waiting=1)
 
 
 async def test_billable_since_skips_cancelled_and_never_sent_jobs(store: SQLiteJobStore) -> None:
