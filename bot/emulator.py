@@ -301,7 +301,11 @@ class Emulator:
     def _unauthorized(self) -> web.Response:
         return self._error(401, 400004, "Invalid or missing API token")
 
-    def _job_for(self, request: web.Request, caller: str) -> EmulatedJob | web.Response:
+    def _job_for(self, request: web.Request) -> EmulatedJob | web.Response:
+        """The caller's job named in the path, or the error answer RunComfy gives (401, 404001, 403001)."""
+        caller = self._authorized(request)
+        if caller is None:
+            return self._unauthorized()
         job = self.jobs.get(request.match_info["request_id"])
         if job is None or self._is_expired(job):
             return self._error(404, 404001, "Request not found")
@@ -388,10 +392,7 @@ class Emulator:
         return web.json_response({"request_id": request_id, **self._urls(request_id)})
 
     async def _status(self, request: web.Request) -> web.Response:
-        caller = self._authorized(request)
-        if caller is None:
-            return self._unauthorized()
-        job = self._job_for(request, caller)
+        job = self._job_for(request)
         if isinstance(job, web.Response):
             return job
         now = self._now()
@@ -403,10 +404,7 @@ class Emulator:
         return web.json_response(body)
 
     async def _result(self, request: web.Request) -> web.Response:
-        caller = self._authorized(request)
-        if caller is None:
-            return self._unauthorized()
-        job = self._job_for(request, caller)
+        job = self._job_for(request)
         if isinstance(job, web.Response):
             return job
         now = self._now()
@@ -431,10 +429,7 @@ class Emulator:
         return web.json_response(body)
 
     async def _cancel(self, request: web.Request) -> web.Response:
-        caller = self._authorized(request)
-        if caller is None:
-            return self._unauthorized()
-        job = self._job_for(request, caller)
+        job = self._job_for(request)
         if isinstance(job, web.Response):
             return job
         now = self._now()
