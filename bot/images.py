@@ -37,8 +37,7 @@ EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif"}
 def fit_under(data: bytes, image_format: str, limit: int) -> EncodedImage:
     """`data` unchanged if it fits in `limit` bytes and Discord can embed its type; else a smaller encoding."""
     with Image.open(io.BytesIO(data)) as source:
-        source.load()
-        width, height = source.size
+        width, height = source.size  # from the header: Pillow decodes pixels only when `convert` needs them
         budget = max(limit - SAFETY_MARGIN, 1)
         extension = EXTENSIONS.get(image_format.upper())
         if extension is not None and len(data) <= budget:
