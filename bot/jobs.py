@@ -392,6 +392,7 @@ class JobManager:
                 )
             )
         self._unknown_since.pop(job.id, None)
+        self.policy.forget(job.id)  # a job seen going straight from queued to done leaves no queue progress behind
         await self._deliver_image(job)
 
     async def _deliver_image(self, job: Job) -> None:
