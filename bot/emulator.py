@@ -21,8 +21,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Self
 
 from aiohttp import web
@@ -37,6 +36,7 @@ from bot.emulator_config import (
     configure_parser,
 )
 from bot.emulator_images import file_response, render_png
+from bot.emulator_jobs import EmulatedJob, SubmitRecord
 from bot.model_spec import RATIO_VALUES, SEED_MAX
 
 __all__ = [
@@ -53,62 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class SubmitRecord:
-    """A submit that created a job: what was sent and the id it got."""
-
-    request_id: str
-    body: dict[str, Any]
-    received_at: float
-
-
-@dataclass
-class EmulatedJob:
-    """One job and its fixed timeline; its state at any moment is computed, not stored."""
-
-    request_id: str
-    prompt: str
-    seed: int
-    aspect_ratio: str
-    owner: str
-    created: float
-    created_wall: datetime
-    queue_wait: float
-    run_time: float
-    fails: bool
-    position_start: int
-    cancelled_at: float | None = None
-    expired: bool = False
-
-    @property
-    def started(self) -> float:
-        return self.created + self.queue_wait
-
-    @property
-    def finished(self) -> float:
-        return self.started + self.run_time
-
-    def phase(self, now: float) -> str:
-        """The /status vocabulary: in_queue, in_progress, completed or cancelled."""
-        if self.cancelled_at is not None:
-            return "cancelled"
-        if now < self.started:
-            return "in_queue"
-        if now < self.finished:
-            return "in_progress"
-        return "completed"
-
-    def queue_position(self, now: float) -> int:
-        """Counts down from `position_start` to 1 over the queue wait."""
-        if self.queue_wait <= 0:
-            return 1
-        remaining = max(0.0, self.started - now) / self.queue_wait
-        return max(1, math.ceil(self.position_start * remaining))
-
-    def wall(self, moment: float) -> str:
-        return (self.created_wall + timedelta(seconds=moment - self.created)).isoformat().replace("+00:00", "Z")
 
 
 class Emulator:
