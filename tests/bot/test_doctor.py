@@ -14,20 +14,14 @@ from bot.emulator import Emulator
 from bot.settings import Settings
 from storage.migrate import latest_version
 from tests.bot.conftest import TOKEN
+from tests.bot_settings import bot_settings
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, Perm
 
 
 @pytest.fixture
 def settings(tmp_path: Path, emulator: Emulator, fake_discord: FakeDiscord, guild: FakeGuild) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings' documented test override
-        discord_token=fake_discord.bot_token,
-        runcomfy_api_token=TOKEN,
-        runcomfy_base_url=emulator.url,
-        database_path=tmp_path / "data" / "imagine.sqlite3",
-        discord_guild_ids=[guild.id],
-        discord_api_base_url=fake_discord.rest_base,
-        discord_gateway_url=fake_discord.gateway_url,
+    return bot_settings(
+        fake_discord, emulator, token=TOKEN, database_path=tmp_path / "data" / "imagine.sqlite3", guild_ids=[guild.id]
     )
 
 

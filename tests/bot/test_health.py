@@ -21,24 +21,21 @@ from bot.settings import Settings
 from storage.migrate import latest_version
 from storage.models import JobState
 from tests.bot.conftest import TOKEN
+from tests.bot_settings import QUICK_POLLING, bot_settings
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeMember
 from tests.fakediscord.runner import run_bot
 
 
 @pytest.fixture
 def settings(tmp_path: Path, emulator: Emulator, fake_discord: FakeDiscord, guild: FakeGuild) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings' documented test override
-        discord_token=fake_discord.bot_token,
-        runcomfy_api_token=TOKEN,
-        runcomfy_base_url=emulator.url,
+    return bot_settings(
+        fake_discord,
+        emulator,
+        token=TOKEN,
         database_path=tmp_path / "imagine.sqlite3",
-        discord_guild_ids=[guild.id],
-        discord_api_base_url=fake_discord.rest_base,
-        discord_gateway_url=fake_discord.gateway_url,
-        poll_min_interval_seconds=0.05,
-        poll_max_interval_seconds=0.25,
+        guild_ids=[guild.id],
         health_port=0,  # any free port; the bot reports the one it got
+        **QUICK_POLLING,
     )
 
 

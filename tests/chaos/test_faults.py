@@ -24,7 +24,7 @@ from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator, EmulatorConfig
 from bot.jobs import NO_IMAGE, RESTARTED_WHILE_SUBMITTING
 from bot.runcomfy_errors import RunComfyError
-from bot.settings import Settings
+from tests.bot_settings import QUICK_POLLING, bot_settings
 from tests.chaos.harness import DONE, FAILED, read_jobs
 from tests.fakediscord import FakeDiscord, FakeInteraction, Perm
 from tests.fakediscord.runner import run_bot
@@ -89,19 +89,15 @@ async def test_thirty_percent_runcomfy_faults_and_ten_percent_discord_faults(
         channels = [guild.add_channel(f"faulty-{index}") for index in range(3)]
         admins = guild.add_role("Admins", permissions=Perm.MANAGE_GUILD)  # past the per-member limits
         members = [guild.add_member(f"member{index}", roles=[admins]) for index in range(6)]
-        settings = Settings(
-            _env_file=None,  # pydantic-settings' documented test override
-            discord_token=fake.bot_token,
-            runcomfy_api_token=RUNCOMFY_TOKEN,
-            runcomfy_base_url=emulator.url,
+        settings = bot_settings(
+            fake,
+            emulator,
+            token=RUNCOMFY_TOKEN,
+            database_path=tmp_path / "imagine.sqlite3",
+            guild_ids=[guild.id],
             runcomfy_http_timeout_seconds=1.0,
             runcomfy_requests_per_second=100,
-            database_path=tmp_path / "imagine.sqlite3",
-            discord_guild_ids=[guild.id],
-            discord_api_base_url=fake.rest_base,
-            discord_gateway_url=fake.gateway_url,
-            poll_min_interval_seconds=0.05,
-            poll_max_interval_seconds=0.25,
+            **QUICK_POLLING,
         )
         bot = ImagineBot(settings, guild_ready_timeout=0.05)
         async with run_bot(fake, bot):

@@ -18,6 +18,7 @@ from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator, EmulatorConfig
 from bot.settings import Settings
 from storage.models import Job, JobState
+from tests.bot_settings import QUICK_POLLING, bot_settings
 from tests.fakediscord import FakeDiscord, FakeGuild, FakeInteraction, FakeMessage
 from tests.fakediscord.runner import run_bot
 
@@ -36,17 +37,13 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 @pytest.fixture
 def settings(tmp_path: Path, emulator: Emulator, fake_discord: FakeDiscord, guild: FakeGuild) -> Settings:
-    return Settings(
-        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings' documented test override
-        discord_token=fake_discord.bot_token,
-        runcomfy_api_token=RUNCOMFY_TOKEN,
-        runcomfy_base_url=emulator.url,
+    return bot_settings(
+        fake_discord,
+        emulator,
+        token=RUNCOMFY_TOKEN,
         database_path=tmp_path / "imagine.sqlite3",
-        discord_guild_ids=[guild.id],
-        discord_api_base_url=fake_discord.rest_base,
-        discord_gateway_url=fake_discord.gateway_url,
-        poll_min_interval_seconds=0.05,
-        poll_max_interval_seconds=0.25,
+        guild_ids=[guild.id],
+        **QUICK_POLLING,
     )
 
 
