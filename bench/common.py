@@ -11,6 +11,8 @@ from typing import Any
 
 from aiolimiter import AsyncLimiter
 
+from bot.clock import Clock
+
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -65,12 +67,21 @@ def run_virtual(main: Callable[[], Any], scale: float) -> Any:
         return runner.run(main())
 
 
-def loop_clock(epoch: datetime | None = None) -> Callable[[], datetime]:
-    """A JobManager clock that agrees with the running loop's `time()` (virtual or not)."""
-    loop = asyncio.get_running_loop()
-    start = epoch or datetime.now(UTC)
-    zero = loop.time()
-    return lambda: start + timedelta(seconds=loop.time() - zero)
+class LoopClock(Clock):
+    """A job manager clock that agrees with the running loop's `time()` (virtual or not)."""
+
+    def __init__(self, epoch: datetime | None = None) -> None:
+        super().__init__()
+        self._loop = asyncio.get_running_loop()
+        self._start = epoch or datetime.now(UTC)
+        self._zero = self._loop.time()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=self._loop.time() - self._zero)
+
+
+def loop_clock(epoch: datetime | None = None) -> LoopClock:
+    return LoopClock(epoch)
 
 
 class CountingLimiter:

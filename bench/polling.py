@@ -38,13 +38,14 @@ import aiohttp
 from pydantic import SecretStr
 
 from bench.common import CountingLimiter, loop_clock, out_dir, percentile, run_virtual, table
+from bot.download import DownloadedImage
 from bot.emulator import Duration, Emulator, EmulatorConfig
-from bot.events import JobCompleted, JobEvent, JobFailed
-from bot.jobs import JobManager
+from bot.jobs import Delivered, Gone, JobManager, RecoveredReply, Reply, delivery
+from bot.jobs.events import JobDelivered, JobEvent, JobFailed
 from bot.polling import AdaptivePolicy, FixedPolicy, PollPolicy
 from bot.runcomfy import RequestResult, RequestStatus, RunComfyClient, UpstreamState
 from bot.settings import Settings
-from storage.models import JobOrigin, NewJob
+from storage.models import Job, JobOrigin, NewJob
 from storage.sqlite import SQLiteJobStore
 
 TOKEN = "bench-token"  # noqa: S105 (the emulator's stand-in token)
@@ -154,6 +155,19 @@ def policy_for(strategy: str, tuning: dict[str, float]) -> PollPolicy:
     return AdaptivePolicy(**{**options, **tuning})  # type: ignore[arg-type]
 
 
+class Discard:
+    """Where the benchmark's images go: nowhere (only the detection delay is measured)."""
+
+    async def deliver_image(self, job: Job, image: DownloadedImage) -> delivery.Outcome:
+        return Delivered("bench")
+
+    async def deliver_notice(self, job: Job) -> delivery.Outcome:
+        return Gone("no notices in a benchmark")
+
+    async def recover_reply(self, job: Job) -> RecoveredReply:
+        return RecoveredReply(Reply.NEVER)
+
+
 async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int, db: Path, count: int) -> Outcome:
     """Submit `count` jobs with seeded arrivals under `strategy`; wait until every one is delivered or failed."""
     config = EmulatorConfig(
@@ -182,20 +196,18 @@ async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int,
         failed = 0
         all_done = asyncio.Event()
 
-        async def on_event(event: JobEvent) -> None:
+        def on_event(event: JobEvent) -> None:
             nonlocal failed
-            if isinstance(event, JobCompleted):
-                await manager.mark_delivered(event.job.id, "bench")
-            elif isinstance(event, JobFailed):
+            if isinstance(event, JobFailed):
                 failed += 1
-            else:
+            elif not isinstance(event, JobDelivered):
                 return
             settled.add(event.job.id)
             if len(settled) == count:
                 all_done.set()
 
         manager.subscribe(on_event)
-        await manager.start()
+        await manager.start(Discard())
         loop = asyncio.get_running_loop()
         arrivals = random.Random(f"{seed}:arrivals")
         due = loop.time()

@@ -28,14 +28,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import shutdown
+from bot.clock import Clock
 from bot.health import HealthServer
 from bot.jobs import JobManager
 from bot.metrics import BotMetrics, MeteredRunComfyClient
 from bot.settings import Settings
 from cogs.buttons import ImagineButton
-from cogs.community import add_community_cogs, app_commands_to_sync, translator
-from cogs.courier import ReplyCourier
-from cogs.imagine import ImagineCog
+from cogs.failures import answer_failure
+from cogs.wiring import add_cogs, app_commands_to_sync, translator
 from storage.models import Job
 from storage.sqlite import SQLiteJobStore
 
@@ -71,10 +71,12 @@ def without_voice() -> None:
 
 
 def intents() -> discord.Intents:
-    """Guilds (channels and permissions) and reactions (🔄 reroll); nothing privileged."""
+    """Guilds (channels, permissions, a server leaving), reactions (🔄 reroll) and guild messages (only to hear
+    that a job's reply was deleted); nothing privileged, so message content stays hidden from the bot."""
     chosen = discord.Intents.none()
     chosen.guilds = True
     chosen.guild_reactions = True
+    chosen.guild_messages = True
     return chosen
 
 
@@ -91,13 +93,19 @@ class ImagineTree(app_commands.CommandTree):
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
         return not await shutdown.refuse_while_stopping(interaction)
 
+    async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError, /) -> None:
+        """The one answer to every command's failure (cogs/failures.py)."""
+        await answer_failure(interaction, error)
+
 
 class ImagineBot(commands.Bot):
     user: discord.ClientUser
 
-    def __init__(self, settings: Settings, **options: Any) -> None:
-        """`options` go to discord.py's Client (tests shorten `guild_ready_timeout`)."""
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, **options: Any) -> None:
+        """`options` go to discord.py's Client (tests shorten `guild_ready_timeout`); `clock` is the jobs' clock
+        (tests pass one they can move forward)."""
         self.settings = settings
+        self.clock = clock or Clock()
         self.metrics = BotMetrics()
         without_voice()
         super().__init__(
@@ -107,6 +115,7 @@ class ImagineBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             tree_cls=ImagineTree,
             http_trace=self.metrics.discord_trace(),
+            max_messages=None,  # nothing reads cached messages; guild message events would only fill memory
             **options,
         )
         self.session: aiohttp.ClientSession | None = None
@@ -128,12 +137,10 @@ class ImagineBot(commands.Bot):
         client = MeteredRunComfyClient.metered(
             self.session, settings, token=token, limiter=limiter, metrics=self.metrics
         )
-        self.jobs = JobManager.from_settings(client, self.store, settings)
+        self.jobs = JobManager.from_settings(client, self.store, settings, clock=self.clock)
         self.add_dynamic_items(ImagineButton)
-        cog = ImagineCog(self, self.jobs, self.store, model=settings.runcomfy_model, courier=ReplyCourier(self))
-        await self.add_cog(cog)
-        await add_community_cogs(self, cog)  # remix/delete/✉️, /imagine-queue, /imagine-history, /imagine-admin
-        self.jobs.subscribe(self.metrics.on_job_event)  # after the cog's: sees each image once it is delivered
+        destination = await add_cogs(self, self.jobs, self.store, model=settings.runcomfy_model, clock=self.clock)
+        self.jobs.subscribe(self.metrics.on_job_event)
         for guild_id in settings.discord_guild_ids:
             if not self.owns_guild(guild_id):
                 continue  # the process running that guild's shard syncs it
@@ -144,7 +151,7 @@ class ImagineBot(commands.Bot):
         if settings.health_port is not None:
             self.health = HealthServer(self, settings.health_host, settings.health_port)
             await self.health.start()
-        await self.jobs.start(resume=self.owns)
+        await self.jobs.start(destination, resume=self.owns)
 
     # -- which jobs are this process's -------------------------------------
 

@@ -17,9 +17,11 @@ from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 from rich.console import Console
 
+from bot.download import DownloadedImage
 from bot.emulator import Emulator
-from bot.events import JobCompleted, JobEvent, JobFailed, JobQueued, JobRunning
-from bot.jobs import JobManager
+from bot.jobs import Delivered, Gone, JobManager, RecoveredReply, Reply
+from bot.jobs.delivery import Outcome
+from bot.jobs.events import JobCancelled, JobDelivered, JobEvent, JobFailed, JobQueued, JobRunning, JobUndeliverable
 from bot.model_spec import RATIO_VALUES, InvalidInputError, check_ratio, check_seed, clean_prompt
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
@@ -97,6 +99,31 @@ async def _runcomfy(settings: Settings, use_emulator: bool) -> AsyncIterator[tup
         yield settings.model_copy(update={"runcomfy_base_url": emulator.url}), SecretStr(emulator.token)
 
 
+class FileDestination:
+    """The CLI's destination: the image goes to a file. Its jobs have no channel, so no notices are owed."""
+
+    def __init__(self, output: Path | None) -> None:
+        self.output = output
+        self.saved: Path | None = None
+        self.image: DownloadedImage | None = None
+
+    async def deliver_image(self, job: Job, image: DownloadedImage) -> Outcome:
+        path = self.output or Path(f"imagine-{job.id}.{image.extension}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(image.data)
+        except OSError as error:
+            return Gone(f"could not write {path}: {error.strerror or error}")
+        self.saved, self.image = path, image
+        return Delivered("file")
+
+    async def deliver_notice(self, job: Job) -> Outcome:
+        return Gone("the command line has no place for notices")
+
+    async def recover_reply(self, job: Job) -> RecoveredReply:
+        return RecoveredReply(Reply.NEVER)
+
+
 async def generate(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     prompt, ratio, seed = parse_inputs(args)
     async with (
@@ -107,47 +134,44 @@ async def generate(args: argparse.Namespace, settings: Settings, console: Consol
         limiter = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
         client = RunComfyClient.from_settings(session, settings, token=token, limiter=limiter)
         manager = JobManager.from_settings(client, store, settings)
+        destination = FileDestination(args.output)
         done: asyncio.Future[JobEvent] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
         started = loop.time()
+        job_ids: set[int] = set()
 
         with Progress(console) as progress:
 
-            async def on_event(event: JobEvent) -> None:
-                # This manager runs only this command's job, so every event is ours.
+            def on_event(event: JobEvent) -> None:
+                if event.job.id not in job_ids:
+                    return  # the bot may share this database; only this command's job matters here
                 elapsed = loop.time() - started
                 if isinstance(event, JobQueued):
                     where = f" · #{event.position}" if event.position else ""
                     progress.show(f"Queued{where} · {elapsed:.0f}s")
                 elif isinstance(event, JobRunning):
                     progress.show(f"Generating · {elapsed:.0f}s")
-                elif not done.done():
+                elif isinstance(event, JobDelivered | JobFailed | JobCancelled | JobUndeliverable) and not done.done():
                     done.set_result(event)
 
             manager.subscribe(on_event)
-            await manager.start(resume=lambda job: False)  # the bot resumes its own jobs, not this command
+            await manager.start(destination, resume=lambda job: False)  # the bot resumes its own jobs
             try:
                 new = NewJob(model=settings.runcomfy_model, prompt=prompt, aspect_ratio=ratio, seed=seed)
-                await manager.submit(new)
+                job = await manager.enqueue(new, None)
+                job_ids.add(job.job.id)
+                await manager.confirm(job.job.id)
                 event = await done
             finally:
                 await manager.stop()
 
-        if isinstance(event, JobCompleted):
-            path = _save(event, args.output)
-            await manager.mark_delivered(event.job.id, "file")
-            console.print(f"Saved {path} ({event.image.width}×{event.image.height}, seed {seed})", highlight=False)
+        if isinstance(event, JobDelivered) and destination.saved is not None and destination.image is not None:
+            image = destination.image
+            path = destination.saved
+            console.print(f"Saved {path} ({image.width}×{image.height}, seed {seed})", highlight=False)
             print(path)  # noqa: T201 - stdout carries the result for scripts
             console.print(f"request id: {event.job.request_id}", highlight=False)
             return EXIT_OK
-        reason = event.reason if isinstance(event, JobFailed) else "The job was cancelled."
+        reason = event.reason if isinstance(event, JobFailed | JobUndeliverable) else "The job was cancelled."
         console.print(f"error: {reason}", highlight=False, markup=False)
         return EXIT_UPSTREAM
-
-
-def _save(event: JobCompleted, output: Path | None) -> Path:
-    job: Job = event.job
-    path = output or Path(f"imagine-{job.id}.{event.image.format.lower()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(event.image.data)
-    return path

@@ -27,7 +27,16 @@ from prometheus_client.registry import Collector
 from pydantic import SecretStr
 
 from bot.download import DownloadedImage
-from bot.events import JobCancelled, JobCompleted, JobEvent, JobFailed
+from bot.jobs.events import (
+    DeliveryDelayed,
+    JobCancelled,
+    JobDelivered,
+    JobEvent,
+    JobFailed,
+    JobUndeliverable,
+    NoticeLost,
+    NoticeShown,
+)
 from bot.runcomfy import (
     CancelResult,
     ModelInfo,
@@ -103,7 +112,21 @@ class BotMetrics:
             "imagine_jobs_scheduled", "Jobs this process's scheduler is waiting on or stepping.", registry=registry
         )
         self.finished = Counter(
-            "imagine_jobs_finished", "Jobs that ended in this process, by outcome.", ["outcome"], registry=registry
+            "imagine_jobs_finished",
+            "Jobs that ended in this process, by outcome (delivered, undeliverable, failed, cancelled).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.delivery_delayed = Counter(
+            "imagine_delivery_delayed",
+            "Delivery attempts (of an image or an end notice) that did not get through and will be retried.",
+            registry=registry,
+        )
+        self.notices = Counter(
+            "imagine_notices",
+            "Ends of failed or cancelled jobs told to members (shown) or not (lost: the reply was gone).",
+            ["outcome"],
+            registry=registry,
         )
         self.calls = Counter(
             "imagine_runcomfy_calls",
@@ -158,8 +181,10 @@ class BotMetrics:
         registry.register(self._requests)
         for state in JobState:
             self.jobs.labels(state.value)
-        for outcome in ("completed", "failed", "cancelled"):
+        for outcome in ("delivered", "undeliverable", "failed", "cancelled"):
             self.finished.labels(outcome)
+        for outcome in ("shown", "lost"):
+            self.notices.labels(outcome)
 
     # -- sources ------------------------------------------------------------
 
@@ -170,16 +195,24 @@ class BotMetrics:
         for state, count in counts.items():
             self.jobs.labels(state.value).set(count)
 
-    async def on_job_event(self, event: JobEvent) -> None:
-        """A job-manager subscriber; subscribed after the cog, so on JobCompleted the image is already delivered."""
-        if isinstance(event, JobCompleted):
-            self.finished.labels("completed").inc()
-            elapsed = (datetime.now(UTC) - event.job.created_at).total_seconds()
-            self.end_to_end.observe(max(0.0, elapsed))
+    def on_job_event(self, event: JobEvent) -> None:
+        """A job-manager listener: every ending, every delivery that had to wait, and the end-to-end time."""
+        if isinstance(event, JobDelivered):
+            self.finished.labels("delivered").inc()
+            end = event.job.finished_at or datetime.now(UTC)
+            self.end_to_end.observe(max(0.0, (end - event.job.created_at).total_seconds()))
+        elif isinstance(event, JobUndeliverable):
+            self.finished.labels("undeliverable").inc()
         elif isinstance(event, JobFailed):
             self.finished.labels("failed").inc()
         elif isinstance(event, JobCancelled):
             self.finished.labels("cancelled").inc()
+        elif isinstance(event, DeliveryDelayed):
+            self.delivery_delayed.inc()
+        elif isinstance(event, NoticeShown):
+            self.notices.labels("shown").inc()
+        elif isinstance(event, NoticeLost):
+            self.notices.labels("lost").inc()
 
     def discord_trace(self) -> aiohttp.TraceConfig:
         """Pass as discord.py's `http_trace`: counts 429s and error answers of Discord's REST API."""

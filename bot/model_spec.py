@@ -69,6 +69,11 @@ RENDER_SIZES: dict[str, tuple[int, int]] = {
 }
 
 
+def display_name(model: str) -> str:
+    """The model's name as members read it."""
+    return "ImagineArt 1.5" if model.startswith("imagineart/imagineart-1.5") else model
+
+
 def ratio_value(ratio: str) -> float:
     """Width divided by height of a `W:H` string."""
     width, height = ratio.split(":")

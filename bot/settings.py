@@ -77,12 +77,20 @@ class Settings(BaseSettings):
 
     # Job manager
     job_timeout_seconds: float = Field(
-        default=900.0, gt=0, description="a job still unfinished after this fails with a clear message"
+        default=900.0,
+        gt=0,
+        description="a job not done this long after it was sent (or waiting this long in its server's line) is "
+        "cancelled or given up, after one last look; a finished image is always delivered",
     )
     poll_min_interval_seconds: float = Field(default=0.25, gt=0, description="shortest wait between two polls of a job")
     poll_max_interval_seconds: float = Field(default=10.0, gt=0, description="longest wait between two polls of a job")
     unknown_state_timeout_seconds: float = Field(
         default=120.0, gt=0, description="how long an undocumented job state is tolerated"
+    )
+    delivery_retry_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="how long a finished image (or a failure notice) is retried while Discord cannot take it",
     )
 
     # Storage

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.jobs import JobManager
 from bot.model_spec import ASPECT_RATIOS, DEFAULT_RATIO
 from cogs import reports
-from cogs.history import answer_failure
+from cogs.failures import Refusal
 from cogs.moderation import TERM_MAX, TERMS_MAX, clean_term
 from cogs.render import RATIO_NAMES
+from storage.base import JobStore
 from storage.models import GuildSettings
-
-if TYPE_CHECKING:
-    from cogs.imagine import ImagineCog
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +50,22 @@ class AdminCog(commands.Cog, name="Admin"):
     )
     change = app_commands.Group(name="set", description="Change one of this server's /imagine settings", parent=admin)
 
-    def __init__(self, imagine: ImagineCog) -> None:
-        self.imagine = imagine
-        self.guilds = imagine.store.guilds
+    def __init__(self, jobs: JobManager, store: JobStore) -> None:
+        self.jobs = jobs
+        self.store = store
+        self.guilds = store.guilds
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         """Manage Server, checked on every use: the picker's filter is only a default a server can change."""
-        return interaction.guild_id is not None and interaction.permissions.manage_guild
-
-    async def cog_app_command_error(
-        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
-    ) -> None:
-        if isinstance(error, app_commands.CheckFailure):
-            await interaction.response.send_message(NOT_AN_ADMIN, ephemeral=True)
-            return
-        await answer_failure(interaction, error)
+        if interaction.guild_id is None or not interaction.permissions.manage_guild:
+            raise Refusal(NOT_AN_ADMIN)
+        return True
 
     async def _changed(
         self, interaction: discord.Interaction[Any], what: str, **fields: Any
     ) -> GuildSettings:  # one upsert, stamped with who did it
         settings = await self.guilds.update(
-            interaction.guild_id or 0, now=self.imagine.jobs.clock(), by=interaction.user.id, **fields
+            interaction.guild_id or 0, now=self.jobs.clock.now(), by=interaction.user.id, **fields
         )
         log.info("guild %s: %s set by %d", interaction.guild_id, ", ".join(fields), interaction.user.id)
         await interaction.response.send_message(f"{what} In force now.", ephemeral=True)
@@ -89,9 +83,9 @@ class AdminCog(commands.Cog, name="Admin"):
     @app_commands.describe(days="How many days back to count (default 7)")
     async def usage(self, interaction: discord.Interaction[Any], days: app_commands.Range[int, 1, 90] = 7) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        since = self.imagine.jobs.clock() - timedelta(days=days)
-        report = await self.imagine.store.usage(interaction.guild_id or 0, since)
-        price = await self.imagine.prices.base_price() if report.unpriced else None
+        since = self.jobs.clock.now() - timedelta(days=days)
+        report = await self.store.usage(interaction.guild_id or 0, since)
+        price = await self.jobs.prices.base_price() if report.unpriced else None
         await interaction.followup.send(embed=reports.usage(report, days=days, base_price=price), ephemeral=True)
 
     # -- set ---------------------------------------------------------------------
@@ -116,7 +110,7 @@ class AdminCog(commands.Cog, name="Admin"):
         if action == "add" and len(current.allowed_channels) >= CHANNELS_MAX:
             await interaction.response.send_message(f"That's already {CHANNELS_MAX} channels.", ephemeral=True)
             return
-        now = self.imagine.jobs.clock()
+        now = self.jobs.clock.now()
         settings = await self.guilds.set_channel(guild_id, channel.id, allowed=action == "add", now=now)
         listed = " ".join(f"<#{cid}>" for cid in sorted(settings.allowed_channels)) or "every channel"
         await interaction.response.send_message(f"/imagine now works in: {listed}. In force now.", ephemeral=True)
@@ -129,10 +123,16 @@ class AdminCog(commands.Cog, name="Admin"):
             interaction, f"Default aspect ratio: {RATIO_NAMES.get(ratio, ratio)}.", default_aspect_ratio=ratio
         )
 
-    @change.command(name="member-jobs", description="How many images one member may have in progress at once")
-    @app_commands.describe(limit="Jobs at once per member (default 2)")
+    @change.command(name="member-jobs", description="How many images one member may have generating at once")
+    @app_commands.describe(limit="Jobs at once per member; more wait in line (default 3)")
     async def member_jobs(self, interaction: discord.Interaction[Any], limit: app_commands.Range[int, 1, 20]) -> None:
-        await self._changed(interaction, f"Each member may have {limit} at once.", member_concurrent=limit)
+        await self._changed(interaction, f"Each member may have {limit} generating at once.", member_concurrent=limit)
+        await self.jobs.pump(interaction.guild_id or 0)
+
+    @change.command(name="member-queue", description="How many of one member's images may wait in line")
+    @app_commands.describe(limit="Jobs waiting per member; past this a new one is refused (default 10)")
+    async def member_queue(self, interaction: discord.Interaction[Any], limit: app_commands.Range[int, 1, 50]) -> None:
+        await self._changed(interaction, f"Up to {limit} of each member's images may wait in line.", member_queue=limit)
 
     @change.command(name="daily-quota", description="How many images one member may make in any 24 hours")
     @app_commands.describe(limit="Images per member per 24 hours (default 25)")
@@ -143,7 +143,7 @@ class AdminCog(commands.Cog, name="Admin"):
     @app_commands.describe(limit="Jobs at once for the whole server (default 10)")
     async def server_jobs(self, interaction: discord.Interaction[Any], limit: app_commands.Range[int, 1, 100]) -> None:
         await self._changed(interaction, f"The server makes up to {limit} images at once.", guild_concurrent=limit)
-        await self.imagine.lines.pump(interaction.guild_id or 0)  # more room: the line moves now
+        await self.jobs.pump(interaction.guild_id or 0)  # more room: the line moves now
 
     @change.command(name="admin-bypass", description="Whether members with Manage Server skip the member limits")
     @app_commands.describe(enabled="On: Manage Server skips per-member limits (default on)")
@@ -188,7 +188,7 @@ class AdminCog(commands.Cog, name="Admin"):
         if action == "add" and len(set(settings.banned_terms) | set(terms)) > TERMS_MAX:
             await interaction.response.send_message(f"The list holds at most {TERMS_MAX} entries.", ephemeral=True)
             return
-        now = self.imagine.jobs.clock()
+        now = self.jobs.clock.now()
         for term in terms:
             settings = await self.guilds.set_term(guild_id, term, banned=action == "add", now=now)
         shown = ", ".join(f"||{discord.utils.escape_markdown(term)}||" for term in terms)

@@ -9,7 +9,6 @@ the handler and gets a friendly answer instead of "This interaction failed".
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from typing import Any, Protocol
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 import discord
 
 from bot.shutdown import refuse_while_stopping
+from cogs.failures import answer_failure
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
     "remix": ("Remix", "🎛️", discord.ButtonStyle.secondary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.secondary),
 }
-# The cog (by name) that answers each action; anything else goes to "Imagine".
-HANDLERS = {"remix": "Results", "delete": "Results"}
+# The cog (by name) that answers each action; anything else (cancel, unknown) goes to "Imagine".
+HANDLERS = {"reroll": "Rerolls", "remix": "Results", "delete": "Results"}
 
 
 class ButtonHandler(Protocol):
@@ -77,11 +77,5 @@ class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
             return
         try:
             await handler.on_button(interaction, self.action, self.job_id)
-        except Exception:
-            log.exception("button %s failed", self.custom_id)
-            text = "Something went wrong on my side; nothing was started. Please try again in a moment."
-            with contextlib.suppress(discord.HTTPException):
-                if interaction.response.is_done():
-                    await interaction.followup.send(text, ephemeral=True)
-                else:
-                    await interaction.response.send_message(text, ephemeral=True)
+        except Exception as error:
+            await answer_failure(interaction, error, f"button {self.custom_id}")

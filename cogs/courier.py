@@ -1,14 +1,20 @@
-"""Keeps each job's reply message showing its newest state, within Discord's rate limits.
+"""Every message the bot writes for a job, within Discord's rate limits; one attempt per call.
 
-Status changes are coalesced: while an edit waits for its turn, a newer state
-replaces the older one, so a member sees the latest without a burst of edits.
-Edits through the channel route share a per-channel budget below Discord's
-observed 5 per 5 s, and edits through an interaction token a per-token budget
-below its 5 per 2 s (aiolimiter, capacity 1, so no burst can overrun a fixed
-window), so many jobs in one channel queue politely instead of meeting 429s.
-The final edit (image, failure, cancellation) is never dropped: it waits its
-turn and tries, in order, the interaction token (valid 15 minutes), the
-channel route with the bot token, and a new message mentioning the requester.
+Passing states (`show`) are coalesced: while an edit waits for its turn, a
+newer state replaces the older one, so a member sees the latest without a
+burst of edits, and a passing edit that fails is simply dropped (the next
+state or the final delivery follows). Edits through the channel route share a
+per-channel budget below Discord's observed 5 per 5 s, and edits through an
+interaction token a per-token budget below its 5 per 2 s (aiolimiter,
+capacity 1, so no burst can overrun a fixed window).
+
+A final edit (`deliver`) makes one attempt and says what happened through its
+exceptions, so the job manager's delivery stage decides about retries (for
+hours, across restarts). It tries the interaction token (valid 15 minutes,
+and it works before the reply's id is known), then the channel route with the
+bot token, and only when the job has no message at all a new message, posted
+with Discord's `nonce` + `enforce_nonce`, so a retry after a lost answer gets
+the first message back instead of a second one.
 """
 
 from __future__ import annotations
@@ -17,32 +23,64 @@ import asyncio
 import contextlib
 import io
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import aiohttp
 import discord
 from aiolimiter import AsyncLimiter
 
+from bot.clock import Clock
 from bot.images import EncodedImage
-from cogs.render import NO_MENTIONS, Rendered, requester
+from bot.jobs import RecoveredReply, Reply
+from cogs.render import NO_MENTIONS, Rendered, requester, starting
 from storage.models import Job
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TOKEN_MARGIN = timedelta(seconds=30)  # stop using a token a little before Discord does
-UNKNOWN_MESSAGE = 10008
+TOKEN_ROUTE_SECONDS = 5.0
 UNKNOWN_CHANNEL = 10003
-TOKEN_DEAD_CODES = {50027, 10015, 10062}
+UNKNOWN_MESSAGE = 10008
+MISSING_ACCESS = 50001
+MISSING_PERMISSIONS = 50013
+TOKEN_DEAD_CODES = frozenset({50027, 10015, 10062})
 # Discord's name for an interaction's first response in the webhook message routes; used when a restart
 # came between the acknowledgement and writing down the reply's message id.
 ORIGINAL_RESPONSE: Any = "@original"
-ALREADY_SHOWN = "already_shown"  # the reply had the image before this process could mark the job delivered
+ALREADY_SHOWN = "already_shown"  # the reply had the image before the job could be marked delivered
 
 
-class UndeliverableError(Exception):
-    """The reply cannot be shown any more (deleted message or channel, no access); the text says why."""
+class CourierError(Exception):
+    """Discord did not take the message; the subclass says whether trying again can help."""
+
+
+class ReplyGoneError(CourierError):
+    """The reply (or its whole channel) is gone, or the bot cannot see the channel any more: send nothing more."""
+
+    def __init__(self, reason: str, *, channel: bool = False) -> None:
+        super().__init__(reason)
+        self.channel = channel
+
+
+class RefusedError(CourierError):
+    """Discord refused this content (a missing permission, a file too large): the same message will fail again."""
+
+    def __init__(self, status: int, code: int) -> None:
+        super().__init__(f"Discord refused the message ({status} {code})")
+        self.status = status
+        self.code = code
+
+
+class UnavailableError(CourierError):
+    """Discord could not be reached or answered 5xx/429: a later try may work."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -55,61 +93,72 @@ class Attachment:
         return discord.File(io.BytesIO(self.image.data), filename=self.filename, description=self.alt_text)
 
 
-@dataclass
-class _Edit:
-    job: Job
-    rendered: Rendered
-    final: bool
-    attachment: Attachment | None = None
-    done: asyncio.Future[str] | None = field(default=None)
+@dataclass(frozen=True, slots=True)
+class Sent:
+    how: str  # interaction, channel_edit, new_message, already_shown
+    message_id: int | None = None  # set when a new message now shows the job
 
 
 class ReplyCourier:
-    """One per bot: owns every edit of job replies."""
+    """One per bot: owns every edit and post of job messages."""
 
     def __init__(
         self,
         client: discord.Client,
+        clock: Clock,
         *,
+        on_gone: Callable[[Job], None] = lambda job: None,
         channel_interval: float = 1.25,
         token_interval: float = 0.5,
-        attempts: int = 4,
     ) -> None:
         self.client = client
+        self.clock = clock
+        self.on_gone = on_gone
         self.channel_interval = channel_interval
         self.token_interval = token_interval
-        self.attempts = attempts
         self._channel_limiters: dict[int, AsyncLimiter] = {}
         self._token_limiters: dict[int, AsyncLimiter] = {}
-        self._pending: dict[int, _Edit] = {}
+        self._pending: dict[int, tuple[Job, Rendered]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
-        self._finalised: set[int] = set()
-        self._interactions: dict[int, discord.Interaction[Any]] = {}
+        self._final: set[int] = set()
         self._dead_tokens: set[int] = set()
 
-    def remember(self, job_id: int, interaction: discord.Interaction[Any]) -> None:
-        """Use this interaction's token for the job's edits while it is valid (no channel budget needed)."""
-        self._interactions[job_id] = interaction
+    # -- passing states ------------------------------------------------------------
 
     def show(self, job: Job, rendered: Rendered) -> None:
         """Show a passing state; returns at once, and a newer state overtakes this one if it is still waiting."""
-        if job.id in self._finalised:
+        if job.id in self._final or job.deleted_at is not None or job.origin.channel_id is None:
             return
-        self._enqueue(_Edit(job, rendered, final=False))
+        self._pending[job.id] = (job, rendered)
+        if job.id not in self._workers:
+            self._workers[job.id] = asyncio.create_task(self._work(job.id), name=f"reply-{job.id}")
 
-    async def deliver(self, job: Job, rendered: Rendered, attachment: Attachment | None = None) -> str:
-        """Show the final state and wait until Discord has it; returns how ("interaction", "channel_edit",
-        "new_message"), or raises UndeliverableError."""
-        self._finalised.add(job.id)
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Edit(job, rendered, final=True, attachment=attachment, done=done))
+    async def _work(self, job_id: int) -> None:
         try:
-            return await done
+            while (pending := self._pending.pop(job_id, None)) is not None:
+                job, rendered = pending
+                try:
+                    await self._edit(job, rendered, None)
+                except ReplyGoneError as error:
+                    log.info("job %d: %s", job_id, error, extra={"job_id": job_id})
+                    self._final.add(job_id)
+                    self.on_gone(job)
+                except CourierError as error:
+                    log.info("job %d: status not shown: %s", job_id, error, extra={"job_id": job_id})
         finally:
-            self._finalised.discard(job.id)
-            self._interactions.pop(job.id, None)
-            self._token_limiters.pop(job.id, None)
-            self._dead_tokens.discard(job.id)
+            self._workers.pop(job_id, None)
+
+    def silence(self, job_id: int) -> None:
+        """The job's reply is gone: drop its waiting edit and send none after it."""
+        self._final.add(job_id)
+        self._pending.pop(job_id, None)
+
+    def forget(self, job_id: int) -> None:
+        """The job is over: drop what was kept for its edits."""
+        self._final.discard(job_id)
+        self._pending.pop(job_id, None)
+        self._token_limiters.pop(job_id, None)
+        self._dead_tokens.discard(job_id)
 
     async def close(self) -> None:
         for task in list(self._workers.values()):
@@ -117,29 +166,190 @@ class ReplyCourier:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _enqueue(self, edit: _Edit) -> None:
-        replaced = self._pending.get(edit.job.id)
-        if replaced is not None and replaced.final and not edit.final:
-            return
-        self._pending[edit.job.id] = edit
-        if edit.job.id not in self._workers:
-            self._workers[edit.job.id] = asyncio.create_task(self._work(edit.job.id), name=f"reply-{edit.job.id}")
+    # -- final states ----------------------------------------------------------------
 
-    async def _work(self, job_id: int) -> None:
+    async def deliver(self, job: Job, rendered: Rendered, attachment: Attachment | None = None) -> Sent:
+        """Show the job's final state, once: one attempt across the routes; CourierError says why not."""
+        self._final.add(job.id)
+        self._pending.pop(job.id, None)
+        running = self._workers.get(job.id)
+        if running is not None:  # a passing edit in flight must not land after the final one
+            await asyncio.gather(running, return_exceptions=True)
+        if attachment is not None and job.delivery_attempts > 1 and await self._shown_already(job, attachment):
+            return Sent(ALREADY_SHOWN)
+        return await self._edit(job, rendered, attachment)
+
+    async def post(
+        self, channel_id: int, rendered: Rendered, *, nonce: str | None, reference: int | None = None
+    ) -> int:
+        """A new message in the channel (a reroll's first message); its id. The nonce makes a repeat return the
+        first message instead of posting a second."""
+        message = await self._guard(self._post(channel_id, rendered, None, nonce=nonce, reference=reference))
+        return message.id
+
+    async def original(self, job: Job) -> RecoveredReply:
+        """Does the job's reply exist? Asked after a restart for a job whose reply id was never written down.
+
+        An acknowledged interaction's token works for 15 minutes; one never
+        acknowledged is refused at once (404 within its 3 seconds, 401 after).
+        A reroll has no token: its first message is posted again with the
+        job's nonce, which returns the message if it was posted already.
+        """
+        origin = job.origin
+        if origin.interaction_token is None or origin.application_id is None:
+            if origin.channel_id is None:
+                return RecoveredReply(Reply.NEVER)
+            try:
+                message_id = await self.post(origin.channel_id, starting(job), nonce=job.post_nonce)
+            except CourierError:
+                return RecoveredReply(Reply.NEVER)
+            return RecoveredReply(Reply.FOUND, message_id)
+        if not self._token_alive(job):
+            return RecoveredReply(Reply.UNKNOWN)
+        webhook = discord.Webhook.partial(origin.application_id, origin.interaction_token, client=self.client)
         try:
-            while (edit := self._pending.pop(job_id, None)) is not None:
-                try:
-                    how = await self._send(edit)
-                except UndeliverableError as error:
-                    if edit.done is not None and not edit.done.done():
-                        edit.done.set_exception(error)
-                    else:
-                        log.info("job %d: status not shown: %s", job_id, error, extra={"job_id": job_id})
-                else:
-                    if edit.done is not None and not edit.done.done():
-                        edit.done.set_result(how)
-        finally:
-            self._workers.pop(job_id, None)
+            reply = await webhook.fetch_message(ORIGINAL_RESPONSE)
+        except discord.HTTPException as error:
+            if error.status in (401, 404):
+                return RecoveredReply(Reply.NEVER)
+            return RecoveredReply(Reply.UNKNOWN)
+        except (aiohttp.ClientError, TimeoutError):
+            return RecoveredReply(Reply.UNKNOWN)
+        return RecoveredReply(Reply.FOUND, reply.id)
+
+    # -- routes ------------------------------------------------------------------------
+
+    async def _edit(self, job: Job, rendered: Rendered, attachment: Attachment | None) -> Sent:
+        origin = job.origin
+        can_edit = origin.channel_id is not None and origin.message_id is not None
+        if self._token_alive(job):
+            try:
+                # discord.py's webhook requests retry 5xx on their own for ~25 s: bounded here, so a Discord
+                # outage costs one attempt a few seconds, and the channel route gets its turn.
+                async with asyncio.timeout(TOKEN_ROUTE_SECONDS):
+                    sent = await self._guard(self._by_token(job, rendered, attachment))
+            except (UnavailableError, TimeoutError) as error:
+                if not can_edit:
+                    raise (
+                        error if isinstance(error, UnavailableError) else UnavailableError("Discord timed out")
+                    ) from None
+                log.info("job %d: interaction route unavailable (%s); trying the channel route", job.id, error)
+            else:
+                if sent is not None:
+                    return sent
+        final = attachment is not None or job.state.is_final
+        if can_edit:
+            try:
+                await self._guard(self._by_channel(job, rendered, attachment))
+            except RefusedError as error:
+                if not final or error.status != 403 or error.code == MISSING_PERMISSIONS:
+                    raise
+                # The reply cannot be edited for a reason a new message does not share: post one instead.
+                log.info(
+                    "job %d: the reply cannot be edited (%s); posting anew", job.id, error, extra={"job_id": job.id}
+                )
+            else:
+                return Sent("channel_edit")
+        if final:
+            # No message to edit (the token died before the reply's id was written): a new message, once.
+            nonce = f"{job.post_nonce}d" if job.post_nonce else None
+            if attachment is not None:  # a result nobody would see otherwise: ping the member who asked
+                rendered = Rendered(
+                    f"{requester(job)} your image is ready.\n{rendered.content}"[:2000],
+                    rendered.embed,
+                    rendered.buttons,
+                )
+            message = await self._guard(
+                self._post(origin.channel_id or 0, rendered, attachment, nonce=nonce, mention=origin.user_id)
+            )
+            return Sent("new_message", message.id)
+        raise UnavailableError("the job has no message to update yet")
+
+    async def _by_token(self, job: Job, rendered: Rendered, attachment: Attachment | None) -> Sent | None:
+        """The reply through the interaction token: its own rate-limit bucket, and it works even before the reply's
+        id is known. None when the token turns out dead (the channel route is next)."""
+        origin = job.origin
+        await self._turn(self._token_limiters, job.id, self.token_interval)
+        webhook = discord.Webhook.partial(
+            origin.application_id or 0, origin.interaction_token or "", client=self.client
+        )
+        try:
+            await webhook.edit_message(origin.message_id or ORIGINAL_RESPONSE, **_parts(rendered, attachment))
+        except discord.HTTPException as error:
+            if error.status == 401 or error.code in TOKEN_DEAD_CODES:
+                self._dead_tokens.add(job.id)
+                return None
+            raise
+        return Sent("interaction")
+
+    async def _by_channel(self, job: Job, rendered: Rendered, attachment: Attachment | None) -> None:
+        origin = job.origin
+        channel_id = origin.channel_id or 0
+        message = self.client.get_partial_messageable(channel_id).get_partial_message(origin.message_id or 0)
+        await self._turn(self._channel_limiters, channel_id, self.channel_interval)
+        await message.edit(**_parts(rendered, attachment))
+
+    async def _post(
+        self,
+        channel_id: int,
+        rendered: Rendered,
+        attachment: Attachment | None,
+        *,
+        nonce: str | None,
+        reference: int | None = None,
+        mention: int | None = None,
+    ) -> discord.Message:
+        """A fresh message; with `mention`, it pings only that member (a result nobody would otherwise see)."""
+        channel = self.client.get_partial_messageable(channel_id)
+        kwargs: dict[str, Any] = {
+            "content": rendered.content,
+            "embed": rendered.embed,
+            "view": rendered.view(),
+            "allowed_mentions": NO_MENTIONS,
+        }
+        if attachment is not None:
+            kwargs["file"] = attachment.file()
+        if mention is not None:
+            kwargs["allowed_mentions"] = discord.AllowedMentions(
+                everyone=False, roles=False, users=[discord.Object(mention)]
+            )
+        if nonce is not None:
+            kwargs["nonce"] = nonce  # discord.py sends enforce_nonce with it
+        if reference is not None:
+            kwargs["reference"] = discord.MessageReference(
+                message_id=reference, channel_id=channel_id, fail_if_not_exists=False
+            )
+        await self._turn(self._channel_limiters, channel_id, self.channel_interval)
+        return await channel.send(**kwargs)
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        """Await one Discord call, turning its failures into the courier's three kinds."""
+        try:
+            return await call
+        except discord.RateLimited as error:
+            raise UnavailableError("rate limited", error.retry_after) from None
+        except discord.HTTPException as error:
+            if error.code == UNKNOWN_MESSAGE:
+                raise ReplyGoneError("the reply was deleted") from None
+            if error.code == UNKNOWN_CHANNEL:
+                raise ReplyGoneError("the channel was deleted", channel=True) from None
+            if error.code == MISSING_ACCESS:
+                raise ReplyGoneError("the bot can no longer see that channel", channel=True) from None
+            if error.status >= 500 or error.status == 429:
+                raise UnavailableError(f"Discord answered {error.status}") from None
+            raise RefusedError(error.status, error.code) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+            raise UnavailableError(f"Discord unreachable ({type(error).__name__})") from None
+
+    def _token_alive(self, job: Job) -> bool:
+        origin = job.origin
+        return (
+            job.id not in self._dead_tokens
+            and origin.interaction_token is not None
+            and origin.application_id is not None
+            and origin.token_expires_at is not None
+            and origin.token_expires_at - TOKEN_MARGIN > self.clock.now()
+        )
 
     async def _turn(self, limiters: dict[int, AsyncLimiter], key: int, interval: float) -> None:
         """Wait until one more request on this bucket keeps it under Discord's limit."""
@@ -148,136 +358,31 @@ class ReplyCourier:
             limiter = limiters[key] = AsyncLimiter(1, interval)
         await limiter.acquire()
 
-    async def _send(self, edit: _Edit) -> str:
-        for attempt in range(self.attempts):
-            try:
-                if edit.attachment is not None and (attempt > 0 or edit.job.id not in self._interactions):
-                    shown = await self._shown_already(edit, edit.attachment)
-                    if shown is not None:
-                        return shown
-                return await self._try_routes(edit)
-            except discord.HTTPException as error:
-                if error.status < 500 and error.status != 429:
-                    raise UndeliverableError(f"Discord refused the message ({error.status} {error.code})") from None
-                log.warning("job %d: Discord answered %d, retrying", edit.job.id, error.status)
-            except (discord.RateLimited, aiohttp.ClientError, TimeoutError) as error:
-                log.warning("job %d: Discord unreachable (%s), retrying", edit.job.id, type(error).__name__)
-            await asyncio.sleep(min(2.0 * 2**attempt, 30.0))
-        raise UndeliverableError("Discord kept failing")
-
-    async def _try_routes(self, edit: _Edit) -> str:
-        job = edit.job
-        kwargs: dict[str, Any] = {
-            "content": edit.rendered.content,
-            "embed": edit.rendered.embed,
-            "view": edit.rendered.view(),
-            "allowed_mentions": NO_MENTIONS,
-            "attachments": [edit.attachment.file()] if edit.attachment else [],
-        }
-        interaction = self._interactions.get(job.id)
-        if interaction is not None and interaction.expires_at - TOKEN_MARGIN > datetime.now(UTC):
-            await self._turn(self._token_limiters, job.id, self.token_interval)
-            try:
-                await interaction.edit_original_response(**kwargs)
-            except discord.HTTPException as error:
-                if error.status != 401 and error.code not in TOKEN_DEAD_CODES:
-                    self._check_gone(error)
-                    raise
-                self._interactions.pop(job.id, None)  # token expired early: the channel route still works
-                self._dead_tokens.add(job.id)
-            else:
-                return "interaction"
-        elif interaction is None and self._stored_token_alive(job):
-            # After a restart the reply is still reachable through the token written with the job: its own
-            # rate-limit bucket, and it works even if the process died before the message id was written.
-            await self._turn(self._token_limiters, job.id, self.token_interval)
-            webhook = discord.Webhook.partial(
-                job.origin.application_id or 0, job.origin.interaction_token or "", client=self.client
-            )
-            try:
-                await webhook.edit_message(job.origin.message_id or ORIGINAL_RESPONSE, **kwargs)
-            except discord.HTTPException as error:
-                if error.status != 401 and error.code not in TOKEN_DEAD_CODES:
-                    self._check_gone(error)
-                    raise
-                self._dead_tokens.add(job.id)
-            else:
-                return "interaction"
-        if job.origin.channel_id and job.origin.message_id:
-            message = self.client.get_partial_messageable(job.origin.channel_id).get_partial_message(
-                job.origin.message_id
-            )
-            if edit.attachment:
-                kwargs["attachments"] = [edit.attachment.file()]  # a File is read once per request
-            await self._turn(self._channel_limiters, job.origin.channel_id, self.channel_interval)
-            try:
-                await message.edit(**kwargs)
-            except discord.HTTPException as error:
-                self._check_gone(error)
-                if not (edit.final and isinstance(error, discord.Forbidden)):
-                    raise
-            else:
-                return "channel_edit"
-        if edit.final and job.origin.channel_id:
-            return await self._post_new(edit, kwargs)
-        raise UndeliverableError("the job has no message to update")
-
-    async def _post_new(self, edit: _Edit, kwargs: dict[str, Any]) -> str:
-        """Last resort: a fresh message that pings only the member who asked."""
-        job = edit.job
-        channel = self.client.get_partial_messageable(job.origin.channel_id or 0)
-        kwargs.pop("attachments")
-        if edit.attachment:
-            kwargs["file"] = edit.attachment.file()
-        lead = f"{requester(job)} your image is ready.\n" if edit.attachment else ""  # a failure says so itself
-        kwargs["content"] = f"{lead}{edit.rendered.content}"[:2000]
-        kwargs["allowed_mentions"] = discord.AllowedMentions(
-            everyone=False, roles=False, users=[discord.Object(job.origin.user_id or 0)]
-        )
-        await self._turn(self._channel_limiters, job.origin.channel_id or 0, self.channel_interval)
-        try:
-            await channel.send(**kwargs)
-        except discord.HTTPException as error:
-            self._check_gone(error)
-            if isinstance(error, discord.Forbidden):
-                raise UndeliverableError("the bot may no longer post in that channel") from None
-            raise
-        return "new_message"
-
-    def _stored_token_alive(self, job: Job) -> bool:
+    async def _shown_already(self, job: Job, attachment: Attachment) -> bool:
+        """Whether the reply has this job's image already: a previous attempt whose answer was lost, or a process
+        killed between Discord's answer and writing "delivered", got it there; editing again would show the
+        member the same result twice."""
         origin = job.origin
-        return (
-            job.id not in self._dead_tokens
-            and origin.interaction_token is not None
-            and origin.application_id is not None
-            and origin.token_expires_at is not None
-            and origin.token_expires_at - TOKEN_MARGIN > datetime.now(UTC)
-        )
-
-    async def _shown_already(self, edit: _Edit, attachment: Attachment) -> str | None:
-        """ALREADY_SHOWN when the reply has this job's image already, else None.
-
-        A previous attempt whose answer was lost, or a process killed between
-        Discord's answer and writing "delivered", got it there; editing again
-        would show the member the same result twice.
-        """
-        job = edit.job
-        if not (job.origin.channel_id and job.origin.message_id):
-            return None
+        if not (origin.channel_id and origin.message_id):
+            return False
         stem = attachment.filename.rsplit(".", 1)[0] + "."
-        channel = self.client.get_partial_messageable(job.origin.channel_id)
+        channel = self.client.get_partial_messageable(origin.channel_id)
         try:
-            message = await channel.fetch_message(job.origin.message_id)
-        except discord.HTTPException:
-            return None  # cannot tell: the edit itself finds out what is wrong
+            message = await channel.fetch_message(origin.message_id)
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError):
+            return False  # cannot tell: the edit itself finds out what is wrong
         if not any(existing.filename.startswith(stem) for existing in message.attachments):
-            return None
+            return False
         log.info("job %d: the reply already shows the image", job.id, extra={"job_id": job.id})
-        return ALREADY_SHOWN
+        return True
 
-    @staticmethod
-    def _check_gone(error: discord.HTTPException) -> None:
-        if error.code == UNKNOWN_MESSAGE:
-            raise UndeliverableError("the reply was deleted") from None
-        if error.code == UNKNOWN_CHANNEL:
-            raise UndeliverableError("the channel was deleted") from None
+
+def _parts(rendered: Rendered, attachment: Attachment | None) -> dict[str, Any]:
+    """An edit's fields; `attachments` lists exactly what the message keeps (Discord drops unlisted files)."""
+    return {
+        "content": rendered.content,
+        "embed": rendered.embed,
+        "view": rendered.view(),
+        "allowed_mentions": NO_MENTIONS,
+        "attachments": [attachment.file()] if attachment is not None else [],
+    }

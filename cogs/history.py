@@ -8,16 +8,15 @@ in the command picker.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.jobs import JobManager
 from cogs import reports
-
-if TYPE_CHECKING:
-    from cogs.imagine import ImagineCog
+from storage.base import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +24,16 @@ HISTORY_SIZE = 10
 
 
 class HistoryCog(commands.Cog, name="History"):
-    def __init__(self, imagine: ImagineCog) -> None:
-        self.imagine = imagine
-        self.store = imagine.store
+    def __init__(self, jobs: JobManager, store: JobStore) -> None:
+        self.jobs = jobs
+        self.store = store
 
     @app_commands.command(name="imagine-queue", description="Your images in progress here, and the server's queue")
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction[Any]) -> None:
         guild_id = interaction.guild_id or 0
         settings = await self.store.guilds.get(guild_id)
-        load = await self.imagine.admission.load(settings, interaction.user.id)
+        load = await self.jobs.load(settings, interaction.user.id)
         embed = reports.queue(
             settings,
             mine=list(load.mine),
@@ -52,21 +51,3 @@ class HistoryCog(commands.Cog, name="History"):
     async def history(self, interaction: discord.Interaction[Any]) -> None:
         results = await self.store.results_for_user(interaction.user.id, interaction.guild_id or 0, limit=HISTORY_SIZE)
         await interaction.response.send_message(embed=reports.history(list(results)), ephemeral=True)
-
-    async def cog_app_command_error(
-        self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError
-    ) -> None:
-        await answer_failure(interaction, error)
-
-
-async def answer_failure(interaction: discord.Interaction[Any], error: app_commands.AppCommandError) -> None:
-    """One sentence instead of "This interaction failed"; the traceback goes to the log."""
-    log.error("/%s failed", interaction.command.qualified_name if interaction.command else "?", exc_info=error)
-    text = "Something went wrong on my side. Please try again in a moment."
-    try:
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True)
-        else:
-            await interaction.response.send_message(text, ephemeral=True)
-    except discord.HTTPException:
-        log.warning("could not tell the member about the failure")

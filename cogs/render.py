@@ -14,10 +14,11 @@ from datetime import datetime
 
 import discord
 
+from bot.jobs import Limit, LimitReachedError
+from bot.jobs.events import WaitReason
 from bot.model_spec import ASPECT_RATIOS
 from cogs.buttons import ImagineButton
-from cogs.cost import money
-from storage.models import Job
+from storage.models import FailureKind, Job, JobState
 
 COLOUR_WORKING = discord.Colour.blurple()
 COLOUR_DONE = discord.Colour.green()
@@ -36,10 +37,10 @@ _BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
 
 @dataclass(slots=True)
 class Rendered:
-    """Everything one message edit carries."""
+    """Everything one message edit carries (no embed where the bot may not post embeds)."""
 
     content: str
-    embed: discord.Embed
+    embed: discord.Embed | None
     buttons: list[ImagineButton] = field(default_factory=list)
 
     def view(self) -> discord.ui.View:
@@ -48,6 +49,12 @@ class Rendered:
         for button in self.buttons:
             view.add_item(button)
         return view
+
+
+def money(amount: float, *, estimated: bool = False) -> str:
+    """`$0.03`, `$0.0125`, or `≈ $0.03` for an estimate."""
+    text = f"${amount:,.2f}" if round(amount, 2) == round(amount, 6) else f"${amount:,.4f}"
+    return f"≈ {text}" if estimated else text
 
 
 def trim(text: str, limit: int) -> str:
@@ -98,28 +105,49 @@ def queued(job: Job, position: int | None) -> Rendered:
     return Rendered(_headline(job, status), embed, [ImagineButton("cancel", job.id)])
 
 
+def starting(job: Job) -> Rendered:
+    """Accepted; its place in line or its start follows in a moment (a reroll's first message)."""
+    return Rendered(_headline(job, "⏳ Starting…"), _card(job, COLOUR_WORKING), [ImagineButton("cancel", job.id)])
+
+
 def waiting(job: Job) -> Rendered:
-    """Acknowledged, not yet accepted by RunComfy."""
+    """Left the line, not yet accepted by RunComfy."""
     return Rendered(_headline(job, "⏳ Sending to the image service…"), _card(job, COLOUR_WORKING))
 
 
-def waiting_for_slot(job: Job, position: int) -> Rendered:
+def waiting_for_slot(job: Job, position: int, reason: WaitReason = WaitReason.SERVER) -> Rendered:
     """In the server's own line: nothing sent or spent yet, so it can always be cancelled."""
-    status = f"⏳ Waiting for a free slot · #{position}"
+    if reason is WaitReason.MEMBER:
+        status = f"⏳ Waiting for one of your images to finish · #{position} in line"
+    else:
+        status = f"⏳ Waiting for a free slot · #{position}"
     return Rendered(_headline(job, status), _card(job, COLOUR_WORKING), [ImagineButton("cancel", job.id)])
 
 
-def generating(job: Job, eta: datetime | None) -> Rendered:
+def generating(job: Job, eta: datetime | None, *, overdue: bool = False) -> Rendered:
     started = job.started_at or job.updated_at
     status = f"🎨 Generating · started {discord.utils.format_dt(started, 'R')}"
-    if eta is not None and eta > started:
+    if overdue:
+        status += " · taking longer than usual; it will still arrive here"
+    elif eta is not None and eta > started:
         status += f" · ready {discord.utils.format_dt(eta, 'R')}"
     return Rendered(_headline(job, status), _card(job, COLOUR_WORKING))
 
 
-def finished(job: Job, attachment: str, *, model_name: str, show_cost: bool = False) -> Rendered:
-    """The result: the image in the embed, the facts beside it, reroll, remix and delete underneath."""
+def finished(
+    job: Job, attachment: str, *, model_name: str, show_cost: bool = False, embed_links: bool = True
+) -> Rendered:
+    """The result: the image in the embed, the facts beside it, reroll, remix and delete underneath.
+
+    Without Embed Links Discord drops embeds silently, so the facts go into the
+    text and the image stays a plain attachment.
+    """
     took = _took(job)
+    buttons = [ImagineButton(action, job.id) for action in ("reroll", "remix", "delete")]
+    if not embed_links:
+        facts = f"seed `{job.seed}` · {RATIO_NAMES.get(job.aspect_ratio, job.aspect_ratio)} · {model_name}"
+        note = "\n-# I'm missing **Embed Links** in this channel, so the details are plain text."
+        return Rendered(trim(_headline(job, f"✅ Done · {facts}") + note, CONTENT_MAX), None, buttons)
     embed = _card(job, COLOUR_DONE)
     embed.add_field(name="Model", value=model_name)
     if took is not None:
@@ -128,8 +156,33 @@ def finished(job: Job, attachment: str, *, model_name: str, show_cost: bool = Fa
         embed.add_field(name="Cost", value=money(job.cost_usd, estimated=job.cost_estimated))
     embed.set_image(url=f"attachment://{attachment}")
     embed.set_footer(text=f"Job {job.id}")
-    buttons = [ImagineButton(action, job.id) for action in ("reroll", "remix", "delete")]
     return Rendered(_headline(job, "✅ Done"), embed, buttons)
+
+
+def text_answer(job: Job, missing: list[str], *, too_large: bool = False) -> Rendered:
+    """The image is made but cannot be posted here (a permission is missing, or it is too large): say which, and
+    where the member finds the image."""
+    link = f"[Open the image]({job.result_url}) (a link from the image service) or find" if job.result_url else "Find"
+    if missing:
+        what = " and ".join(f"**{name}**" for name in missing)
+        why = f"I'm missing {what} in this channel"
+        fix = f" A server admin can give me {what} to fix this."
+    elif too_large:
+        why, fix = "it is larger than this server lets me upload, even re-encoded", ""
+    else:
+        why, fix = "Discord refused the upload", ""
+    text = f"I can't show the image here: {why}. {link} it later with `/imagine-history`.{fix}"
+    return Rendered(trim(_headline(job, "✅ Done") + "\n" + text, CONTENT_MAX), None, [ImagineButton("reroll", job.id)])
+
+
+def notice(job: Job) -> Rendered:
+    """How a failed or cancelled job ended, from its row (the same after a restart)."""
+    if job.state is JobState.CANCELLED:
+        return cancelled(job)
+    reason = job.error or "The image could not be made."
+    if job.failure_kind is FailureKind.REFUSED:
+        return refused(job, reason)
+    return failed(job, reason, retryable=job.failure_kind is not FailureKind.FINAL)
 
 
 def refused(job: Job, reason: str) -> Rendered:
@@ -150,8 +203,20 @@ def failed(job: Job, reason: str, retryable: bool) -> Rendered:
 
 def cancelled(job: Job) -> Rendered:
     embed = _card(job, COLOUR_CANCELLED)
-    embed.add_field(name="Cancelled", value="Stopped before it started: nothing was charged.", inline=False)
+    why = job.error or "Stopped before it started: nothing was charged."
+    embed.add_field(name="Cancelled", value=trim(why, 1024), inline=False)
     return Rendered(_headline(job, "✖️ Cancelled"), embed)
+
+
+def limit_refusal(error: LimitReachedError) -> str:
+    """One sentence, with the numbers, for a member over one of their limits."""
+    if error.limit is Limit.DAILY:
+        frees = f" The next one frees up {discord.utils.format_dt(error.frees_at, 'R')}." if error.frees_at else ""
+        return f"You've made {error.used} of your {error.allowed} images for the last 24 hours here.{frees}"
+    return (
+        f"You already have {error.used} image{'s' if error.used != 1 else ''} waiting in this server's line, "
+        f"and it holds up to {error.allowed} of yours. Wait for one to start (or cancel one), then try again."
+    )
 
 
 def _took(job: Job) -> str | None:

@@ -11,8 +11,7 @@ from datetime import datetime
 
 import discord
 
-from cogs.cost import money
-from cogs.render import COLOUR_DONE, COLOUR_WORKING, RATIO_NAMES, safe_prompt, trim
+from cogs.render import COLOUR_DONE, COLOUR_WORKING, RATIO_NAMES, money, safe_prompt, trim
 from storage.models import GuildSettings, Job, JobState, Usage
 
 FIELD_MAX = 1024
@@ -90,6 +89,7 @@ def _state(job: Job, position: int | None) -> str:
         JobState.SUBMITTING: "sending",
         JobState.IN_PROGRESS: "generating",
         JobState.COMPLETED: "finishing",
+        JobState.DELIVERING: "being posted",
     }.get(job.state, job.state.value)
 
 
@@ -125,7 +125,10 @@ def queue(
     if unlimited:
         quota = f"{quota_used} images · no limits for you (Manage Server)"
     else:
-        quota = f"{quota_used} of {settings.member_daily} images · up to {settings.member_concurrent} at a time"
+        quota = (
+            f"{quota_used} of {settings.member_daily} images · up to {settings.member_concurrent} at a time, "
+            f"{settings.member_queue} more waiting"
+        )
         if quota_used >= settings.member_daily and quota_frees_at is not None:
             quota += f" · the next frees up {discord.utils.format_dt(quota_frees_at, 'R')}"
     embed.add_field(name="You, last 24 hours", value=quota, inline=False)
@@ -137,7 +140,10 @@ def history(results: list[Job]) -> discord.Embed:
     lines = []
     for job in results:
         link = jump_url(job)
-        where = "deleted" if job.deleted_at is not None or not link else f"[open]({link})"
+        if job.delivery == "text" and job.result_url:
+            where = f"[image]({job.result_url}) (not shown in the channel)"
+        else:
+            where = "deleted" if job.deleted_at is not None or not link else f"[open]({link})"
         when = f" · {discord.utils.format_dt(job.finished_at, 'R')}" if job.finished_at else ""
         prompt = safe_prompt(job.prompt, LINE_PROMPT_MAX, one_line=True)
         lines.append(f"`{job.seed}` · {job.aspect_ratio} · {prompt} · {where}{when}")
@@ -160,6 +166,7 @@ def settings_card(settings: GuildSettings, *, default_ratio: str) -> discord.Emb
     ratio = settings.default_aspect_ratio or default_ratio
     embed.add_field(name="Default aspect ratio", value=RATIO_NAMES.get(ratio, ratio))
     embed.add_field(name="Jobs at once, per member", value=str(settings.member_concurrent))
+    embed.add_field(name="Jobs waiting, per member", value=str(settings.member_queue))
     embed.add_field(name="Images per member per 24 h", value=str(settings.member_daily))
     embed.add_field(name="Jobs at once, whole server", value=f"{settings.guild_concurrent} (more wait in line)")
     embed.add_field(name="Manage Server skips member limits", value=_flag(settings.admins_bypass))

@@ -19,19 +19,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord.ext import commands
 
-from bot.model_spec import PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio
+from bot.jobs import JobManager
+from bot.model_spec import PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio, display_name
 from bot.shutdown import refuse_while_stopping
 from cogs import render, reports
+from cogs.failures import answer_failure
 from cogs.rerolls import RerollGate
+from cogs.starter import JobStarter
+from storage.base import JobStore
 from storage.models import Job, JobState
-
-if TYPE_CHECKING:
-    from cogs.imagine import ImagineCog
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +106,11 @@ def parse_remix(values: Mapping[str, str]) -> tuple[str, str | None, int | None]
 
 
 class ResultsCog(commands.Cog, name="Results"):
-    def __init__(self, bot: commands.Bot, imagine: ImagineCog) -> None:
+    def __init__(self, bot: commands.Bot, starter: JobStarter, jobs: JobManager, store: JobStore) -> None:
         self.bot = bot
-        self.imagine = imagine
-        self.store = imagine.store
+        self.starter = starter
+        self.jobs = jobs
+        self.store = store
         self.details_gate = RerollGate(window=30.0)
         self._notices: set[asyncio.Task[None]] = set()
 
@@ -139,7 +141,7 @@ class ResultsCog(commands.Cog, name="Results"):
         await interaction.response.defer(ephemeral=True, thinking=True)
         with contextlib.suppress(discord.NotFound):  # already gone: the goal is met
             await message.delete()
-        await self.store.update(job.id, now=self.imagine.jobs.clock(), deleted_at=self.imagine.jobs.clock())
+        await self.jobs.mark_deleted(job.id)
         log.info("job %d: result deleted by %d", job.id, interaction.user.id, extra={"job_id": job.id})
         await interaction.followup.send("Deleted.", ephemeral=True)
 
@@ -153,14 +155,8 @@ class ResultsCog(commands.Cog, name="Results"):
             return
         try:
             await self._remix(interaction, custom_id.removeprefix(REMIX_FORM), dict(_inputs(data.get("components"))))
-        except Exception:
-            log.exception("remix %s failed", custom_id)
-            text = "Something went wrong on my side; nothing was started. Please try again in a moment."
-            with contextlib.suppress(discord.HTTPException):
-                if interaction.response.is_done():
-                    await interaction.followup.send(text, ephemeral=True)
-                else:
-                    await interaction.response.send_message(text, ephemeral=True)
+        except Exception as error:
+            await answer_failure(interaction, error, f"remix {custom_id}")
 
     async def _remix(self, interaction: discord.Interaction[Any], raw_id: str, values: dict[str, str]) -> None:
         source = await self.store.get(int(raw_id)) if raw_id.isascii() and raw_id.isdigit() else None
@@ -172,7 +168,7 @@ class ResultsCog(commands.Cog, name="Results"):
         except InvalidInputError as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return
-        await self.imagine.start_job(interaction, prompt=prompt, aspect_ratio=ratio, seed=seed, parent_id=source.id)
+        await self.starter.start(interaction, prompt=prompt, aspect_ratio=ratio, seed=seed, parent_id=source.id)
 
     # -- ✉️ details by DM ----------------------------------------------------
 
@@ -187,7 +183,7 @@ class ResultsCog(commands.Cog, name="Results"):
         if not self.details_gate.admit(member.id, job.id):
             return
         settings = await self.store.guilds.get(member.guild.id)
-        embed = reports.details(job, model_name=self.imagine.model_name, show_cost=settings.show_cost)
+        embed = reports.details(job, model_name=display_name(job.model), show_cost=settings.show_cost)
         try:
             await member.send(embed=embed, allowed_mentions=render.NO_MENTIONS)
         except discord.Forbidden:

@@ -28,6 +28,7 @@ GERMAN: dict[str, str] = {
     "channels": "kanäle",
     "aspect-ratio": "seitenverhältnis",
     "member-jobs": "jobs-pro-mitglied",
+    "member-queue": "warteschlange-pro-mitglied",
     "daily-quota": "tageskontingent",
     "server-jobs": "jobs-pro-server",
     "admin-bypass": "admin-ausnahme",
@@ -71,10 +72,16 @@ GERMAN: dict[str, str] = {
     "clear": "leeren",
     "The aspect ratio /imagine uses when none is picked": "Das Seitenverhältnis, das /imagine ohne Auswahl nutzt",
     "The default shape": "Das Standardformat",
-    "How many images one member may have in progress at once": (
-        "Wie viele Bilder ein Mitglied gleichzeitig in Arbeit haben darf"
+    "How many images one member may have generating at once": (
+        "Wie viele Bilder eines Mitglieds gleichzeitig erstellt werden dürfen"
     ),
-    "Jobs at once per member (default 2)": "Gleichzeitige Aufträge pro Mitglied (Standard 2)",
+    "Jobs at once per member; more wait in line (default 3)": (
+        "Gleichzeitige Aufträge pro Mitglied; weitere warten (Standard 3)"
+    ),
+    "How many of one member's images may wait in line": "Wie viele Bilder eines Mitglieds warten dürfen",
+    "Jobs waiting per member; past this a new one is refused (default 10)": (
+        "Wartende Aufträge pro Mitglied; darüber wird abgelehnt (Standard 10)"
+    ),
     "How many images one member may make in any 24 hours": "Wie viele Bilder ein Mitglied in 24 Stunden erstellen darf",
     "Images per member per 24 hours (default 25)": "Bilder pro Mitglied in 24 Stunden (Standard 25)",
     "How many images this server makes at once; more wait in line": (
@@ -107,6 +114,7 @@ FRENCH: dict[str, str] = {
     "channels": "salons",
     "aspect-ratio": "format",
     "member-jobs": "travaux-par-membre",
+    "member-queue": "file-par-membre",
     "daily-quota": "quota-quotidien",
     "server-jobs": "travaux-du-serveur",
     "admin-bypass": "exemption-admin",
@@ -150,10 +158,16 @@ FRENCH: dict[str, str] = {
     "clear": "vider",
     "The aspect ratio /imagine uses when none is picked": "Le format utilisé par /imagine quand aucun n'est choisi",
     "The default shape": "Le format par défaut",
-    "How many images one member may have in progress at once": (
-        "Combien d'images un membre peut avoir en cours à la fois"
+    "How many images one member may have generating at once": (
+        "Combien d'images d'un membre peuvent être créées à la fois"
     ),
-    "Jobs at once per member (default 2)": "Travaux simultanés par membre (2 par défaut)",
+    "Jobs at once per member; more wait in line (default 3)": (
+        "Travaux simultanés par membre ; les autres attendent (3 par défaut)"
+    ),
+    "How many of one member's images may wait in line": "Combien d'images d'un membre peuvent attendre",
+    "Jobs waiting per member; past this a new one is refused (default 10)": (
+        "Travaux en attente par membre ; au-delà, refus (10 par défaut)"
+    ),
     "How many images one member may make in any 24 hours": "Combien d'images un membre peut créer en 24 heures",
     "Images per member per 24 hours (default 25)": "Images par membre sur 24 heures (25 par défaut)",
     "How many images this server makes at once; more wait in line": (

@@ -7,7 +7,7 @@ jobs through the lease columns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -46,25 +46,32 @@ class JobStore(Protocol):
         """Per-server settings, kept in the same database as the jobs."""
         ...
 
-    async def create(self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING) -> Job:
-        """Insert a job in state `submitting`, or `waiting` for a server slot; written before any request
-        leaves the bot."""
+    async def create(
+        self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING, post_nonce: str | None = None
+    ) -> Job:
+        """Insert a job in state `submitting` (or `waiting`); written before any request leaves the bot."""
         ...
 
     async def get(self, job_id: int) -> Job | None: ...
 
-    async def transition(self, job_id: int, state: JobState, *, now: datetime, **fields: Any) -> Job:
-        """Move a job to `state`, stamp that state's timestamp and `updated_at`, and set `fields` in one write.
+    async def transition(
+        self, job_id: int, state: JobState, *, expect: JobState | Collection[JobState], now: datetime, **fields: Any
+    ) -> Job | None:
+        """Compare-and-set: move the job to `state` only if it is in an `expect`ed state; stamp that state's
+        timestamp and `updated_at` and set `fields` in one write. The job as written, or None when it was not in
+        an expected state (or does not exist): the loser of a race changes nothing.
 
         `fields` are Job attribute names (e.g. request_id, queue_position, error,
-        result_url, next_poll_at, delivery, cost_usd); origin fields may be given
+        result_url, deliver_at, delivery, cost_usd); origin fields may be given
         by their own names (message_id, interaction_token, ...).
-        Raises JobNotFoundError for an unknown id.
         """
         ...
 
-    async def update(self, job_id: int, *, now: datetime, **fields: Any) -> Job:
-        """Set `fields` without changing the state (queue position, next poll time, poll count, cost)."""
+    async def update(
+        self, job_id: int, *, now: datetime, expect: JobState | Collection[JobState] | None = None, **fields: Any
+    ) -> Job | None:
+        """Set `fields` without changing the state (only in the `expect`ed states, when given); None when the job
+        does not exist or was not in an expected state."""
         ...
 
     async def by_message_id(self, message_id: int) -> Job | None:
@@ -75,8 +82,12 @@ class JobStore(Protocol):
         """Every job not in a final state, oldest first: what a restart resumes."""
         ...
 
-    async def unannounced(self, *, since: datetime) -> Sequence[Job]:
-        """Jobs failed or cancelled since `since` whose end was never shown (`delivery` NULL), oldest first."""
+    async def owing_delivery(self) -> Sequence[Job]:
+        """Jobs whose image or end notice is still owed to their member (`deliver_at` set), soonest first."""
+        ...
+
+    async def channel_unfinished(self, channel_id: int) -> Sequence[Job]:
+        """A channel's jobs not in a final state, oldest first."""
         ...
 
     async def recent_timings(self, model: str, *, limit: int = 50) -> Sequence[Timing]:
@@ -88,7 +99,7 @@ class JobStore(Protocol):
         ...
 
     async def guild_load(self, guild_id: int, user_id: int) -> GuildLoad:
-        """Counts of a server's unfinished jobs: the member's, those holding a slot, those waiting."""
+        """Counts of a server's unfinished jobs: the member's running and waiting, all running, all waiting."""
         ...
 
     async def billable_since(self, user_id: int, guild_id: int, since: datetime) -> Sequence[datetime]:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from storage.base import GuildStore
 
 _BOOL_SETTINGS = frozenset({"admins_bypass", "reaction_reroll", "show_cost"})
-_INT_SETTINGS = frozenset({"member_concurrent", "member_daily", "guild_concurrent"})
+_INT_SETTINGS = frozenset({"member_concurrent", "member_queue", "member_daily", "guild_concurrent"})
 
 
 def _check(fields: dict[str, Any]) -> dict[str, Any]:

@@ -15,16 +15,28 @@ from enum import StrEnum
 class JobState(StrEnum):
     """A job's lifecycle; the values are what the database stores.
 
-    `completed` means the image URL is known; `delivered` means the image
-    reached its destination (a Discord message, a file on disk).
+    ```
+    waiting ─► submitting ─► in_queue ─► in_progress ─► completed ─► delivering ─► delivered
+       │            │            │            │              │              └─► undeliverable
+       └────────────┴────────────┴────────────┴──────────────┴─► failed | cancelled
+    ```
+
+    `completed` means RunComfy made the image (its URL is known, it is paid
+    for); `delivering` means the bot is trying to put it where it belongs and
+    keeps trying, across restarts, until `delivered` or, when the destination
+    is gone or the retry window closed, `undeliverable`. A failed or cancelled
+    job still owes its member a notice: `deliver_at` stays set until Discord
+    confirmed it (see `Job.notice_pending`).
     """
 
-    WAITING = "waiting"  # accepted, waiting in the bot for one of its server's slots; nothing sent upstream
+    WAITING = "waiting"  # accepted, waiting in the bot's line of its server; nothing sent upstream
     SUBMITTING = "submitting"
     IN_QUEUE = "in_queue"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
+    DELIVERING = "delivering"
     DELIVERED = "delivered"
+    UNDELIVERABLE = "undeliverable"
     FAILED = "failed"
     CANCELLED = "cancelled"
 
@@ -34,25 +46,44 @@ class JobState(StrEnum):
 
     @property
     def is_upstream_pending(self) -> bool:
-        """Still waiting on RunComfy (the scheduler polls these)."""
-        return self in (JobState.IN_QUEUE, JobState.IN_PROGRESS)
+        """Still waiting on RunComfy (the poller looks at these)."""
+        return self in UPSTREAM_STATES
+
+    @property
+    def holds_slot(self) -> bool:
+        """Counts against its server's and its member's jobs at once: sent, or about to be, not finished."""
+        return self in ACTIVE_STATES
 
 
-FINAL_STATES = frozenset({JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED})
-# Jobs holding one of their server's slots: sent, or about to be, and not finished.
-ACTIVE_STATES = frozenset({JobState.SUBMITTING, JobState.IN_QUEUE, JobState.IN_PROGRESS, JobState.COMPLETED})
+FINAL_STATES = frozenset({JobState.DELIVERED, JobState.UNDELIVERABLE, JobState.FAILED, JobState.CANCELLED})
+UPSTREAM_STATES = frozenset({JobState.IN_QUEUE, JobState.IN_PROGRESS})
+# Jobs holding one of their server's slots. A finished image being delivered no longer does: delivery costs
+# RunComfy nothing, and a Discord outage must not stop the server's line.
+ACTIVE_STATES = frozenset({JobState.SUBMITTING, JobState.IN_QUEUE, JobState.IN_PROGRESS})
+# The image exists and is paid for; only delivery is left.
+MADE_STATES = frozenset({JobState.COMPLETED, JobState.DELIVERING})
 
-# The one column per state that records when the job entered it.
-STATE_TIMESTAMP = {
+# The one column per state that records when the job entered it (None: no stamp of its own).
+STATE_TIMESTAMP: dict[JobState, str | None] = {
     JobState.WAITING: "created_at",
     JobState.SUBMITTING: "created_at",
     JobState.IN_QUEUE: "queued_at",
     JobState.IN_PROGRESS: "started_at",
     JobState.COMPLETED: "completed_at",
+    JobState.DELIVERING: None,
     JobState.DELIVERED: "finished_at",
+    JobState.UNDELIVERABLE: "finished_at",
     JobState.FAILED: "finished_at",
     JobState.CANCELLED: "finished_at",
 }
+
+
+class FailureKind(StrEnum):
+    """How a failed job's notice reads: kept with the job, so a notice shown after a restart reads the same."""
+
+    RETRYABLE = "retryable"  # worth another try: the notice offers 🔄
+    FINAL = "final"  # trying again will not help (a refused key, a job lost upstream)
+    REFUSED = "refused"  # the image service refused the content: the notice hides the prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +113,7 @@ class NewJob:
     seed: int
     origin: JobOrigin = JobOrigin()
     parent_id: int | None = None
+    exempt: bool = False  # the member's own limits do not apply (admin bypass); the server's still do
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +145,23 @@ class Job:
     delivery: str | None = None
     lease_owner: str | None = None
     lease_until: datetime | None = None
-    deleted_at: datetime | None = None  # when the result message was deleted from Discord on request
+    deleted_at: datetime | None = None  # when the reply was deleted (by its Delete button, or by anyone)
+    exempt: bool = False
+    failure_kind: FailureKind | None = None
+    delivery_attempts: int = 0
+    deliver_at: datetime | None = None  # the next delivery attempt (image or notice); None when nothing is owed
+    delivery_error: str | None = None  # why the last delivery attempt did not get through
+    post_nonce: str | None = None  # Discord nonce for any message the bot posts for this job (never posted twice)
+
+    @property
+    def notice_pending(self) -> bool:
+        """A failed or cancelled job whose member has not been shown that yet."""
+        return self.state in (JobState.FAILED, JobState.CANCELLED) and self.deliver_at is not None
+
+    @property
+    def owes_delivery(self) -> bool:
+        """Something (the image, or the notice of its end) still has to reach the member."""
+        return self.deliver_at is not None and (self.state in MADE_STATES or self.notice_pending)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +183,8 @@ class GuildSettings:
     guild_id: int
     allowed_channels: frozenset[int] = frozenset()
     default_aspect_ratio: str | None = None
-    member_concurrent: int = 2
+    member_concurrent: int = 3  # a member's jobs generating at once; more wait in the server's line
+    member_queue: int = 10  # a member's jobs waiting in the line; past this a new one is refused
     member_daily: int = 25
     guild_concurrent: int = 10
     admins_bypass: bool = True
@@ -150,6 +199,7 @@ class GuildSettings:
 GUILD_SETTING_COLUMNS = (
     "default_aspect_ratio",
     "member_concurrent",
+    "member_queue",
     "member_daily",
     "guild_concurrent",
     "admins_bypass",
@@ -162,8 +212,9 @@ GUILD_SETTING_COLUMNS = (
 class GuildLoad:
     """How busy a server is: what admission decides on, counted by the database, not by loading rows."""
 
-    mine: int  # the asking member's unfinished jobs there
-    active: int  # jobs holding a slot (submitting to completed)
+    mine_active: int  # the asking member's jobs holding a slot there
+    mine_waiting: int  # the asking member's jobs in the server's line
+    active: int  # jobs holding a slot (submitting to in_progress)
     waiting: int  # jobs in the server's line
 
 

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -33,6 +33,7 @@ from storage.models import (
     ACTIVE_STATES,
     FINAL_STATES,
     STATE_TIMESTAMP,
+    FailureKind,
     GuildLoad,
     Job,
     JobOrigin,
@@ -67,18 +68,22 @@ _BOOL_COLUMNS = frozenset(
 )
 # What a job is (its inputs, identity and lineage) never changes after create();
 # state and updated_at change only through transition() and every write.
-_FIXED_COLUMNS = frozenset({"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed"})
+_FIXED_COLUMNS = frozenset(
+    {"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed", "exempt", "post_nonce"}
+)
 _SETTABLE_COLUMNS = frozenset(_COLUMNS) - _FIXED_COLUMNS - {"parent_id"}
 
-# Sorted so the text matches the jobs_unfinished partial index in 0001_jobs.sql.
+# Sorted so the text matches the partial indexes of live jobs (0004_delivery_stage.sql).
 _FINAL_LIST = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
-_UNFINISHED_SQL = f"SELECT {_SELECT} FROM jobs WHERE state NOT IN ({_FINAL_LIST}) ORDER BY created_at, id"  # noqa: S608 - constants only
-_CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
-# The same text as the jobs_guild_unfinished partial index in 0003_community.sql.
 _UNFINISHED_WHERE = f"state NOT IN ({_FINAL_LIST})"
+_UNFINISHED_SQL = f"SELECT {_SELECT} FROM jobs WHERE {_UNFINISHED_WHERE} ORDER BY created_at, id"  # noqa: S608 - constants only
+_CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
 _ACTIVE_LIST = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
-_GUILD_LOAD_COUNTS = f"SUM(user_id = ?), SUM(state IN ({_ACTIVE_LIST})), SUM(state = 'waiting')"
-_GUILD_LOAD_SQL = f"SELECT {_GUILD_LOAD_COUNTS} FROM jobs WHERE guild_id = ? AND {_UNFINISHED_WHERE}"  # noqa: S608 - constants only
+_GUILD_LOAD_COUNTS = (
+    f"SUM(user_id = :user AND state IN ({_ACTIVE_LIST})), SUM(user_id = :user AND state = 'waiting'),"
+    f" SUM(state IN ({_ACTIVE_LIST})), SUM(state = 'waiting')"
+)
+_GUILD_LOAD_SQL = f"SELECT {_GUILD_LOAD_COUNTS} FROM jobs WHERE guild_id = :guild AND {_UNFINISHED_WHERE}"  # noqa: S608 - constants only
 
 
 def _encode(column: str, value: Any) -> Any:
@@ -92,6 +97,8 @@ def _encode(column: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise TypeError(f"{column} must be a bool, got {type(value).__name__}")
         return int(value)
+    if column == "failure_kind":
+        return FailureKind(value).value
     return value
 
 
@@ -106,6 +113,8 @@ def _row_to_job(row: sqlite3.Row) -> Job:
         values[column] = value
     origin = JobOrigin(**{column: values.pop(column) for column in _ORIGIN_COLUMNS})
     values["state"] = JobState(values["state"])
+    if values["failure_kind"] is not None:
+        values["failure_kind"] = FailureKind(values["failure_kind"])
     return Job(origin=origin, **values)
 
 
@@ -115,6 +124,13 @@ def _check_fields(fields: dict[str, Any]) -> None:
         raise TypeError(
             f"cannot set job field(s) {', '.join(unknown)}; settable: {', '.join(sorted(_SETTABLE_COLUMNS))}"
         )
+
+
+def _states(expect: JobState | Collection[JobState]) -> list[str]:
+    states = [expect] if isinstance(expect, JobState) else list(expect)
+    if not states:
+        raise ValueError("expect names no state")
+    return [JobState(state).value for state in states]
 
 
 class SQLiteJobStore:
@@ -184,8 +200,10 @@ class SQLiteJobStore:
 
     # Writes: one statement each, committed when the method returns.
 
-    async def create(self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING) -> Job:
-        """Insert a job in state `submitting` (or `waiting`, for a slot); written before any request leaves the bot.
+    async def create(
+        self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING, post_nonce: str | None = None
+    ) -> Job:
+        """Insert a job in state `submitting` (or `waiting`); written before any request leaves the bot.
 
         Raises JobNotFoundError if `new.parent_id` names no job.
         """
@@ -199,6 +217,8 @@ class SQLiteJobStore:
             "seed": new.seed,
             "state": JobState(state).value,
             "parent_id": new.parent_id,
+            "exempt": int(new.exempt),
+            "post_nonce": post_nonce,
             "created_at": stamp,
             "updated_at": stamp,
         }
@@ -221,45 +241,65 @@ class SQLiteJobStore:
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 
-    async def transition(self, job_id: int, state: JobState, *, now: datetime, **fields: Any) -> Job:
-        """Move a job to `state`, stamp that state's timestamp and `updated_at`, and set `fields` in one UPDATE.
+    async def transition(
+        self, job_id: int, state: JobState, *, expect: JobState | Collection[JobState], now: datetime, **fields: Any
+    ) -> Job | None:
+        """Compare-and-set: move the job to `state` only if it is in one of the `expect`ed states.
 
-        The state's column records when the job *entered* it: a transition to
-        the state it is already in (a resume repeating itself) keeps the first
-        stamp, and `created_at` is never moved. A field given explicitly (say,
-        `started_at` reported by RunComfy) wins over the stamp. Fields set to
-        None are cleared (the interaction token once delivered).
+        Returns the job as written, or None when it was not in an expected state
+        (another step got there first) or does not exist: the loser of a race
+        changes nothing. One UPDATE stamps the state's timestamp and
+        `updated_at` and sets `fields`. The state's column records when the job
+        *entered* it: moving to the state it is already in keeps the first
+        stamp, and `created_at` is never moved. A field given explicitly wins
+        over the stamp. Fields set to None are cleared.
         """
         state = JobState(state)
         _check_fields(fields)
         assignments = {"state": ":state", "updated_at": ":now"}
         params: dict[str, Any] = {"job_id": job_id, "state": state.value, "now": to_text(now, "now")}
         stamped = STATE_TIMESTAMP[state]
-        if stamped != "created_at":
+        if stamped is not None and stamped != "created_at":
             assignments[stamped] = f"CASE WHEN state = :state AND {stamped} IS NOT NULL THEN {stamped} ELSE :now END"
-        job = await self._update(job_id, assignments, params, fields)
-        log.info("job %d -> %s", job_id, state.value, extra={"job_id": job_id, "state": state.value})
+        job = await self._update(job_id, assignments, params, fields, _states(expect))
+        if job is not None:
+            log.info("job %d -> %s", job_id, state.value, extra={"job_id": job_id, "state": state.value})
         return job
 
-    async def update(self, job_id: int, *, now: datetime, **fields: Any) -> Job:
-        """Set `fields` and `updated_at` without changing the state."""
+    async def update(
+        self, job_id: int, *, now: datetime, expect: JobState | Collection[JobState] | None = None, **fields: Any
+    ) -> Job | None:
+        """Set `fields` and `updated_at` without changing the state; with `expect`, only in those states.
+
+        None when the job does not exist or is not in an expected state.
+        """
         _check_fields(fields)
         params: dict[str, Any] = {"job_id": job_id, "now": to_text(now, "now")}
-        return await self._update(job_id, {"updated_at": ":now"}, params, fields)
+        return await self._update(
+            job_id, {"updated_at": ":now"}, params, fields, None if expect is None else _states(expect)
+        )
 
     async def _update(
-        self, job_id: int, assignments: dict[str, str], params: dict[str, Any], fields: dict[str, Any]
-    ) -> Job:
+        self,
+        job_id: int,
+        assignments: dict[str, str],
+        params: dict[str, Any],
+        fields: dict[str, Any],
+        expect: list[str] | None,
+    ) -> Job | None:
         for column, value in fields.items():
             assignments[column] = f":f_{column}"
             params[f"f_{column}"] = _encode(column, value)
         sets = ", ".join(f"{column} = {expression}" for column, expression in assignments.items())
-        sql = f"UPDATE jobs SET {sets} WHERE id = :job_id RETURNING {_SELECT}"  # noqa: S608 - whitelisted names
+        where = "id = :job_id"
+        if expect is not None:
+            names = [f":expect_{index}" for index in range(len(expect))]
+            params.update(zip((name[1:] for name in names), expect, strict=True))
+            where += f" AND state IN ({', '.join(names)})"
+        sql = f"UPDATE jobs SET {sets} WHERE {where} RETURNING {_SELECT}"  # noqa: S608 - whitelisted names
         with unavailable_on_error(self.path):
             rows = list(await self._db.execute_fetchall(sql, params))
-        if not rows:
-            raise JobNotFoundError(job_id)
-        return _row_to_job(rows[0])
+        return _row_to_job(rows[0]) if rows else None
 
     async def acquire_lease(self, job_id: int, owner: str, *, until: datetime, now: datetime) -> bool:
         """Claim (or renew) the job for `owner` until `until`; False if another owner holds an unexpired lease.
@@ -299,13 +339,15 @@ class SQLiteJobStore:
             rows = await self._db.execute_fetchall(_UNFINISHED_SQL)
         return [_row_to_job(row) for row in rows]
 
-    async def unannounced(self, *, since: datetime) -> Sequence[Job]:
-        """Jobs failed or cancelled since `since` whose end nobody was shown yet (`delivery` still NULL) and that
-        have a reply to show it in, oldest first: a process died between writing the final state and showing it."""
+    async def owing_delivery(self) -> Sequence[Job]:
+        """Jobs that still owe their member something (an image, or the notice of their end), soonest first:
+        what the delivery worker resumes after a restart."""
+        return await self._select("WHERE deliver_at IS NOT NULL ORDER BY deliver_at, id", ())
+
+    async def channel_unfinished(self, channel_id: int) -> Sequence[Job]:
+        """A channel's live jobs, oldest first (a deleted channel ends them)."""
         return await self._select(
-            "WHERE state IN ('cancelled', 'failed') AND delivery IS NULL AND finished_at >= ?"
-            " AND (message_id IS NOT NULL OR interaction_token IS NOT NULL) ORDER BY finished_at, id",
-            (to_text(since, "since"),),
+            f"WHERE channel_id = ? AND {_UNFINISHED_WHERE} ORDER BY created_at, id", (channel_id,)
         )
 
     async def recent_timings(self, model: str, *, limit: int = 50) -> Sequence[Timing]:
@@ -369,9 +411,9 @@ class SQLiteJobStore:
         """One aggregate over the server's unfinished jobs: admission runs before the 3 s acknowledgement,
         so it must not load every row of a busy server."""
         with unavailable_on_error(self.path):
-            rows = list(await self._db.execute_fetchall(_GUILD_LOAD_SQL, (user_id, guild_id)))
-        mine, running, waiting = rows[0]  # SUM over no rows is NULL
-        return GuildLoad(mine=int(mine or 0), active=int(running or 0), waiting=int(waiting or 0))
+            rows = list(await self._db.execute_fetchall(_GUILD_LOAD_SQL, {"user": user_id, "guild": guild_id}))
+        mine_active, mine_waiting, active, waiting = (int(count or 0) for count in rows[0])  # SUM of no rows: NULL
+        return GuildLoad(mine_active=mine_active, mine_waiting=mine_waiting, active=active, waiting=waiting)
 
     async def billable_since(self, user_id: int, guild_id: int, since: datetime) -> list[datetime]:
         """When a member's jobs in a server that count against a quota were created, oldest first.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -10,7 +11,12 @@ import pytest
 from pydantic import SecretStr
 
 from bot.emulator import Duration, Emulator, EmulatorConfig
+from bot.jobs import JobManager
+from bot.polling import FixedPolicy
 from bot.runcomfy import RunComfyClient
+from storage.sqlite import SQLiteJobStore
+from tests.bot.jobs_support import MODEL, ManagerFactory
+from tests.clocks import MovableClock
 
 # Recognisable, so a leak into an error text or a log line is easy to spot.
 TOKEN = "sk-live-T0KEN-must-never-leak-9c41"
@@ -57,3 +63,34 @@ def make_client(emulator: Emulator, session: aiohttp.ClientSession) -> ClientFac
 @pytest.fixture
 def client(make_client: ClientFactory) -> RunComfyClient:
     return make_client()
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
+    async with await SQLiteJobStore.open(tmp_path / "jobs.sqlite3") as opened:
+        yield opened
+
+
+@pytest.fixture
+async def make_manager(
+    client: RunComfyClient, store: SQLiteJobStore, clock: MovableClock
+) -> AsyncIterator[ManagerFactory]:
+    made: list[JobManager] = []
+
+    def build(**options: object) -> JobManager:
+        settings: dict[str, object] = {"model": MODEL, "policy": FixedPolicy(0.02), "clock": clock}
+        settings.update(options)
+        chosen = settings.pop("client", client)
+        manager = JobManager(chosen, store, **settings)  # type: ignore[arg-type]
+        manager.upstream.retry_cap = 0.05
+        made.append(manager)
+        return manager
+
+    yield build
+    for manager in made:
+        await manager.stop(grace=1.0)

@@ -119,7 +119,7 @@ async def test_metrics_count_a_job_from_command_to_delivery(
     found = samples(text)
     assert found[("imagine_jobs", (("state", "delivered"),))] == 1
     assert found[("imagine_jobs", (("state", "failed"),))] == 0
-    assert found[("imagine_jobs_finished_total", (("outcome", "completed"),))] == 1
+    assert found[("imagine_jobs_finished_total", (("outcome", "delivered"),))] == 1
     assert found[("imagine_runcomfy_calls_total", (("operation", "submit"),))] == 1
     polls = sum(found.get(("imagine_runcomfy_calls_total", (("operation", op),)), 0) for op in ("status", "result"))
     assert polls >= 1

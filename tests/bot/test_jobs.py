@@ -1,114 +1,67 @@
-"""The job manager against the emulator over real HTTP, with a real SQLite file."""
+"""The job manager against the emulator over real HTTP, with a real SQLite file: the upstream half of a job."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from bot.emulator import Duration, Emulator, Fault
-from bot.events import JobCancelled, JobCompleted, JobEvent, JobFailed, JobQueued, JobRunning
-from bot.jobs import RESTARTED_WHILE_SUBMITTING, CancelOutcome, JobManager
+from bot.jobs import RESTARTED_WHILE_SUBMITTING, CancelOutcome
+from bot.jobs.events import (
+    JobAccepted,
+    JobCancelled,
+    JobCompleted,
+    JobDelivered,
+    JobFailed,
+    JobQueued,
+    JobRunning,
+)
+from bot.jobs.manager import JobManager
 from bot.polling import FixedPolicy
 from bot.runcomfy import RunComfyClient
-from storage.models import JobOrigin, JobState, NewJob
+from storage.models import FailureKind, JobState
 from storage.sqlite import SQLiteJobStore
 from tests.bot.conftest import ClientFactory
+from tests.bot.jobs_support import MODEL, ManagerFactory, new_job, started, submitted
 
-MODEL = "imagineart/imagineart-1.5-preview/text-to-image"
-
-
-@dataclass
-class Recorder:
-    events: list[JobEvent] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def __call__(self, event: JobEvent) -> None:
-        self.events.append(event)
-        self.changed.set()
-
-    async def wait_for(self, kind: type, job_id: int, within: float = 10.0) -> JobEvent:
-        async def find() -> JobEvent:
-            while True:
-                for event in self.events:
-                    if isinstance(event, kind) and event.job.id == job_id:
-                        return event
-                self.changed.clear()
-                await self.changed.wait()
-
-        return await asyncio.wait_for(find(), within)
-
-    def kinds(self, job_id: int) -> list[str]:
-        return [type(event).__name__ for event in self.events if event.job.id == job_id]
+ANY = tuple(JobState)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
-    async with await SQLiteJobStore.open(tmp_path / "jobs.sqlite3") as opened:
-        yield opened
-
-
-ManagerFactory = Callable[..., JobManager]
-
-
-@pytest.fixture
-async def make_manager(client: RunComfyClient, store: SQLiteJobStore) -> AsyncIterator[ManagerFactory]:
-    made: list[JobManager] = []
-
-    def build(**options: object) -> JobManager:
-        settings: dict[str, object] = {"model": MODEL, "policy": FixedPolicy(0.02), "retry_cap": 0.05}
-        settings.update(options)
-        manager = JobManager(client, store, **settings)  # type: ignore[arg-type]
-        made.append(manager)
-        return manager
-
-    yield build
-    for manager in made:
-        await manager.stop()
-
-
-def new_job(prompt: str = "a red fox, watercolor", seed: int = 7, ratio: str = "16:9") -> NewJob:
-    return NewJob(model=MODEL, prompt=prompt, aspect_ratio=ratio, seed=seed, origin=JobOrigin(channel_id=1))
-
-
-async def started(manager: JobManager, recorder: Recorder | None = None) -> Recorder:
-    recorder = recorder or Recorder()
-    manager.subscribe(recorder)
-    await manager.start()
-    return recorder
-
-
-async def test_job_goes_from_prompt_to_verified_image(emulator: Emulator, make_manager: ManagerFactory) -> None:
+async def test_job_goes_from_prompt_to_a_delivered_image(emulator: Emulator, make_manager: ManagerFactory) -> None:
     emulator.config.queue_time = Duration.constant(0.15)
     emulator.config.run_time = Duration.constant(0.15)
     manager = make_manager()
-    recorder = await started(manager)
-    job = await manager.submit(new_job())
+    recorder, destination = await started(manager)
+    job = await submitted(manager)
     assert job.state is JobState.IN_QUEUE
     assert job.request_id in emulator.jobs
 
-    completed = await recorder.wait_for(JobCompleted, job.id)
-    assert isinstance(completed, JobCompleted)
-    assert completed.image.format == "PNG"
-    assert completed.image.width / completed.image.height == pytest.approx(16 / 9, rel=0.02)
-    assert recorder.kinds(job.id)[0] == "JobQueued"
-    assert "JobRunning" in recorder.kinds(job.id)
-
+    delivered = await recorder.wait_for(JobDelivered, job.id)
+    assert delivered.how == "file"
+    [(job_id, image)] = destination.images
+    assert job_id == job.id
+    assert image.format == "PNG"
+    assert image.width / image.height == pytest.approx(16 / 9, rel=0.02)
+    assert recorder.kinds(job.id) == [
+        "JobAccepted",
+        "JobSubmitting",
+        "JobQueued",
+        *(["JobQueued"] * (recorder.kinds(job.id).count("JobQueued") - 1)),
+        "JobRunning",
+        "JobCompleted",
+        "JobDelivering",
+        "JobDelivered",
+    ]
     row = await manager.store.get(job.id)
     assert row is not None
-    assert row.state is JobState.COMPLETED
-    assert row.result_url is not None
+    assert row.state is JobState.DELIVERED
+    assert row.delivery == "file"
+    assert row.deliver_at is None
+    assert row.delivery_attempts == 1
     assert row.cost_usd == pytest.approx(0.03)
-    assert row.queued_at is not None
-    assert row.started_at is not None
-    assert row.completed_at is not None
-    delivered = await manager.mark_delivered(job.id, "file")
-    assert delivered.state is JobState.DELIVERED
-    assert delivered.delivery == "file"
+    assert (row.queued_at, row.started_at, row.completed_at, row.finished_at) != (None, None, None, None)
     assert emulator.submits_for("a red fox, watercolor", 7, "16:9") == 1
 
 
@@ -119,10 +72,10 @@ async def test_queue_positions_are_reported_as_they_count_down(
     emulator.config.queue_position_start = 3
     emulator.config.run_time = Duration.constant(0.05)
     manager = make_manager()
-    recorder = await started(manager)
-    job = await manager.submit(new_job())
-    await recorder.wait_for(JobCompleted, job.id)
-    positions = [e.position for e in recorder.events if isinstance(e, JobQueued) and e.position is not None]
+    recorder, _ = await started(manager)
+    job = await submitted(manager)
+    await recorder.wait_for(JobDelivered, job.id)
+    positions = [e.position for e in recorder.of(JobQueued, job.id) if e.position is not None]
     assert positions[0] == 3
     assert positions == sorted(positions, reverse=True)
     assert len(set(positions)) >= 2
@@ -134,21 +87,19 @@ async def test_queue_positions_are_reported_as_they_count_down(
     ids=["dropped", "timeout", "502", "garbage"],
 )
 async def test_lost_submit_answer_is_never_repeated(
-    emulator: Emulator, make_manager: ManagerFactory, make_client: ClientFactory, store: SQLiteJobStore, fault: Fault
+    emulator: Emulator, make_manager: ManagerFactory, make_client: ClientFactory, fault: Fault
 ) -> None:
     emulator.inject("submit", fault)
-    manager = make_manager()
-    manager.client = make_client(timeout=0.5)
-    recorder = await started(manager)
-    job = await manager.submit(new_job())
-    assert job.state is JobState.FAILED
-    failed = await recorder.wait_for(JobFailed, job.id)
-    assert isinstance(failed, JobFailed)
-    assert "charge" in failed.reason.lower() or "not sent again" in failed.reason.lower() or "may" in failed.reason
+    manager = make_manager(client=make_client(timeout=0.5))
+    recorder, _ = await started(manager)
+    ticket = await manager.enqueue(new_job(), None)
+    await manager.confirm(ticket.job.id)
+    failed = await recorder.wait_for(JobFailed, ticket.job.id)
+    assert "not resent" in failed.reason or "charge" in failed.reason.lower()
+    assert failed.kind is FailureKind.FINAL
     await manager.stop()
     # A restart does not send it again either.
-    again = make_manager()
-    await started(again)
+    await started(make_manager())
     await asyncio.sleep(0.1)
     assert emulator.submits_for("a red fox, watercolor") == 1
 
@@ -157,11 +108,20 @@ async def test_restart_while_submitting_fails_clearly_without_resubmitting(
     emulator: Emulator, make_manager: ManagerFactory, store: SQLiteJobStore
 ) -> None:
     orphan = await store.create(new_job(), now=datetime.now(UTC))  # the process died right after this write
-    recorder = await started(make_manager())
+    recorder, destination = await started(make_manager())
     failed = await recorder.wait_for(JobFailed, orphan.id)
-    assert isinstance(failed, JobFailed)
     assert failed.reason == RESTARTED_WHILE_SUBMITTING
     assert emulator.submits == []
+    # The member is told, and only once Discord confirmed it is the notice marked shown.
+    for _ in range(200):
+        row = await store.get(orphan.id)
+        if row is not None and row.delivery is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert [job.id for job in destination.notices] == [orphan.id]
+    assert row is not None
+    assert row.delivery == "file"
+    assert row.deliver_at is None
 
 
 @pytest.mark.parametrize("state", [JobState.IN_QUEUE, JobState.IN_PROGRESS])
@@ -171,8 +131,8 @@ async def test_restart_resumes_pending_jobs_and_finishes_them_once(
     emulator.config.queue_time = Duration.constant(0.4 if state is JobState.IN_QUEUE else 0.0)
     emulator.config.run_time = Duration.constant(0.8)
     first = make_manager()
-    first_events = await started(first)
-    job = await first.submit(new_job())
+    first_events, _ = await started(first)
+    job = await submitted(first)
     if state is JobState.IN_PROGRESS:
         await first_events.wait_for(JobRunning, job.id)
     await first.stop()  # the process goes away mid-job
@@ -180,37 +140,23 @@ async def test_restart_resumes_pending_jobs_and_finishes_them_once(
     assert row is not None
     assert row.state is state
 
-    second = make_manager()
-    recorder = await started(second)
-    await recorder.wait_for(JobCompleted, job.id)
-    assert emulator.submits_for("a red fox, watercolor") == 1
+    recorder, destination = await started(make_manager())
+    await recorder.wait_for(JobDelivered, job.id)
+    assert len(destination.images) == 1
     assert len(emulator.submits) == 1
 
 
-async def test_restart_in_completed_downloads_again(emulator: Emulator, make_manager: ManagerFactory) -> None:
-    first = make_manager()
-    first_events = await started(first)
-    job = await first.submit(new_job())
-    await first_events.wait_for(JobCompleted, job.id)
-    await first.stop()  # died before delivering
-
-    recorder = await started(make_manager())
-    completed = await recorder.wait_for(JobCompleted, job.id)
-    assert isinstance(completed, JobCompleted)
-    assert completed.image.data.startswith(b"\x89PNG")
-    assert len(emulator.submits) == 1
-
-
-@pytest.mark.parametrize("state", [JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED])
+@pytest.mark.parametrize("state", [JobState.DELIVERED, JobState.FAILED, JobState.CANCELLED, JobState.UNDELIVERABLE])
 async def test_final_jobs_are_not_resumed(
     emulator: Emulator, make_manager: ManagerFactory, store: SQLiteJobStore, state: JobState
 ) -> None:
     job = await store.create(new_job(), now=datetime.now(UTC))
-    await store.transition(job.id, state, now=datetime.now(UTC))
+    await store.transition(job.id, state, expect=ANY, now=datetime.now(UTC))
     manager = make_manager()
-    recorder = await started(manager)
+    recorder, destination = await started(manager)
     await asyncio.sleep(0.1)
     assert recorder.events == []
+    assert destination.attempts == []
     assert manager.pending == 0
 
 
@@ -219,30 +165,30 @@ async def test_resume_filter_leaves_other_jobs_alone(
 ) -> None:
     await store.create(new_job(), now=datetime.now(UTC))
     manager = make_manager()
-    recorder = Recorder()
-    manager.subscribe(recorder)
-    assert await manager.start(resume=lambda job: False) == 0
+    recorder, _ = await started(manager, resume=lambda job: False)
     await asyncio.sleep(0.05)
     assert recorder.events == []
 
 
-async def test_cancel_while_queued_and_too_late(emulator: Emulator, make_manager: ManagerFactory) -> None:
+async def test_cancel_waiting_queued_and_too_late(emulator: Emulator, make_manager: ManagerFactory) -> None:
     emulator.config.queue_time = Duration.constant(30.0)
     manager = make_manager()
-    recorder = await started(manager)
-    queued = await manager.submit(new_job())
+    recorder, _destination = await started(manager)
+    waiting = await manager.enqueue(new_job(seed=1), None)  # never confirmed: still in the line
+    assert await manager.cancel(waiting.job.id) is CancelOutcome.CANCELLED
+    queued = await submitted(manager)
     assert await manager.cancel(queued.id) is CancelOutcome.CANCELLED
     cancelled = await recorder.wait_for(JobCancelled, queued.id)
     assert cancelled.job.state is JobState.CANCELLED
-    assert cancelled.job.origin.interaction_token is None
     assert await manager.cancel(queued.id) is CancelOutcome.ALREADY_FINISHED
 
     emulator.config.queue_time = Duration.constant(0.0)
     emulator.config.run_time = Duration.constant(30.0)
-    running = await manager.submit(new_job(seed=8))
+    running = await submitted(manager, new_job(seed=8))
     await recorder.wait_for(JobRunning, running.id)
     assert await manager.cancel(running.id) is CancelOutcome.TOO_LATE
     assert await manager.cancel(10_000) is CancelOutcome.UNKNOWN_JOB
+    assert emulator.submits_for("a red fox, watercolor", 1) == 0
 
 
 async def test_cancel_refused_upstream_is_reported_as_too_late(
@@ -251,7 +197,7 @@ async def test_cancel_refused_upstream_is_reported_as_too_late(
     emulator.config.queue_time = Duration.constant(30.0)
     manager = make_manager(policy=FixedPolicy(10.0))
     await started(manager)
-    job = await manager.submit(new_job())
+    job = await submitted(manager)
     emulator.inject("cancel", Fault.http(202, {"request_id": job.request_id, "outcome": "not_cancellable"}))
     assert await manager.cancel(job.id) is CancelOutcome.TOO_LATE
     row = await manager.store.get(job.id)
@@ -259,19 +205,22 @@ async def test_cancel_refused_upstream_is_reported_as_too_late(
     assert row.state is JobState.IN_QUEUE
 
 
-async def test_upstream_failure_reaches_subscribers_in_plain_words(
+async def test_upstream_failure_reaches_members_in_plain_words_and_the_operator_in_detail(
     emulator: Emulator, make_manager: ManagerFactory
 ) -> None:
     emulator.config.failure_rate = 1.0
     emulator.config.failure_message = "NSFW content detected"
     manager = make_manager()
-    events = await started(manager)
-    job = await manager.submit(new_job())
-    failed = await events.wait_for(JobFailed, job.id)
-    assert isinstance(failed, JobFailed)
+    recorder, _ = await started(manager)
+    job = await submitted(manager)
+    failed = await recorder.wait_for(JobFailed, job.id)
     assert "NSFW" not in failed.reason
+    assert failed.detail is not None
+    assert "NSFW content detected" in failed.detail
+    assert failed.kind is FailureKind.REFUSED
     assert failed.job.state is JobState.FAILED
     assert failed.job.error == failed.reason
+    assert failed.job.failure_kind is FailureKind.REFUSED
 
 
 async def test_transient_errors_are_retried_until_the_job_finishes(
@@ -282,20 +231,19 @@ async def test_transient_errors_are_retried_until_the_job_finishes(
     emulator.inject("status", Fault.http(503), times=6)  # more than one call's retries
     emulator.inject("result", Fault.http(429, retry_after="0"), times=2)
     manager = make_manager()
-    recorder = await started(manager)
-    job = await manager.submit(new_job())
-    await recorder.wait_for(JobCompleted, job.id)
+    recorder, _ = await started(manager)
+    job = await submitted(manager)
+    await recorder.wait_for(JobDelivered, job.id)
 
 
 async def test_expired_request_id_fails_the_job(emulator: Emulator, make_manager: ManagerFactory) -> None:
     emulator.config.queue_time = Duration.constant(30.0)
     manager = make_manager()
-    recorder = await started(manager)
-    job = await manager.submit(new_job())
+    recorder, _ = await started(manager)
+    job = await submitted(manager)
     assert job.request_id is not None
     emulator.expire(job.request_id)
     failed = await recorder.wait_for(JobFailed, job.id)
-    assert isinstance(failed, JobFailed)
     assert not failed.retryable or "again" in failed.reason
 
 
@@ -303,44 +251,39 @@ async def test_unknown_state_is_tolerated_for_a_bounded_time(emulator: Emulator,
     emulator.config.unknown_state = "warming_up"
     emulator.config.queue_time = Duration.constant(30.0)
     manager = make_manager(unknown_state_timeout=0.3)
-    recorder = await started(manager)
-    job = await manager.submit(new_job())
+    recorder, _ = await started(manager)
+    job = await submitted(manager)
     failed = await recorder.wait_for(JobFailed, job.id)
-    assert isinstance(failed, JobFailed)
     assert "state" in failed.reason
-
-
-async def test_job_timeout_gives_up_and_cancels_upstream(emulator: Emulator, make_manager: ManagerFactory) -> None:
-    emulator.config.queue_time = Duration.constant(30.0)
-    manager = make_manager(job_timeout=0.3)
-    recorder = await started(manager)
-    job = await manager.submit(new_job())
-    failed = await recorder.wait_for(JobFailed, job.id)
-    assert isinstance(failed, JobFailed)
-    assert "gave up" in failed.reason
-    assert job.request_id is not None
-    assert emulator.jobs[job.request_id].cancelled_at is not None
 
 
 async def test_submit_refusals_fail_the_job_without_polling(emulator: Emulator, make_manager: ManagerFactory) -> None:
     emulator.inject("submit", Fault.error_code(400002, message="insufficient balance"))
     manager = make_manager()
-    recorder = await started(manager)
-    job = await manager.submit(new_job())
-    failed = await recorder.wait_for(JobFailed, job.id)
-    assert isinstance(failed, JobFailed)
+    recorder, _ = await started(manager)
+    ticket = await manager.enqueue(new_job(channel=None), None)
+    await manager.confirm(ticket.job.id)
+    failed = await recorder.wait_for(JobFailed, ticket.job.id)
     assert "out of credit" in failed.reason
-    assert manager.pending == 0
+    assert failed.detail is not None
+    assert "400002" in failed.detail
+    assert manager.upstream.worker.pending == 0
 
 
-async def test_many_pending_jobs_share_one_scheduler_task(emulator: Emulator, make_manager: ManagerFactory) -> None:
+async def test_many_pending_jobs_share_one_poll_task(emulator: Emulator, make_manager: ManagerFactory) -> None:
     emulator.config.queue_time = Duration.constant(60.0)
     manager = make_manager(policy=FixedPolicy(5.0))
     await started(manager)
+    jobs = [await manager.enqueue(new_job(seed=seed), None) for seed in range(200)]
+    for ticket in jobs:
+        await manager.confirm(ticket.job.id)
+    for _ in range(500):
+        if manager.upstream.worker.pending == 200 and not manager._tasks:
+            break
+        await asyncio.sleep(0.01)
     before = len(asyncio.all_tasks())
-    for seed in range(200):
-        await manager.submit(new_job(seed=seed))
-    assert manager.pending == 200
+    await asyncio.sleep(0.05)
+    assert manager.upstream.worker.pending == 200
     assert len(asyncio.all_tasks()) - before <= 2
 
 
@@ -350,15 +293,26 @@ async def test_adaptive_policy_learns_from_stored_history(
     now = datetime.now(UTC)
     for index in range(5):
         job = await store.create(new_job(seed=index), now=now)
-        await store.transition(job.id, JobState.IN_QUEUE, now=now)
-        await store.transition(job.id, JobState.IN_PROGRESS, now=now + timedelta(seconds=1))
-        await store.transition(job.id, JobState.COMPLETED, now=now + timedelta(seconds=9))
-        await store.transition(job.id, JobState.DELIVERED, now=now + timedelta(seconds=9))
+        await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=now)
+        await store.transition(job.id, JobState.IN_PROGRESS, expect=ANY, now=now + timedelta(seconds=1))
+        await store.transition(job.id, JobState.COMPLETED, expect=ANY, now=now + timedelta(seconds=9))
+        await store.transition(job.id, JobState.DELIVERED, expect=ANY, now=now + timedelta(seconds=9))
     manager = JobManager(client, store, model=MODEL)
-    await manager.start()
+    await started(manager)
     try:
         running = await store.create(new_job(seed=99), now=now)
-        running = await store.transition(running.id, JobState.IN_PROGRESS, now=now)
-        assert manager.eta(running) == now + timedelta(seconds=8)
+        moved = await store.transition(running.id, JobState.IN_PROGRESS, expect=ANY, now=now)
+        assert moved is not None
+        assert manager.eta(moved) == now + timedelta(seconds=8)
     finally:
         await manager.stop()
+
+
+async def test_every_transition_is_one_event(emulator: Emulator, make_manager: ManagerFactory) -> None:
+    manager = make_manager()
+    recorder, _ = await started(manager)
+    job = await submitted(manager)
+    await recorder.wait_for(JobDelivered, job.id)
+    assert len(recorder.of(JobAccepted, job.id)) == 1
+    assert len(recorder.of(JobCompleted, job.id)) == 1
+    assert len(recorder.of(JobDelivered, job.id)) == 1

@@ -55,6 +55,11 @@ class ChaosPlan:
     run_time: Duration = field(default_factory=lambda: Duration.uniform(0.2, 0.8))
     ready_timeout: float = 30.0
     settle_timeout: float = 90.0
+    # Discord outages: in these lives (counted from 0, while the bot is up) every REST call of the bot answers
+    # 503 or has its connection cut for `outage_seconds`, while members keep sending commands; the bot is killed
+    # a moment after Discord is back, so what finished meanwhile must be delivered by the next process.
+    outage_lives: tuple[int, ...] = (4, 11)
+    outage_seconds: float = 12.0
 
 
 @dataclass
@@ -79,6 +84,7 @@ class Life:
     startup_kill: bool = False
     unfinished_at_spawn: int = 0
     exit_code: int | None = None
+    outage: str | None = None  # the Discord outage this life went through, if any
 
 
 @dataclass
@@ -90,6 +96,7 @@ class JobRow:
     delivery: str | None
     message_id: int | None
     request_id: str | None
+    deliver_at: str | None
 
 
 @dataclass
@@ -136,6 +143,7 @@ class ChaosReport:
             "seed": self.plan.seed,
             "kills": self.kills,
             "kills_during_startup": self.startup_kills,
+            "discord_outages": [life.outage for life in self.lives if life.outage],
             "commands": self.commands,
             "acknowledged": self.acknowledged,
             "unacknowledged_while_down": self.unacknowledged,
@@ -160,6 +168,7 @@ class ChaosReport:
         lines = [
             f"chaos seed {f['seed']}: {f['kills']} SIGKILLs ({f['kills_during_startup']} during startup), "
             f"{f['commands']} /imagine commands in {f['duration_seconds']} s",
+            f"  Discord outages of {self.plan.outage_seconds:.0f} s: {', '.join(f['discord_outages']) or 'none'}",
             f"  acknowledged {f['acknowledged']}: delivered {f['delivered']}, "
             f"failed 'not sent again' {f['failed_not_sent_again']} "
             f"({f['failed_not_sent_again_but_created_upstream']} of them had reached RunComfy)",
@@ -288,7 +297,7 @@ def read_jobs(database: Path) -> list[JobRow]:
         return []
     with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
         rows = db.execute(
-            "SELECT id, prompt, state, error, delivery, message_id, request_id FROM jobs ORDER BY id"
+            "SELECT id, prompt, state, error, delivery, message_id, request_id, deliver_at FROM jobs ORDER BY id"
         ).fetchall()
     return [JobRow(*row) for row in rows]
 
@@ -316,6 +325,7 @@ class ChaosRun:
         while len(self.sent) < plan.jobs or len(self.lives) < plan.min_kills:
             first = not self.lives
             startup_kill = not first and self.rng.random() < plan.startup_kill_share
+            startup_kill = startup_kill and len(self.lives) not in plan.outage_lives
             process, life = await self._spawn()
             try:
                 if startup_kill:
@@ -323,6 +333,8 @@ class ChaosRun:
                     await self._until_ready(process, life, within=self.rng.uniform(0.05, 1.2), required=False)
                 else:
                     await self._until_ready(process, life, within=plan.ready_timeout, required=True)
+                    if life.number in plan.outage_lives:
+                        await self._discord_outage(process, life)
                     await self._members_while_up(self.rng.uniform(*plan.uptime), process)
             finally:
                 await self._end(process, life, signal.SIGKILL)
@@ -368,6 +380,13 @@ class ChaosRun:
             raise AssertionError(f"the bot exited on its own (code {process.process and process.process.returncode}):\n"
                                  f"{process.log_text()[-3000:]}")  # fmt: skip
         life.ready_after = time.monotonic() - life.spawned_at
+
+    async def _discord_outage(self, process: BotProcess, life: Life) -> None:
+        """Discord down for the bot's REST calls (interactions still arrive and are acknowledged) for a while."""
+        drop = self.rng.random() < 0.5
+        life.outage = "connections refused" if drop else "503"
+        with self.world.fake.rest_outage(status=503, drop=drop):
+            await self._members_while_up(self.plan.outage_seconds, process)
 
     async def _members_while_up(self, uptime: float, process: BotProcess) -> None:
         """Commands at random gaps until `uptime` has passed; the last ones race the kill."""
@@ -504,21 +523,21 @@ class ChaosRun:
         return "\n".join("\n".join(log.splitlines()[-lines:]) for log in self.logs[-2:])
 
 
-_UNFINISHED = frozenset({"waiting", "submitting", "in_queue", "in_progress", "completed"})
+_UNFINISHED = frozenset({"waiting", "submitting", "in_queue", "in_progress", "completed", "delivering"})
 
 
 def _failed_by_restart(error: str | None) -> bool:
     """The honest end of a job a kill caught before RunComfy confirmed it: failed, never sent (again).
 
-    RESTARTED_WHILE_SUBMITTING when it may have reached RunComfy; the waiting line (cogs/lines.py) has its own
+    RESTARTED_WHILE_SUBMITTING when it may have reached RunComfy; the waiting line (bot/jobs/line.py) has its own
     sentence for a job that never left the bot.
     """
     return error == RESTARTED_WHILE_SUBMITTING or (error or "").startswith("The bot restarted")
 
 
 def _unannounced(row: JobRow) -> bool:
-    """A failed or cancelled job whose final state the member has not been shown yet."""
-    return row.state in ("failed", "cancelled") and row.delivery is None and row.message_id is not None
+    """A failed or cancelled job whose end is still owed to its member (not shown yet, nor given up)."""
+    return row.state in ("failed", "cancelled") and row.deliver_at is not None
 
 
 def _final_text(sent: Sent) -> str | None:

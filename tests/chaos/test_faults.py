@@ -22,7 +22,7 @@ import pytest
 
 from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator, EmulatorConfig
-from bot.jobs import NO_IMAGE, RESTARTED_WHILE_SUBMITTING
+from bot.jobs.upstream import NO_IMAGE, RESTARTED_WHILE_SUBMITTING
 from bot.runcomfy_errors import RunComfyError
 from tests.bot_settings import QUICK_POLLING, bot_settings
 from tests.chaos.harness import DONE, FAILED, read_jobs

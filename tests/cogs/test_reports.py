@@ -5,7 +5,7 @@ import pytest
 
 from bot.model_spec import InvalidInputError
 from cogs import reports
-from cogs.cost import money
+from cogs.render import money
 from cogs.results import _inputs, parse_remix
 from storage.models import GuildSettings, Job, JobOrigin, JobState, MemberUsage, Usage, UsageDay
 

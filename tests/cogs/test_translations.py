@@ -7,8 +7,8 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.community import app_commands_to_sync
 from cogs.translations import FRENCH, GERMAN, CommandTranslator
+from cogs.wiring import app_commands_to_sync
 from tests.fakediscord.commands import valid_chat_input_name
 
 

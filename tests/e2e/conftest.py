@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bot.app import ImagineBot
+from bot.clock import Clock
 from bot.emulator import Duration, Emulator, EmulatorConfig
 from bot.settings import Settings
 from storage.models import Job, JobState
@@ -52,8 +53,8 @@ def start_bot(fake_discord: FakeDiscord, settings: Settings) -> BotStarter:
     """`async with start_bot() as bot:` runs a fresh ImagineBot process-equivalent on the same database."""
 
     @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[ImagineBot]:
-        bot = ImagineBot(settings.model_copy(update=overrides), guild_ready_timeout=0.05)
+    async def start(clock: Clock | None = None, **overrides: Any) -> AsyncIterator[ImagineBot]:
+        bot = ImagineBot(settings.model_copy(update=overrides), clock=clock, guild_ready_timeout=0.05)
         async with run_bot(fake_discord, bot) as running:
             yield running
 
@@ -86,4 +87,29 @@ async def job_in_state(bot: ImagineBot, job_id: int, *states: JobState, within: 
             job = await bot.store.get(job_id)
             if job is not None and job.state in states:
                 return job
+            await asyncio.sleep(0.02)
+
+
+async def jobs_for(
+    bot: ImagineBot,
+    interactions: list[FakeInteraction],
+    *states: JobState,
+    within: float = 20.0,
+    check: Callable[[Job], object] | None = None,
+) -> list[Job]:
+    """The jobs behind `interactions` (one each, by member and prompt), once every one is in one of `states`
+    (and passes `check`, when given)."""
+    assert bot.store is not None
+    async with asyncio.timeout(within):
+        while True:
+            rows = []
+            for interaction in interactions:
+                prompt = interaction.data.get("options", [{}])
+                mine = await bot.store.jobs_for_user(interaction.member.id, limit=1000)
+                wanted = {str(option.get("value")) for option in prompt if option.get("name") == "prompt"}
+                rows.extend(job for job in mine if job.prompt in wanted)
+            if len(rows) == len(interactions) and all(
+                row.state in states and (check is None or check(row)) for row in rows
+            ):
+                return rows
             await asyncio.sleep(0.02)

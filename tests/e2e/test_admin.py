@@ -46,7 +46,8 @@ async def test_show_prints_the_defaults_then_each_change(
     fields = {field["name"]: field["value"] for field in shown.embeds[0]["fields"]}
     assert fields["Channels"] == "every channel"
     assert fields["Default aspect ratio"].startswith("1:1")
-    assert fields["Jobs at once, per member"] == "2"
+    assert fields["Jobs at once, per member"] == "3"
+    assert fields["Jobs waiting, per member"] == "10"
     assert fields["Images per member per 24 h"] == "25"
     assert fields["Jobs at once, whole server"].startswith("10")
     assert fields["Manage Server skips member limits"] == "on"
@@ -54,12 +55,14 @@ async def test_show_prints_the_defaults_then_each_change(
     assert fields["Results show cost"] == "off"
     assert fields["Banned words and phrases (0)"] == "none"
 
-    await admin(moderator, general, "set member-jobs", limit=3)
+    await admin(moderator, general, "set member-jobs", limit=2)
+    await admin(moderator, general, "set member-queue", limit=5)
     await admin(moderator, general, "set server-jobs", limit=4)
     await admin(moderator, general, "set banned-words", action="add", words="Dragon, evil wizard")
     await admin(moderator, general, "set channels", action="add", channel=general)
     fields = {field["name"]: field["value"] for field in (await admin(moderator, general, "show")).embeds[0]["fields"]}
-    assert fields["Jobs at once, per member"] == "3"
+    assert fields["Jobs at once, per member"] == "2"
+    assert fields["Jobs waiting, per member"] == "5"
     assert fields["Jobs at once, whole server"].startswith("4")
     assert fields["Banned words and phrases (2)"] == "||dragon||, ||evil wizard||"
     assert fields["Channels"] == f"<#{general.id}>"

@@ -5,6 +5,7 @@ No tests here: only what a member or admin does in several of those files.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -52,13 +53,16 @@ async def answer_to(interaction: FakeInteraction) -> FakeMessage:
 
 
 async def job_for(bot: ImagineBot, interaction: FakeInteraction) -> Job:
-    """The job whose reply is this interaction's message."""
+    """The job whose reply is this interaction's message (written just after Discord took the acknowledgement)."""
     assert bot.store is not None
     message = await interaction.wait_until_acked()
     assert message.original_message is not None
-    job = await bot.store.by_message_id(message.original_message.id)
-    assert job is not None
-    return job
+    async with asyncio.timeout(5):
+        while True:
+            job = await bot.store.by_message_id(message.original_message.id)
+            if job is not None:
+                return job
+            await asyncio.sleep(0.01)
 
 
 async def finished_image(

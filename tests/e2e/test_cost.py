@@ -69,8 +69,10 @@ async def test_usage_adds_up_spend_and_images_per_day_and_names_the_top_members(
         at = today - timedelta(days=days_ago)
         origin = JobOrigin(guild_id=guild_id, channel_id=general.id, user_id=user.id)
         job = await store.create(NewJob("m", "p", "1:1", 1, origin), now=at)
-        await store.transition(job.id, JobState.COMPLETED, now=at, cost_usd=cost, cost_estimated=estimated)
-        await store.transition(job.id, JobState.DELIVERED, now=at)
+        await store.transition(
+            job.id, JobState.COMPLETED, expect=tuple(JobState), now=at, cost_usd=cost, cost_estimated=estimated
+        )
+        await store.transition(job.id, JobState.DELIVERED, expect=tuple(JobState), now=at)
 
     await finished(alice, 0, 0.03)
     await finished(alice, 0, 0.03)
@@ -82,7 +84,7 @@ async def test_usage_adds_up_spend_and_images_per_day_and_names_the_top_members(
     never = await store.create(
         NewJob("m", "failed early", "1:1", 1, JobOrigin(guild_id=guild.id, user_id=bob.id)), now=today
     )
-    await store.transition(never.id, JobState.FAILED, now=today)  # no image: not counted
+    await store.transition(never.id, JobState.FAILED, expect=tuple(JobState), now=today)  # no image: not counted
 
     answer = await admin(moderator, general, "usage", days=7)
     [embed] = answer.embeds

@@ -353,20 +353,24 @@ async def test_buttons_on_old_results_work_after_a_restart(
         await fake_discord.wait_for(lambda: emulator.submits_for("a bonsai") == 2, 10)
 
 
-async def test_deleted_reply_is_recorded_without_crash_or_retry_storm(
+async def test_a_reply_deleted_while_queued_cancels_the_job_upstream_and_sends_nothing_more(
     fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
 ) -> None:
-    emulator.config.queue_time = Duration.constant(0.5)
+    emulator.config.queue_time = Duration.constant(5.0)
     interaction = await alice.run_command("imagine", general, prompt="a fleeting thought")
     message = await reply_showing(fake_discord, interaction, "Queued")
+    seen = len(fake_discord.requests)
     await fake_discord.delete_message(message)
     [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
-    job = await job_in_state(bot, job.id, JobState.FAILED)
-    assert job.delivery == "undeliverable"
-    assert job.error is not None
-    assert "deleted" in job.error
-    edits_after = [r for r in fake_discord.requests if r.status == 404]
-    assert len(edits_after) <= 3
+    job = await job_in_state(bot, job.id, JobState.CANCELLED)
+    assert job.deleted_at is not None
+    assert job.request_id is not None
+    assert emulator.jobs[job.request_id].cancelled_at is not None  # nothing billed for a reply nobody can see
+    await asyncio.sleep(0.5)
+    # An edit already on its way as the member deleted the reply meets "unknown message"; after that, nothing.
+    sends = [r for r in fake_discord.requests[seen:] if r.method in ("PATCH", "POST") and "/messages" in r.path]
+    assert len(sends) <= 1
+    assert all(r.error_code == 10008 for r in sends)
 
 
 @pytest.mark.parametrize("prompt", ["   ", "\u200b"[:0] + " \t "])
@@ -445,16 +449,19 @@ async def test_reply_that_cannot_be_edited_falls_back_to_a_new_message(
     assert job.delivery == "new_message"
 
 
-async def test_deleted_channel_while_the_job_runs_is_recorded(
+async def test_a_channel_deleted_while_the_job_runs_ends_it_without_further_sends(
     fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, guild: FakeGuild
 ) -> None:
-    emulator.config.queue_time = Duration.constant(0.5)
+    emulator.config.queue_time = Duration.constant(0.1)
+    emulator.config.run_time = Duration.constant(1.0)
     channel = guild.add_channel("temporary")
     await fake_discord.sync_guild(guild)
     interaction = await alice.run_command("imagine", channel, prompt="into the void")
-    await reply_showing(fake_discord, interaction, "Queued")
+    await reply_showing(fake_discord, interaction, "Generating")
     await fake_discord.delete_channel(channel)
     [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
-    job = await job_in_state(bot, job.id, JobState.FAILED)
-    assert job.delivery == "undeliverable"
+    job = await job_in_state(bot, job.id, JobState.UNDELIVERABLE)  # made (and billed) while running, shown nowhere
+    assert job.deleted_at is not None
+    assert job.delivery_error is not None
     assert emulator.submits_for("into the void") == 1
+    assert not [r for r in fake_discord.requests if r.status == 404 and r.error_code == 10003]  # never sent there

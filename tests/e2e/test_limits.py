@@ -22,28 +22,38 @@ from tests.e2e.test_community_support import admin, backdate, finished_image, jo
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeMember
 
 
-async def test_member_concurrency_limit_is_hit_then_released_by_a_finished_job(
-    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
+async def test_a_members_extra_job_waits_its_turn_and_only_past_the_line_cap_is_refused(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
 ) -> None:
     emulator.config.queue_time = Duration.constant(30.0)
+    await admin(moderator, general, "set member-jobs", limit=2)
+    await admin(moderator, general, "set member-queue", limit=1)
     first = await alice.run_command("imagine", general, prompt="first of two")
     second = await alice.run_command("imagine", general, prompt="second of two")
     await reply_showing(fake_discord, first, "Queued")
     await reply_showing(fake_discord, second, "Queued")
 
-    third = await alice.run_command("imagine", general, prompt="one too many")
-    refusal = await third.wait_for_message()
+    third = await alice.run_command("imagine", general, prompt="waits for mine")
+    await reply_showing(fake_discord, third, "Waiting for one of your images to finish · #1 in line")
+    assert emulator.submits_for("waits for mine") == 0  # nothing sent or billed while it waits
+
+    fourth = await alice.run_command("imagine", general, prompt="one too many")
+    refusal = await fourth.wait_for_message()
     assert refusal.ephemeral
-    assert "You already have 2 images in progress" in refusal.content
-    assert "limit is 2 at a time" in refusal.content
+    assert "1 image waiting in this server's line" in refusal.content
+    assert "holds up to 1 of yours" in refusal.content
     assert emulator.submits_for("one too many") == 0
 
     job = await job_for(bot, first)
     click = await alice.click(first.original_message, f"imagine:cancel:{job.id}")  # type: ignore[arg-type]
     await fake_discord.wait_for(lambda: click.followups and "nothing was charged" in click.followups[-1].content, 10)
-    again = await alice.run_command("imagine", general, prompt="room again")
-    await reply_showing(fake_discord, again, "Queued")
-    assert emulator.submits_for("room again") == 1
+    await reply_showing(fake_discord, third, "Queued")  # its turn came
+    assert emulator.submits_for("waits for mine") == 1
 
 
 async def test_daily_quota_is_hit_then_released_when_the_window_moves_on(
@@ -82,10 +92,8 @@ async def test_members_with_manage_server_bypass_member_limits_unless_switched_o
 
     off = await admin(moderator, general, "set admin-bypass", enabled=False)
     assert "off" in off.content
-    refused = await moderator.run_command("imagine", general, prompt="no bypass now")
-    answer = await refused.wait_for_message()
-    assert answer.ephemeral
-    assert "limit is 1 at a time" in answer.content
+    held = await moderator.run_command("imagine", general, prompt="no bypass now")
+    await reply_showing(fake_discord, held, "Waiting for one of your images to finish")
     assert emulator.submits_for("no bypass now") == 0
 
 
@@ -162,7 +170,7 @@ async def test_cancelling_a_waiting_job_moves_the_line_up(
     await reply_showing(fake_discord, behind, "#2")
     job = await job_for(bot, ahead)
     click = await bob.click(ahead.original_message, f"imagine:cancel:{job.id}")  # type: ignore[arg-type]
-    await fake_discord.wait_for(lambda: click.followups and "nothing was sent" in click.followups[-1].content, 10)
+    await fake_discord.wait_for(lambda: click.followups and "nothing was charged" in click.followups[-1].content, 10)
     await reply_showing(fake_discord, ahead, "Cancelled")
     await reply_showing(fake_discord, behind, "Waiting for a free slot · #1")
     await asyncio.sleep(0.1)

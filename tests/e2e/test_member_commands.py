@@ -77,7 +77,7 @@ async def test_history_lists_my_last_ten_results_with_links_and_seeds(
         at = start + timedelta(minutes=index)
         origin = JobOrigin(guild_id=guild.id, channel_id=general.id, user_id=alice.id, message_id=10_000 + index)
         old = await store.create(NewJob("m", f"older {index}", "1:1", index, origin), now=at)
-        await store.transition(old.id, JobState.DELIVERED, now=at + timedelta(seconds=5))
+        await store.transition(old.id, JobState.DELIVERED, expect=tuple(JobState), now=at + timedelta(seconds=5))
 
     answer = await (await alice.run_command("imagine-history", general)).wait_for_message()
     assert answer.ephemeral

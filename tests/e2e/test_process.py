@@ -148,7 +148,14 @@ async def test_sigterm_exits_zero_within_10_s_and_the_next_start_resumes(
         logs = bot.logs()
 
     transitions = [entry for entry in logs if entry.get("job_id") == 1 and entry["message"].startswith("job 1 -> ")]
-    assert [entry["state"] for entry in transitions] == ["in_queue", "in_progress", "completed", "delivered"]
+    assert [entry["state"] for entry in transitions] == [
+        "submitting",
+        "in_queue",
+        "in_progress",
+        "completed",
+        "delivering",
+        "delivered",
+    ]
     assert any("shutting down" in entry["message"] for entry in logs)
     assert [entry for entry in logs if entry["logger"] == "bot.app"][-1]["message"] == "shut down cleanly"
     text = "\n".join(bot.lines)

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -14,7 +14,7 @@ from aiohttp import web
 from . import rest_app, rest_channels, rest_interactions
 from .clock import FakeClock
 from .commands import CommandRegistry
-from .faults import Fault, FaultInjector, Matcher
+from .faults import Fault, FaultInjector, Hold, Matcher, Outage
 from .gateway import Gateway, GatewaySession, Intent
 from .ids import Snowflakes, new_token
 from .interactions import FakeInteraction, InteractionRegistry, interaction_create_payload
@@ -49,6 +49,9 @@ class FakeDiscord:
         self.messages: dict[int, FakeMessage] = {}
         self.attachments: dict[int, FakeAttachment] = {}
         self.requests: list[RecordedRequest] = []
+        self.nonces: dict[tuple[int, str], tuple[FakeMessage, float]] = {}  # (author, nonce) -> first message, when
+        self.outage: Outage | None = None
+        self.holds: list[Hold] = []
         self.unknown_routes: list[str] = []
         self.privileged_intents = 0  # Intent bits enabled in the developer portal
         self.ratelimits = RateLimiter(self.clock)
@@ -203,6 +206,30 @@ class FakeDiscord:
     @fault_rate.setter
     def fault_rate(self, rate: float) -> None:
         self.faults.rate = rate
+
+    @contextlib.contextmanager
+    def rest_outage(self, *, status: int = 503, drop: bool = False) -> Iterator[Outage]:
+        """`with fake.rest_outage(): ...` every REST call the bot makes (bot token and interaction tokens alike)
+        answers `status`, or with `drop=True` has its connection cut before any answer, until the block ends.
+        Interaction callbacks and the gateway stay up, as in Discord's partial outages."""
+        outage = self.outage = Outage(status=status, drop=drop)
+        try:
+            yield outage
+        finally:
+            self.outage = None
+            self.notify()
+
+    @contextlib.contextmanager
+    def hold(self, match: Matcher) -> Iterator[Hold]:
+        """`with fake.hold("POST /channels/{channel_id}/messages") as held: ...` matching requests hang until
+        `held.release()` (or the block ends): a Discord that is slow for one kind of call."""
+        held = Hold(match)
+        self.holds.append(held)
+        try:
+            yield held
+        finally:
+            held.release()
+            self.holds.remove(held)
 
     def expire_token_early(self, interaction: FakeInteraction) -> None:
         interaction.token_expires_at = self.clock.now()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .ratelimit import RouteInfo
 
@@ -58,3 +59,32 @@ class FaultInjector:
             self.served.append((info.key, status))
             return Fault(info.key, status=status, retry_after=round(self.rng.uniform(0.05, 0.3), 3))
         return None
+
+
+@dataclass
+class Outage:
+    """Discord down for the bot's REST calls: every one answers `status`, or (`drop`) loses its connection."""
+
+    status: int = 503
+    drop: bool = False
+    served: int = 0
+
+    def applies(self, info: RouteInfo) -> bool:
+        return not info.key.endswith("/callback")
+
+
+@dataclass
+class Hold:
+    """Requests matching `match` wait (unanswered, like a slow Discord) until `release()`; `waiting` counts them."""
+
+    match: Matcher
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: int = 0
+
+    def matches(self, info: RouteInfo) -> bool:
+        if callable(self.match):
+            return bool(self.match(info))
+        return self.match in (info.key, info.template, info.path)
+
+    def release(self) -> None:
+        self.released.set()

@@ -20,6 +20,7 @@ from .server import Call, Reply, RestServer
 from .state import FakeChannel
 
 REACTIONS_MAX = 20
+NONCE_WINDOW = 5 * 60.0  # Discord checks an enforced nonce "in the past few minutes"
 
 
 def _channel(call: Call) -> tuple[FakeChannel, int]:
@@ -58,10 +59,18 @@ async def create_message(call: Call) -> Reply:
     if channel.is_dm and channel.recipient is not None and not channel.recipient.dms_open:
         raise cannot_dm()
     body = await read_body(call.request)
+    nonce = body.payload.get("nonce")
+    if nonce is not None and body.payload.get("enforce_nonce"):
+        # Discord's rule: the same author and nonce within a few minutes gets the first message back, not a new one.
+        seen = fake.nonces.get((fake.bot_user.id, str(nonce)))
+        if seen is not None and fake.clock.now() - seen[1] < NONCE_WINDOW and not seen[0].deleted:
+            return message_payload(seen[0], viewer_id=fake.bot_user.id)
     ctx = ComposeContext(fake, channel, fake.bot_user, perms)
     reference, target = resolve_reference(ctx, body.payload)
     version = build_version(ctx, body, None, reply_to=target)
     message = fake.store_message(channel, fake.bot_user, version, reference=reference, referenced=target)
+    if nonce is not None:
+        fake.nonces[(fake.bot_user.id, str(nonce))] = (message, fake.clock.now())
     await fake.dispatch_message(message, "MESSAGE_CREATE")
     return message_payload(message, viewer_id=fake.bot_user.id)
 

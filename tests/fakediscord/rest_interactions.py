@@ -45,11 +45,14 @@ def _recorded(call: Call, interaction: FakeInteraction, route: str, callback_typ
     interaction.responses.append(ResponseRecord(route, status, now, callback_type))
 
 
-def _context(call: Call, interaction: FakeInteraction, prefix: tuple[str, ...] = ()) -> ComposeContext:
+def _context(
+    call: Call, interaction: FakeInteraction, prefix: tuple[str, ...] = (), *, later: bool = False
+) -> ComposeContext:
+    """The callback follows the interaction's `app_permissions`; a later edit or followup through the token is
+    checked against the app's permissions in the channel at that moment (taken away meanwhile: 403 50013)."""
     fake = call.fake
-    return ComposeContext(
-        fake, interaction.channel, fake.bot_user, interaction.app_permissions, via_interaction=True, prefix=prefix
-    )
+    permissions = fake.bot_permissions(interaction.channel) if later else interaction.app_permissions
+    return ComposeContext(fake, interaction.channel, fake.bot_user, permissions, via_interaction=True, prefix=prefix)
 
 
 def _check_callback_type(interaction: FakeInteraction, kind: int, data: dict[str, Any]) -> None:
@@ -192,7 +195,7 @@ async def edit_response(call: Call) -> Reply:
     with _recorded(call, interaction, "edit_message"):
         message = _target(call, interaction)
         body = await read_body(call.request)
-        await call.fake.apply_edit(message, build_version(_context(call, interaction), body, message))
+        await call.fake.apply_edit(message, build_version(_context(call, interaction, later=True), body, message))
     return message_payload(message, viewer_id=call.fake.bot_user.id)
 
 
@@ -208,7 +211,7 @@ async def followup(call: Call) -> Reply:
     interaction = _token_interaction(call, "followup")
     with _recorded(call, interaction, "followup"):
         body = await read_body(call.request)
-        ctx = _context(call, interaction)
+        ctx = _context(call, interaction, later=True)
         original = interaction.original_message
         if original is not None and original.loading and not original.deleted:
             # A followup right after a type 5 fills the "thinking..." message (deprecated but real, RR).

@@ -118,6 +118,21 @@ class RestServer:
         )
         headers: dict[str, str] = {}
         error_code: int | None = None
+        for held in [held for held in fake.holds if held.matches(info)]:
+            held.waiting += 1
+            fake.notify()
+            await held.released.wait()
+        outage = fake.outage
+        if outage is not None and outage.applies(info):
+            outage.served += 1
+            fake.requests.append(
+                RecordedRequest(spec.method, spec.template, request.path, 0 if outage.drop else outage.status,
+                                fake.clock.now(), bot_auth)
+            )  # fmt: skip
+            fake.notify()
+            if outage.drop and request.transport is not None:
+                request.transport.abort()  # the connection is cut: the client gets no answer at all
+            return json_response({"message": "503: Service Unavailable", "code": 0}, outage.status)
         try:
             if fake.ratelimits.banned():
                 response = web.Response(status=429, text="error code: 1015", content_type="text/plain")

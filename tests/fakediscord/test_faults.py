@@ -37,13 +37,26 @@ async def test_injected_429_carries_via_and_is_retried(fake_discord: FakeDiscord
     assert [r.status for r in fake_discord.requests_to(CREATE)] == [429, 200]
 
 
-async def test_fault_after_handling_loses_the_response_and_the_retry_duplicates(
+async def test_fault_after_handling_loses_the_response_and_the_nonce_keeps_the_retry_from_duplicating(
     fake_discord: FakeDiscord, general: FakeChannel
 ) -> None:
+    """discord.py sends every message with a nonce and `enforce_nonce`; Discord answers a repeat with the first."""
     fake_discord.inject_fault(CREATE, 429, retry_after=0.05, after=True)
     async with run_bot(fake_discord, PlainBot()) as bot:
-        await bot.text_channel(general).send("once?")
-    assert [m.content for m in general.messages] == ["once?", "once?"]
+        sent = await bot.text_channel(general).send("once?")
+    assert [m.content for m in general.messages] == ["once?"]
+    assert sent.id == general.messages[0].id
+    assert len(fake_discord.requests_to(CREATE)) == 2
+
+
+async def test_a_repeated_nonce_without_enforce_nonce_posts_again(
+    fake_discord: FakeDiscord, general: FakeChannel
+) -> None:
+    async with run_bot(fake_discord, PlainBot()) as bot:
+        route = discord.http.Route("POST", "/channels/{channel_id}/messages", channel_id=general.id)
+        for _ in range(2):
+            await bot.http.request(route, json={"content": "twice", "nonce": "42"})
+    assert [m.content for m in general.messages] == ["twice", "twice"]
 
 
 async def test_random_faults_hit_bot_rest_calls_only(fake_discord: FakeDiscord, general: FakeChannel) -> None:

@@ -12,6 +12,8 @@ import pytest
 from storage.models import GuildLoad, GuildSettings, JobOrigin, JobState, NewJob
 from storage.sqlite import _UNFINISHED_WHERE, SQLiteJobStore
 
+ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
+
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 GUILD = 2**62
 OTHER_GUILD = GUILD + 1
@@ -22,8 +24,8 @@ def at(hours: float) -> datetime:
     return T0 + timedelta(hours=hours)
 
 
-def job(user: int = ALICE, guild: int = GUILD, prompt: str = "p") -> NewJob:
-    return NewJob("m", prompt, "1:1", 1, JobOrigin(guild_id=guild, channel_id=5, user_id=user))
+def job(user: int = ALICE, guild: int = GUILD, prompt: str = "p", *, exempt: bool = False) -> NewJob:
+    return NewJob("m", prompt, "1:1", 1, JobOrigin(guild_id=guild, channel_id=5, user_id=user), exempt=exempt)
 
 
 @pytest.fixture
@@ -36,7 +38,12 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
 async def test_a_server_that_changed_nothing_gets_the_defaults(store: SQLiteJobStore) -> None:
     assert await store.guilds.get(GUILD) == GuildSettings(guild_id=GUILD)
     defaults = GuildSettings(guild_id=GUILD)
-    assert (defaults.member_concurrent, defaults.member_daily, defaults.guild_concurrent) == (2, 25, 10)
+    assert (defaults.member_concurrent, defaults.member_queue, defaults.member_daily, defaults.guild_concurrent) == (
+        3,
+        10,
+        25,
+        10,
+    )
     assert defaults.admins_bypass
     assert defaults.reaction_reroll
     assert not defaults.show_cost
@@ -83,7 +90,7 @@ async def test_a_job_can_start_waiting_and_only_submitting_or_waiting(store: SQL
     waiting = await store.create(job(), now=T0, state=JobState.WAITING)
     assert waiting.state is JobState.WAITING
     assert [j.id for j in await store.unfinished()] == [waiting.id]  # a restart finds it
-    sent = await store.transition(waiting.id, JobState.SUBMITTING, now=at(1))
+    sent = await store.transition(waiting.id, JobState.SUBMITTING, expect=ANY, now=at(1))
     assert sent.created_at == T0  # the wait does not rewrite when it was asked for
     with pytest.raises(ValueError, match="submitting or waiting"):
         await store.create(job(), now=T0, state=JobState.IN_QUEUE)
@@ -93,31 +100,34 @@ async def test_guild_unfinished_is_one_servers_live_jobs_oldest_first(store: SQL
     second = await store.create(job(BOB), now=at(2), state=JobState.WAITING)
     first = await store.create(job(ALICE), now=at(1))
     done = await store.create(job(ALICE), now=at(0))
-    await store.transition(done.id, JobState.DELIVERED, now=at(0.5))
+    await store.transition(done.id, JobState.DELIVERED, expect=ANY, now=at(0.5))
     await store.create(job(ALICE, guild=OTHER_GUILD), now=at(1))
     assert [j.id for j in await store.guild_unfinished(GUILD)] == [first.id, second.id]
 
 
 async def test_guild_load_counts_a_servers_live_jobs_without_loading_them(store: SQLiteJobStore) -> None:
-    assert await store.guild_load(GUILD, ALICE) == GuildLoad(mine=0, active=0, waiting=0)
+    assert await store.guild_load(GUILD, ALICE) == GuildLoad(mine_active=0, mine_waiting=0, active=0, waiting=0)
     await store.create(job(ALICE), now=at(1))
     await store.create(job(ALICE), now=at(1), state=JobState.WAITING)
     await store.create(job(BOB), now=at(1))
+    await store.create(job(ALICE, exempt=True), now=at(1))  # an admin's job still counts among hers
     done = await store.create(job(ALICE), now=at(0))
-    await store.transition(done.id, JobState.DELIVERED, now=at(0.5))
+    await store.transition(done.id, JobState.DELIVERED, expect=ANY, now=at(0.5))
+    made = await store.create(job(ALICE), now=at(0))
+    await store.transition(made.id, JobState.DELIVERING, expect=ANY, now=at(0.5))  # delivering holds no slot
     await store.create(job(ALICE, guild=OTHER_GUILD), now=at(1))
-    assert await store.guild_load(GUILD, ALICE) == GuildLoad(mine=2, active=2, waiting=1)
-    assert await store.guild_load(GUILD, BOB) == GuildLoad(mine=1, active=2, waiting=1)
+    assert await store.guild_load(GUILD, ALICE) == GuildLoad(mine_active=2, mine_waiting=1, active=3, waiting=1)
+    assert await store.guild_load(GUILD, BOB) == GuildLoad(mine_active=1, mine_waiting=0, active=3, waiting=1)
 
 
 async def test_billable_since_skips_cancelled_and_never_sent_jobs(store: SQLiteJobStore) -> None:
     kept = []
     for hours in (0, 1, 2, 3, 4):
         kept.append(await store.create(job(), now=at(hours)))
-    await store.transition(kept[1].id, JobState.CANCELLED, now=at(1))
-    await store.transition(kept[2].id, JobState.FAILED, now=at(2))  # failed before RunComfy accepted it
-    await store.transition(kept[3].id, JobState.IN_QUEUE, now=at(3), request_id="r3")
-    await store.transition(kept[3].id, JobState.FAILED, now=at(3))  # failed upstream: may be billed
+    await store.transition(kept[1].id, JobState.CANCELLED, expect=ANY, now=at(1))
+    await store.transition(kept[2].id, JobState.FAILED, expect=ANY, now=at(2))  # failed before RunComfy accepted it
+    await store.transition(kept[3].id, JobState.IN_QUEUE, expect=ANY, now=at(3), request_id="r3")
+    await store.transition(kept[3].id, JobState.FAILED, expect=ANY, now=at(3))  # failed upstream: may be billed
     await store.create(job(BOB), now=at(4))
     await store.create(job(guild=OTHER_GUILD), now=at(4))
     assert await store.billable_since(ALICE, GUILD, at(0.5)) == [at(3), at(4)]
@@ -128,7 +138,7 @@ async def test_results_for_user_are_delivered_jobs_newest_first(store: SQLiteJob
     ids = []
     for hours in (1, 2, 3):
         made = await store.create(job(), now=at(hours))
-        await store.transition(made.id, JobState.DELIVERED, now=at(hours + 0.1))
+        await store.transition(made.id, JobState.DELIVERED, expect=ANY, now=at(hours + 0.1))
         ids.append(made.id)
     await store.create(job(), now=at(4))  # still running
     assert [j.id for j in await store.results_for_user(ALICE, GUILD, limit=2)] == [ids[2], ids[1]]
@@ -137,7 +147,9 @@ async def test_results_for_user_are_delivered_jobs_newest_first(store: SQLiteJob
 async def test_usage_sums_per_day_and_per_member(store: SQLiteJobStore) -> None:
     async def finished(user: int, hours: float, cost: float | None, estimated: bool = False) -> None:
         made = await store.create(job(user), now=at(hours))
-        await store.transition(made.id, JobState.COMPLETED, now=at(hours), cost_usd=cost, cost_estimated=estimated)
+        await store.transition(
+            made.id, JobState.COMPLETED, expect=ANY, now=at(hours), cost_usd=cost, cost_estimated=estimated
+        )
 
     await finished(ALICE, 0, 0.03)
     await finished(ALICE, 1, 0.03, estimated=True)

@@ -23,6 +23,8 @@ from storage.migrate import (
 from storage.models import Job, JobOrigin, JobState, NewJob
 from storage.sqlite import SQLiteJobStore, StoreUnavailableError
 
+ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
+
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 # What a database looked like at schema version 1, written out by hand so this
@@ -147,7 +149,7 @@ async def test_reopening_does_not_migrate_again(tmp_path: Path) -> None:
     path = tmp_path / "jobs.sqlite3"
     async with await SQLiteJobStore.open(path) as store:
         job = await store.create(NewJob("m", "p", "1:1", 1), now=NOW)
-        await store.transition(job.id, JobState.IN_QUEUE, now=NOW)
+        await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=NOW)
     async with await SQLiteJobStore.open(path) as store:
         assert store.schema_version == latest_version()
         assert (await store.count_by_state())[JobState.IN_QUEUE] == 1
@@ -173,7 +175,9 @@ async def test_a_version_1_file_upgrades_and_keeps_its_rows(tmp_path: Path) -> N
         assert (old.delivery, old.lease_owner, old.lease_until) == (None, None, None)
         assert [job.prompt for job in await store.children(1)] == ["its reroll"]
 
-        delivered = await store.transition(1, JobState.DELIVERED, now=NOW, delivery="file", interaction_token=None)
+        delivered = await store.transition(
+            1, JobState.DELIVERED, expect=ANY, now=NOW, delivery="file", interaction_token=None
+        )
         assert delivered.delivery == "file"
         assert await store.acquire_lease(2, "me", until=NOW, now=NOW)
         assert [job.id for job in await store.unfinished()] == [2]
@@ -232,3 +236,36 @@ async def test_two_stores_opening_one_fresh_file_at_once(tmp_path: Path) -> None
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_version_3_rows_move_to_the_delivery_stage(tmp_path: Path) -> None:
+    """0004 turns what the previous release wrote into what it means now, without losing a notice or an image."""
+    path = tmp_path / "v3.sqlite3"
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        assert await migrate(db, bundled_migrations()[:3]) == 3
+        columns = "state, model, prompt, aspect_ratio, seed, created_at, updated_at, finished_at, delivery, message_id"
+        rows = [
+            ("completed", None, None, None),  # made before the restart, never delivered
+            ("failed", "2025-01-01T00:05:00.000000+00:00", "undeliverable", 77),  # made, nowhere to go
+            ("failed", "2025-01-01T00:05:00.000000+00:00", None, 78),  # failed, never shown
+            ("failed", "2025-01-01T00:05:00.000000+00:00", "notified", 79),  # failed and shown
+        ]
+        for state, finished, delivery, message_id in rows:
+            await db.execute(
+                f"INSERT INTO jobs ({columns}) VALUES (?, 'm', 'p', '1:1', 1, ?, ?, ?, ?, ?)",  # noqa: S608
+                (state, "2025-01-01T00:00:00.000000+00:00", "2025-01-01T00:01:00.000000+00:00", finished, delivery,
+                 message_id),
+            )  # fmt: skip
+    finally:
+        await db.close()
+    async with await SQLiteJobStore.open(path) as store:
+        jobs = [await store.get(job_id) for job_id in (1, 2, 3, 4)]
+        assert [(job.state, job.deliver_at is not None) for job in jobs if job is not None] == [
+            (JobState.COMPLETED, True),
+            (JobState.UNDELIVERABLE, False),
+            (JobState.FAILED, True),
+            (JobState.FAILED, False),
+        ]
+        assert [job.id for job in await store.owing_delivery()] == [1, 3]
+        assert [job.id for job in await store.unfinished()] == [1]

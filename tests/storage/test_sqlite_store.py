@@ -17,6 +17,8 @@ from storage.base import JobNotFoundError
 from storage.models import Job, JobOrigin, JobState, NewJob, Timing
 from storage.sqlite import _UNFINISHED_SQL, SQLiteJobStore, StoreUnavailableError
 
+ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TOKEN = "interaction-token-do-not-leak"
@@ -93,7 +95,7 @@ async def test_every_field_and_the_origin_round_trip(store: SQLiteJobStore) -> N
         "token_expires_at": at(900),
         "filesize_limit": 10 * 1024 * 1024,
     }
-    moved = await store.transition(created.id, JobState.COMPLETED, now=at(4), **fields)
+    moved = await store.transition(created.id, JobState.COMPLETED, expect=ANY, now=at(4), **fields)
     origin_fields = {name: fields.pop(name) for name in ("message_id", "interaction_token", "token_expires_at")}
     origin_fields["filesize_limit"] = fields.pop("filesize_limit")
     expected = dataclasses.replace(
@@ -120,7 +122,7 @@ async def test_timestamps_come_back_aware_utc(store: SQLiteJobStore) -> None:
     india = timezone(timedelta(hours=5, minutes=30))
     local = datetime(2025, 3, 1, 17, 30, 0, 123456, tzinfo=india)
     job = await store.create(new_job(origin=ORIGIN), now=local)
-    job = await store.transition(job.id, JobState.IN_QUEUE, now=local + timedelta(seconds=1))
+    job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=local + timedelta(seconds=1))
     stored = await store.get(job.id)
     assert stored is not None
     for value in (stored.created_at, stored.updated_at, stored.queued_at, stored.origin.token_expires_at):
@@ -144,29 +146,29 @@ async def test_naive_datetimes_are_refused(store: SQLiteJobStore) -> None:
 
 async def test_transition_stamps_the_state_it_enters_and_never_created_at(store: SQLiteJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
-    again = await store.transition(job.id, JobState.SUBMITTING, now=at(1))
+    again = await store.transition(job.id, JobState.SUBMITTING, expect=ANY, now=at(1))
     assert again.created_at == at(0)
     assert again.updated_at == at(1)
 
-    queued = await store.transition(job.id, JobState.IN_QUEUE, now=at(2), queue_position=5)
+    queued = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(2), queue_position=5)
     assert queued.queued_at == at(2)
-    repeated = await store.transition(job.id, JobState.IN_QUEUE, now=at(3), queue_position=2)
+    repeated = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(3), queue_position=2)
     assert repeated.queued_at == at(2), "a repeated transition keeps the time the state was entered"
     assert repeated.queue_position == 2
     assert repeated.updated_at == at(3)
 
-    started = await store.transition(job.id, JobState.IN_PROGRESS, now=at(4), started_at=at(3.5))
+    started = await store.transition(job.id, JobState.IN_PROGRESS, expect=ANY, now=at(4), started_at=at(3.5))
     assert started.started_at == at(3.5), "an explicit field wins over the stamp"
-    requeued = await store.transition(job.id, JobState.IN_QUEUE, now=at(5))
+    requeued = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(5))
     assert requeued.queued_at == at(5), "entering the state again stamps it again"
-    failed = await store.transition(job.id, JobState.FAILED, now=at(6), error="boom")
+    failed = await store.transition(job.id, JobState.FAILED, expect=ANY, now=at(6), error="boom")
     assert (failed.finished_at, failed.error, failed.created_at) == (at(6), "boom", at(0))
 
 
 async def test_unknown_or_fixed_fields_raise_type_error_and_write_nothing(store: SQLiteJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     with pytest.raises(TypeError, match="colour"):
-        await store.transition(job.id, JobState.IN_QUEUE, now=at(1), colour="red")
+        await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1), colour="red")
     with pytest.raises(TypeError, match="model"):
         await store.update(job.id, now=at(1), model="other")
     with pytest.raises(TypeError, match="state"):
@@ -178,9 +180,15 @@ async def test_unknown_or_fixed_fields_raise_type_error_and_write_nothing(store:
 
 async def test_fields_can_be_cleared_to_none(store: SQLiteJobStore) -> None:
     job = await store.create(new_job(origin=ORIGIN), now=at(0))
-    job = await store.transition(job.id, JobState.IN_QUEUE, now=at(1), queue_position=3, request_id="r")
+    job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1), queue_position=3, request_id="r")
     done = await store.transition(
-        job.id, JobState.DELIVERED, now=at(2), interaction_token=None, queue_position=None, delivery="interaction"
+        job.id,
+        JobState.DELIVERED,
+        expect=ANY,
+        now=at(2),
+        interaction_token=None,
+        queue_position=None,
+        delivery="interaction",
     )
     assert done.origin.interaction_token is None
     assert done.queue_position is None
@@ -188,19 +196,41 @@ async def test_fields_can_be_cleared_to_none(store: SQLiteJobStore) -> None:
     assert (await store.get(job.id)) == done
 
 
-async def test_writes_to_an_unknown_job_raise_job_not_found(store: SQLiteJobStore) -> None:
-    with pytest.raises(JobNotFoundError):
-        await store.transition(999, JobState.FAILED, now=at(0))
-    with pytest.raises(JobNotFoundError):
-        await store.update(999, now=at(0), poll_count=1)
+async def test_writes_to_an_unknown_job_change_nothing_and_say_so(store: SQLiteJobStore) -> None:
+    assert await store.transition(999, JobState.FAILED, expect=ANY, now=at(0)) is None
+    assert await store.update(999, now=at(0), poll_count=1) is None
     with pytest.raises(JobNotFoundError, match="parent job 999"):
         await store.create(new_job(parent_id=999), now=at(0))
     assert await store.count_by_state() == dict.fromkeys(JobState, 0)
 
 
+async def test_transition_is_a_compare_and_set_on_the_state(store: SQLiteJobStore) -> None:
+    job = await store.create(new_job(), now=at(0))
+    queued = await store.transition(job.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=at(1), request_id="r")
+    assert queued is not None
+    assert queued.state is JobState.IN_QUEUE
+    # A second step that still believes the job is submitting loses: nothing it asked for is written.
+    late = await store.transition(job.id, JobState.FAILED, expect=JobState.SUBMITTING, now=at(2), error="stale")
+    assert late is None
+    assert await store.get(job.id) == queued
+    assert await store.update(job.id, now=at(3), expect=JobState.IN_PROGRESS, queue_position=9) is None
+    moved = await store.update(job.id, now=at(3), expect=(JobState.IN_QUEUE, JobState.IN_PROGRESS), queue_position=9)
+    assert moved is not None
+    assert moved.queue_position == 9
+
+
+async def test_two_racing_transitions_only_one_wins(store: SQLiteJobStore) -> None:
+    job = await store.create(new_job(), now=at(0), state=JobState.WAITING)
+    results = await asyncio.gather(
+        *(store.transition(job.id, JobState.SUBMITTING, expect=JobState.WAITING, now=at(1)) for _ in range(5)),
+        store.transition(job.id, JobState.CANCELLED, expect=JobState.WAITING, now=at(1)),
+    )
+    assert sum(result is not None for result in results) == 1
+
+
 async def test_update_keeps_the_state(store: SQLiteJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
-    job = await store.transition(job.id, JobState.IN_QUEUE, now=at(1))
+    job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1))
     updated = await store.update(job.id, now=at(2), poll_count=1, next_poll_at=at(3))
     assert (updated.state, updated.queued_at, updated.updated_at) == (JobState.IN_QUEUE, at(1), at(2))
     assert (updated.poll_count, updated.next_poll_at) == (1, at(3))
@@ -221,12 +251,12 @@ async def test_unfinished_lists_live_jobs_oldest_first(store: SQLiteJobStore) ->
     late = await store.create(new_job("late"), now=at(30))
     early = await store.create(new_job("early"), now=at(10))
     middle = await store.create(new_job("middle"), now=at(20))
-    await store.transition(middle.id, JobState.IN_PROGRESS, now=at(31))
+    await store.transition(middle.id, JobState.IN_PROGRESS, expect=ANY, now=at(31))
     for state, when in ((JobState.DELIVERED, 32), (JobState.FAILED, 33), (JobState.CANCELLED, 34)):
         done = await store.create(new_job(state.value), now=at(when - 30))
-        await store.transition(done.id, state, now=at(when))
+        await store.transition(done.id, state, expect=ANY, now=at(when))
     completed = await store.create(new_job("completed, not yet delivered"), now=at(40))
-    await store.transition(completed.id, JobState.COMPLETED, now=at(41))
+    await store.transition(completed.id, JobState.COMPLETED, expect=ANY, now=at(41))
 
     assert [job.prompt for job in await store.unfinished()] == [
         "early",
@@ -249,9 +279,9 @@ async def complete(
     store: SQLiteJobStore, model: str, created: float, queued: float, started: float, done: float
 ) -> Job:
     job = await store.create(new_job(model=model), now=at(created))
-    await store.transition(job.id, JobState.IN_QUEUE, now=at(queued))
-    await store.transition(job.id, JobState.IN_PROGRESS, now=at(started))
-    return await store.transition(job.id, JobState.COMPLETED, now=at(done))
+    await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(queued))
+    await store.transition(job.id, JobState.IN_PROGRESS, expect=ANY, now=at(started))
+    return await store.transition(job.id, JobState.COMPLETED, expect=ANY, now=at(done))
 
 
 async def test_recent_timings_newest_first_with_the_right_math(store: SQLiteJobStore) -> None:
@@ -259,13 +289,13 @@ async def test_recent_timings_newest_first_with_the_right_math(store: SQLiteJobS
     await complete(store, "fox", 20, 21, 21.5, 30.25)  # queue 0.5, run 8.75
     await complete(store, "other-model", 40, 41, 50, 60)
     delivered = await complete(store, "fox", 60, 61, 63, 64)  # queue 2, run 1
-    await store.transition(delivered.id, JobState.DELIVERED, now=at(65))
+    await store.transition(delivered.id, JobState.DELIVERED, expect=ANY, now=at(65))
 
     never_started = await store.create(new_job(model="fox"), now=at(70))
-    await store.transition(never_started.id, JobState.IN_QUEUE, now=at(71))
-    await store.transition(never_started.id, JobState.COMPLETED, now=at(72))  # no started_at
+    await store.transition(never_started.id, JobState.IN_QUEUE, expect=ANY, now=at(71))
+    await store.transition(never_started.id, JobState.COMPLETED, expect=ANY, now=at(72))  # no started_at
     unfinished = await store.create(new_job(model="fox"), now=at(80))
-    await store.transition(unfinished.id, JobState.IN_PROGRESS, now=at(81))
+    await store.transition(unfinished.id, JobState.IN_PROGRESS, expect=ANY, now=at(81))
     backwards = await complete(store, "fox", 90, 91, 92, 93)
     await store.update(backwards.id, now=at(94), queued_at=at(95))  # re-queued after it started
 
@@ -277,7 +307,7 @@ async def test_recent_timings_newest_first_with_the_right_math(store: SQLiteJobS
 async def test_by_request_id(store: SQLiteJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     await store.create(new_job(), now=at(1))
-    job = await store.transition(job.id, JobState.IN_QUEUE, now=at(2), request_id="req-a")
+    job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(2), request_id="req-a")
     assert await store.by_request_id("req-a") == job
     assert await store.by_request_id("req-missing") is None
 
@@ -294,7 +324,7 @@ async def test_count_by_state_includes_zeros(store: SQLiteJobStore) -> None:
     for _ in range(2):
         await store.create(new_job(), now=at(0))
     job = await store.create(new_job(), now=at(0))
-    await store.transition(job.id, JobState.FAILED, now=at(1))
+    await store.transition(job.id, JobState.FAILED, expect=ANY, now=at(1))
     counts = await store.count_by_state()
     assert counts[JobState.SUBMITTING] == 2
     assert counts[JobState.FAILED] == 1
@@ -347,7 +377,7 @@ async def test_leases_between_two_owners(store: SQLiteJobStore) -> None:
 
 async def test_concurrent_writers_on_one_connection_do_not_collide(store: SQLiteJobStore) -> None:
     jobs = await asyncio.gather(*(store.create(new_job(str(n)), now=at(n)) for n in range(20)))
-    await asyncio.gather(*(store.transition(job.id, JobState.IN_QUEUE, now=at(30)) for job in jobs))
+    await asyncio.gather(*(store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(30)) for job in jobs))
     assert (await store.count_by_state())[JobState.IN_QUEUE] == 20
 
 
@@ -380,7 +410,7 @@ async def test_a_write_is_on_disk_when_the_method_returns(db_path: Path) -> None
     first = await SQLiteJobStore.open(db_path)
     try:
         job = await first.create(new_job(origin=ORIGIN), now=at(0))
-        job = await first.transition(job.id, JobState.IN_QUEUE, now=at(1), request_id="req-1")
+        job = await first.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1), request_id="req-1")
         # The first store is still open: nothing was flushed by closing it.
         second = await SQLiteJobStore.open(db_path)
         try:
@@ -406,7 +436,8 @@ from storage.sqlite import SQLiteJobStore
 async def main():
     store = await SQLiteJobStore.open(Path(sys.argv[1]))
     job = await store.create(NewJob("m", "crash", "1:1", 1, JobOrigin(interaction_token="t")), now=datetime.now(UTC))
-    await store.transition(job.id, JobState.IN_QUEUE, now=datetime.now(UTC), request_id="req-crash")
+    now = datetime.now(UTC)
+    await store.transition(job.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=now, request_id="req-crash")
     print(job.id, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -442,7 +473,7 @@ async def test_read_only_store_reads_but_refuses_writes(db_path: Path) -> None:
         assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
         assert caught.value.path == db_path
         with pytest.raises(StoreUnavailableError):
-            await readonly.transition(job.id, JobState.FAILED, now=at(1))
+            await readonly.transition(job.id, JobState.FAILED, expect=ANY, now=at(1))
         with pytest.raises(StoreUnavailableError):
             await readonly.acquire_lease(job.id, "a", until=at(9), now=at(1))
     assert file_bytes(db_path) == before

@@ -1,0 +1,139 @@
+"""The one place a job's state is written: compare-and-set, then exactly one event.
+
+Every worker of the job manager (the line, the poller, the delivery stage)
+moves jobs through this object, so three rules hold everywhere: a write names
+the state it expects and reports whether it happened (the loser of a race, or
+a step acting on a stale row, changes nothing); a write that happened is told
+to every listener exactly once; and nothing outside `bot/jobs/` writes a job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection
+from datetime import datetime
+from typing import Any
+
+from bot.clock import Clock
+from bot.jobs.events import JobCancelled, JobEvent, JobFailed, Listener
+from bot.runcomfy import ModerationError, RunComfyError
+from storage.base import JobStore
+from storage.models import FailureKind, Job, JobState, NewJob
+
+log = logging.getLogger(__name__)
+
+Expect = JobState | Collection[JobState]
+
+
+class Ledger:
+    def __init__(self, store: JobStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Hear every event; returns the function that stops that."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def emit(self, event: JobEvent) -> None:
+        """Tell every listener; one failing listener neither stops the others nor the write that caused it."""
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("job %d: a listener failed on %s", event.job.id, type(event).__name__)
+
+    async def create(self, new: NewJob, *, state: JobState, post_nonce: str | None, event: Event) -> Job:
+        job = await self.store.create(new, now=self.clock.now(), state=state, post_nonce=post_nonce)
+        self.emit(event(job))
+        return job
+
+    async def move(
+        self, job_id: int, to: JobState, *, expect: Expect, event: Event | None, **fields: Any
+    ) -> Job | None:
+        """Move the job to `to` if it is in an expected state; the job as written, or None if it was not.
+
+        `event` builds the one event of this transition from the written row;
+        None only for moves nobody needs to hear of (none today outside tests).
+        """
+        job = await self.store.transition(job_id, to, expect=expect, now=self.clock.now(), **fields)
+        if job is None:
+            log.debug("job %d: not moved to %s (no longer %s)", job_id, to.value, _names(expect))
+            return None
+        if event is not None:
+            self.emit(event(job))
+        return job
+
+    async def note(
+        self, job_id: int, *, expect: Expect | None, event: Event | None = None, **fields: Any
+    ) -> Job | None:
+        """Write fields that are not the state (a queue position, a message id, the next delivery attempt), only
+        while the job is in an expected state; an event when something must hear of it."""
+        job = await self.store.update(job_id, now=self.clock.now(), expect=expect, **fields)
+        if job is not None and event is not None:
+            self.emit(event(job))
+        return job
+
+    # -- endings shared by every stage ----------------------------------------------
+
+    async def fail(
+        self,
+        job: Job,
+        error: RunComfyError | str,
+        *,
+        expect: Expect,
+        kind: FailureKind | None = None,
+        notify: bool = True,
+    ) -> Job | None:
+        """End the job without an image: the member's sentence on the row, the operator's detail in the event, and
+        the notice owed to the member when the job has somewhere to show it (`notify` False: nobody to tell)."""
+        if isinstance(error, RunComfyError):
+            reason, detail, kind = error.user_message, str(error), kind or failure_kind(error)
+        else:
+            reason, detail, kind = error, None, kind or FailureKind.RETRYABLE
+        return await self.move(
+            job.id,
+            JobState.FAILED,
+            expect=expect,
+            event=lambda row: JobFailed(row, reason, kind, detail),
+            error=reason,
+            failure_kind=kind,
+            next_poll_at=None,
+            deliver_at=self.notice_time(job, notify),
+        )
+
+    async def cancel(self, job: Job, reason: str | None, *, expect: Expect, notify: bool = True) -> Job | None:
+        return await self.move(
+            job.id,
+            JobState.CANCELLED,
+            expect=expect,
+            event=lambda row: JobCancelled(row, reason),
+            error=reason,
+            next_poll_at=None,
+            deliver_at=self.notice_time(job, notify),
+        )
+
+    def notice_time(self, job: Job, notify: bool = True) -> datetime | None:
+        """When the end of a job is to be shown: now, if there is someone to tell and a place to show it (the
+        CLI's jobs have none: it hears the event)."""
+        return self.clock.now() if notify and job.origin.channel_id is not None and job.deleted_at is None else None
+
+
+Event = Callable[[Job], JobEvent]
+
+
+def failure_kind(error: RunComfyError) -> FailureKind:
+    if isinstance(error, ModerationError):
+        return FailureKind.REFUSED
+    return FailureKind.RETRYABLE if error.retryable else FailureKind.FINAL
+
+
+def _names(expect: Expect) -> str:
+    states = [expect] if isinstance(expect, JobState) else list(expect)
+    return "/".join(state.value for state in states)

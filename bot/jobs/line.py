@@ -1,0 +1,240 @@
+"""Each server's line: who may have a job, and when each waiting job is sent.
+
+Every Discord job starts in `waiting`: written before its reply exists, so a
+reply a member can see always has a job behind it. It leaves the line (to
+`submitting`) only once its reply is confirmed (the command was acknowledged,
+or the reroll's message posted), and only when both its server has a free slot
+(`server-jobs`) and its member is under their own limit of jobs at once
+(`member-jobs`): a member's extra jobs wait their turn with their place shown,
+and only a member with more than `member-queue` jobs waiting is refused, as
+Midjourney does. Nothing waiting has been sent or billed, so a restart loses
+none of them and none overtakes another.
+
+Admission and every start decision for a server happen under that server's
+lock, held only for database work (never for a Discord call), so two commands
+at once cannot both take the last slot, and a burst of rerolls cannot hold up
+an `/imagine` past Discord's 3 seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from bot.clock import Clock
+from bot.jobs.events import JobAccepted, JobSubmitting, JobWaiting, WaitReason
+from bot.jobs.ledger import Ledger
+from bot.jobs.worker import Worker
+from storage.base import JobStore
+from storage.models import GuildSettings, Job, JobState, NewJob
+
+log = logging.getLogger(__name__)
+
+QUOTA_WINDOW = timedelta(hours=24)
+TOO_LONG_IN_LINE = (
+    "It waited in this server's line for over {minutes} minutes, so it was not sent (nothing was charged)."
+)
+RESTARTED_WHILE_WAITING = (
+    "The bot restarted just as it took this request, before sending it anywhere, so nothing was charged. "
+    "Please try again."
+)
+
+
+class Limit(StrEnum):
+    DAILY = "daily"  # the member's images in any 24 hours
+    QUEUE = "queue"  # the member's jobs waiting in the server's line
+
+
+class LimitReachedError(Exception):
+    """A limit says no before anything is written; the numbers let the cog say so in one sentence."""
+
+    def __init__(self, limit: Limit, *, used: int, allowed: int, frees_at: datetime | None = None) -> None:
+        super().__init__(f"{limit.value} limit reached: {used} of {allowed}")
+        self.limit = limit
+        self.used = used
+        self.allowed = allowed
+        self.frees_at = frees_at
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A job written in `waiting`, and its place in the server's line when it was written."""
+
+    job: Job
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """A server's slots and line, and one member's share: what `/imagine-queue` shows."""
+
+    running: int
+    waiting: int
+    mine: tuple[Job, ...]
+    positions: dict[int, int]  # job id -> place in the server's line
+    quota_used: int
+    quota_frees_at: datetime | None
+
+
+Spawn = Callable[[Coroutine[Any, Any, object], str], None]
+Send = Callable[[Job], Coroutine[Any, Any, object]]
+
+
+class Line:
+    def __init__(self, ledger: Ledger, clock: Clock, send: Send, spawn: Spawn, *, job_timeout: float) -> None:
+        self.ledger = ledger
+        self.store: JobStore = ledger.store
+        self.clock = clock
+        self._send = send
+        self._spawn = spawn
+        self.max_wait = timedelta(seconds=job_timeout)
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._confirmed: set[int] = set()  # waiting jobs whose reply exists (acknowledged in this process)
+        self._shown: dict[int, tuple[int, WaitReason]] = {}  # waiting job -> the place its reply shows
+        # Wakes a server's line when its oldest waiting job would pass the longest wait.
+        self.timer = Worker("line", clock, self.pump, concurrency=4)
+
+    def lock(self, guild_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(guild_id, asyncio.Lock())
+
+    async def enqueue(self, new: NewJob, settings: GuildSettings | None) -> Ticket:
+        """Check the member's limits and write the job in `waiting`; LimitReachedError says why not.
+
+        `settings` None means a job with no server (the CLI): no limits, no line.
+        """
+        if settings is None:
+            job = await self._create(new, 1)
+            return Ticket(job, 1)
+        user_id = new.origin.user_id or 0
+        async with self.lock(settings.guild_id):
+            load = await self.store.guild_load(settings.guild_id, user_id)
+            if not new.exempt:
+                # Of the member's jobs, those past their limit of jobs at once wait for one of their own.
+                backlog = max(0, load.mine_active + load.mine_waiting - settings.member_concurrent)
+                await self._check_member(settings, user_id, backlog)
+            job = await self._create(new, load.waiting + 1)
+        return Ticket(job, load.waiting + 1)
+
+    async def _check_member(self, settings: GuildSettings, user_id: int, backlog: int) -> None:
+        used = await self.store.billable_since(user_id, settings.guild_id, self.clock.now() - QUOTA_WINDOW)
+        if len(used) >= settings.member_daily:
+            raise LimitReachedError(
+                Limit.DAILY, used=len(used), allowed=settings.member_daily, frees_at=used[0] + QUOTA_WINDOW
+            )
+        if backlog >= settings.member_queue:
+            raise LimitReachedError(Limit.QUEUE, used=backlog, allowed=settings.member_queue)
+
+    async def _create(self, new: NewJob, position: int) -> Job:
+        job = await self.ledger.create(
+            new,
+            state=JobState.WAITING,
+            post_nonce=str(secrets.randbits(63)),
+            event=lambda row: JobAccepted(row, position),
+        )
+        log.info("job %d accepted (#%d in line)", job.id, position, extra={"job_id": job.id})
+        return job
+
+    # -- leaving the line ----------------------------------------------------------
+
+    def confirm(self, job: Job) -> None:
+        """The job's reply exists: it may leave the line now (or when its turn comes)."""
+        self._confirmed.add(job.id)
+        self.wake(job)
+
+    def wake(self, job: Job) -> None:
+        """Something changed for the job's server (a slot freed, a job confirmed): let the line move."""
+        guild_id = job.origin.guild_id
+        if guild_id is None:
+            if job.state is JobState.WAITING:
+                self._spawn(self._start_alone(job), f"start-{job.id}")
+            return
+        self.timer.schedule(guild_id, self.clock.now())
+
+    def forget(self, job_id: int) -> None:
+        self._confirmed.discard(job_id)
+        self._shown.pop(job_id, None)
+
+    def ready(self, job: Job) -> bool:
+        """Only a job whose reply exists leaves the line: one written just before its acknowledgement must not be
+        sent if that acknowledgement fails (or the process dies first)."""
+        return job.id in self._confirmed or job.origin.message_id is not None
+
+    async def _start_alone(self, job: Job) -> None:
+        started = await self.ledger.move(job.id, JobState.SUBMITTING, expect=JobState.WAITING, event=JobSubmitting)
+        if started is not None:
+            await self._send(started)
+
+    async def pump(self, guild_id: int) -> None:
+        """Start as many waiting jobs as the server and their members have room for, oldest first; show the rest
+        their place; end those that waited too long."""
+        starting: list[Job] = []
+        async with self.lock(guild_id):
+            settings = await self.store.guilds.get(guild_id)
+            live = list(await self.store.guild_unfinished(guild_id))
+            active = [job for job in live if job.state.holds_slot]
+            running = Counter(job.origin.user_id for job in active)  # an exempt job skips the count, not into it
+            free = settings.guild_concurrent - len(active)
+            place = 0
+            now = self.clock.now()
+            oldest: datetime | None = None
+            for job in live:
+                if job.state is not JobState.WAITING or not self.ready(job):
+                    continue
+                if now - job.created_at > self.max_wait:
+                    minutes = round(self.max_wait.total_seconds() / 60)
+                    await self.ledger.fail(job, TOO_LONG_IN_LINE.format(minutes=minutes), expect=JobState.WAITING)
+                    continue
+                member_free = job.exempt or running[job.origin.user_id] < settings.member_concurrent
+                if free > 0 and member_free:
+                    started = await self.ledger.move(
+                        job.id, JobState.SUBMITTING, expect=JobState.WAITING, event=JobSubmitting
+                    )
+                    if started is not None:
+                        starting.append(started)
+                        free -= 1
+                        running[job.origin.user_id] += 1
+                        self.forget(job.id)
+                    continue
+                place += 1
+                oldest = oldest or job.created_at
+                self._show(job, place, WaitReason.MEMBER if free > 0 else WaitReason.SERVER)
+            if oldest is not None:
+                self.timer.schedule(guild_id, oldest + self.max_wait + timedelta(seconds=1))
+        for job in starting:
+            log.info("job %d leaves the line", job.id, extra={"job_id": job.id})
+            self._spawn(self._send(job), f"send-{job.id}")
+
+    def _show(self, job: Job, place: int, reason: WaitReason) -> None:
+        if self._shown.get(job.id) != (place, reason):
+            self._shown[job.id] = (place, reason)
+            self.ledger.emit(JobWaiting(job, place, reason))
+
+    async def cancel(self, job: Job) -> Job | None:
+        """Take a waiting job out of the line (nothing was sent: nothing to ask RunComfy); the cancelled job, or
+        None when it is not waiting (any more)."""
+        cancelled = await self.ledger.cancel(job, None, expect=JobState.WAITING)
+        if cancelled is not None:
+            self.forget(job.id)
+        return cancelled
+
+    # -- what a server's jobs look like -----------------------------------------------
+
+    async def load(self, settings: GuildSettings, user_id: int) -> Load:
+        live = await self.store.guild_unfinished(settings.guild_id)
+        waiting = [job for job in live if job.state is JobState.WAITING]
+        used = await self.store.billable_since(user_id, settings.guild_id, self.clock.now() - QUOTA_WINDOW)
+        return Load(
+            running=sum(1 for job in live if job.state.holds_slot),
+            waiting=len(waiting),
+            mine=tuple(job for job in live if job.origin.user_id == user_id),
+            positions={job.id: place for place, job in enumerate(waiting, start=1)},
+            quota_used=len(used),
+            quota_frees_at=used[0] + QUOTA_WINDOW if used else None,
+        )

@@ -1,0 +1,336 @@
+"""The job manager: the one owner of every job's life, from a prompt to the image in its place.
+
+It knows nothing of Discord. Callers ask (`enqueue`, `confirm`, `abandon`,
+`cancel`, `reply_deleted`, …) and listen to events; only the manager's own
+parts write a job's state, always through the `Ledger` (compare-and-set, one
+event per transition):
+
+* `Line` (bot/jobs/line.py): admission and each server's line;
+* `Upstream` (bot/jobs/upstream.py): the submit, polling, deadlines;
+* `Delivery` (bot/jobs/delivery.py): the image and end notices into their
+  `Destination`, retried for hours, across restarts.
+
+The store is the truth: every state is committed before the request or event
+that follows it, so a process killed anywhere resumes from the last written
+state and never pays for a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
+from typing import Any
+
+from bot.clock import Clock
+from bot.jobs.delivery import Delivery, Destination, Reply
+from bot.jobs.events import (
+    JobCancelled,
+    JobCompleted,
+    JobEvent,
+    JobFailed,
+    Listener,
+    ReplyGone,
+)
+from bot.jobs.ledger import Ledger
+from bot.jobs.line import RESTARTED_WHILE_WAITING, Line, Load, Ticket
+from bot.jobs.prices import PriceBook
+from bot.jobs.upstream import RESTARTED_WHILE_SUBMITTING, CancelOutcome, Upstream
+from bot.polling import AdaptivePolicy, PollPolicy
+from bot.runcomfy import RunComfyClient
+from bot.settings import Settings
+from storage.base import JobStore
+from storage.models import FINAL_STATES, MADE_STATES, FailureKind, GuildSettings, Job, JobState, NewJob
+
+log = logging.getLogger(__name__)
+
+REPLY_GONE = "the reply was deleted"
+CHANNEL_GONE = "the channel was deleted, or the bot can no longer post in it"
+GUILD_GONE = "the bot was removed from the server"
+
+
+class JobManager:
+    """Runs jobs against RunComfy and delivers their results; one per process."""
+
+    def __init__(
+        self,
+        client: RunComfyClient,
+        store: JobStore,
+        *,
+        model: str,
+        clock: Clock | None = None,
+        policy: PollPolicy | None = None,
+        job_timeout: float = 900.0,
+        unknown_state_timeout: float = 120.0,
+        delivery_retry_hours: float = 24.0,
+        max_concurrent_polls: int = 32,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.model = model
+        self.clock = clock or Clock()
+        self.ledger = Ledger(store, self.clock)
+        self.policy: PollPolicy = policy or AdaptivePolicy()
+        self.prices = PriceBook(client.model_info, self.clock)
+        self.upstream = Upstream(
+            self.ledger,
+            client,
+            self.clock,
+            policy=self.policy,
+            job_timeout=job_timeout,
+            unknown_state_timeout=unknown_state_timeout,
+            concurrency=max_concurrent_polls,
+        )
+        self.line = Line(self.ledger, self.clock, self.upstream.send, self.spawn, job_timeout=job_timeout)
+        self.delivery = Delivery(
+            self.ledger,
+            client,
+            self.clock,
+            self.prices,
+            retry_window=delivery_retry_hours * 3600,
+            on_channel_gone=lambda channel_id, reason: self.spawn(self.channel_gone(channel_id), "channel-gone"),
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self.ledger.subscribe(self._on_event)
+
+    @classmethod
+    def from_settings(
+        cls, client: RunComfyClient, store: JobStore, settings: Settings, *, clock: Clock | None = None
+    ) -> JobManager:
+        policy = AdaptivePolicy(
+            min_interval=settings.poll_min_interval_seconds, max_interval=settings.poll_max_interval_seconds
+        )
+        return cls(
+            client,
+            store,
+            model=settings.runcomfy_model,
+            clock=clock,
+            policy=policy,
+            job_timeout=settings.job_timeout_seconds,
+            unknown_state_timeout=settings.unknown_state_timeout_seconds,
+            delivery_retry_hours=settings.delivery_retry_hours,
+        )
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Hear every event (called synchronously: return quickly); returns the function that stops that."""
+        return self.ledger.subscribe(listener)
+
+    async def start(self, destination: Destination, resume: Callable[[Job], bool] = lambda job: True) -> int:
+        """Learn from finished jobs, pick up every unfinished job `resume` accepts, start the workers.
+
+        Returns how many jobs were resumed. A job found in `submitting` may exist
+        upstream: it is failed with a clear message, never sent again. A waiting
+        job whose reply was never written down asks the destination whether the
+        reply exists. Images and notices still owed are delivered.
+        """
+        self.delivery.destination = destination
+        if isinstance(self.policy, AdaptivePolicy):
+            self.policy.learn_all(await self.store.recent_timings(self.model, limit=200))
+        resumed = 0
+        guilds: set[int] = set()
+        for job in await self.store.unfinished():
+            if not resume(job):
+                continue
+            resumed += 1
+            if job.state is JobState.WAITING:
+                if job.origin.message_id is None:
+                    self.spawn(self._recover(job, destination), f"recover-{job.id}")
+                elif job.origin.guild_id is not None:
+                    guilds.add(job.origin.guild_id)
+            elif job.state is JobState.SUBMITTING:
+                await self.ledger.fail(
+                    job, RESTARTED_WHILE_SUBMITTING, expect=JobState.SUBMITTING, kind=FailureKind.FINAL
+                )
+            elif job.state.is_upstream_pending:
+                self.upstream.resume(job)
+        for job in await self.store.owing_delivery():
+            if resume(job):
+                self.delivery.schedule(job)
+        for worker in (self.upstream.worker, self.delivery.worker, self.line.timer):
+            worker.start()
+        for guild_id in sorted(guilds):
+            self.line.timer.schedule(guild_id, self.clock.now())
+        self._started = True
+        log.info("job manager started, %d unfinished jobs resumed", resumed)
+        return resumed
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop every worker; in-flight steps get `grace` seconds to write their state, then are cancelled."""
+        for worker in (self.line.timer, self.upstream.worker, self.delivery.worker):
+            await worker.stop(grace)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.delivery.close()
+        await self.prices.close()
+
+    @property
+    def pending(self) -> int:
+        """Jobs the workers are waiting on or stepping."""
+        return self.upstream.worker.pending + self.delivery.worker.pending
+
+    @property
+    def alive(self) -> bool:
+        return self._started and self.upstream.worker.alive and self.delivery.worker.alive
+
+    def spawn(self, work: Coroutine[Any, Any, object], name: str) -> None:
+        """Run work that must not hold up its caller (a listener, a lock), logging any failure; stop() waits."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s failed", name)
+
+        task = asyncio.create_task(guarded(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- what callers ask for ------------------------------------------------------
+
+    async def enqueue(self, new: NewJob, settings: GuildSettings | None) -> Ticket:
+        """Write a new job in its server's line (LimitReachedError says why not); it starts once `confirm`ed."""
+        return await self.line.enqueue(new, settings)
+
+    async def confirm(self, job_id: int, message_id: int | None = None) -> Job | None:
+        """The job's reply exists (`message_id`, when known, is written first): it may leave the line."""
+        job = await self.store.get(job_id)
+        if job is None or job.state is not JobState.WAITING:
+            return job
+        if message_id is not None and job.origin.message_id != message_id:
+            job = await self.ledger.note(job_id, expect=JobState.WAITING, message_id=message_id) or job
+        self.line.confirm(job)
+        return job
+
+    async def attach_message(self, job_id: int, message_id: int) -> Job | None:
+        """The message now showing the job (written before anything else is done with it)."""
+        return await self.ledger.note(job_id, expect=None, message_id=message_id)
+
+    async def abandon(self, job_id: int, reason: str) -> Job | None:
+        """The job's reply could not be made (the acknowledgement or the post failed): it ends without being sent,
+        and without a notice, since there is nowhere to show one."""
+        job = await self.store.get(job_id)
+        if job is None:
+            return None
+        log.info("job %d not started: %s", job_id, reason, extra={"job_id": job_id})
+        return await self.ledger.fail(
+            job, f"not started: {reason}", expect=JobState.WAITING, kind=FailureKind.FINAL, notify=False
+        )
+
+    async def submit(self, new: NewJob) -> Job:
+        """A job with no server and no reply to wait for (the CLI): written, then sent at once."""
+        ticket = await self.line.enqueue(new, None)
+        self.line.confirm(ticket.job)
+        return ticket.job
+
+    async def cancel(self, job_id: int) -> CancelOutcome:
+        """Cancel on a member's request: a waiting job leaves the line; a queued one is cancelled upstream; a
+        running one cannot be (RunComfy's rule) and is billed."""
+        job = await self.store.get(job_id)
+        if job is None:
+            return CancelOutcome.UNKNOWN_JOB
+        if job.state is JobState.WAITING:
+            cancelled = await self.line.cancel(job)
+            return CancelOutcome.CANCELLED if cancelled is not None else CancelOutcome.TOO_LATE
+        return await self.upstream.cancel(job)
+
+    async def reply_deleted(self, message_id: int) -> None:
+        """A message was deleted; if it was a job's reply, nothing more is sent for that job, and what was not
+        paid for yet is dropped."""
+        job = await self.store.by_message_id(message_id)
+        if job is not None:
+            await self._gone(job, REPLY_GONE)
+
+    async def reply_gone(self, job_id: int) -> None:
+        """Discord said the job's reply no longer exists (an edit met "unknown message")."""
+        job = await self.store.get(job_id)
+        if job is not None:
+            await self._gone(job, REPLY_GONE)
+
+    async def channel_gone(self, channel_id: int) -> None:
+        """A channel was deleted, or the bot can no longer post there: its live jobs end without being sent."""
+        for job in await self.store.channel_unfinished(channel_id):
+            await self._gone(job, CHANNEL_GONE)
+
+    async def guild_gone(self, guild_id: int) -> None:
+        """The bot left (or was removed from) a server: its live jobs end without being sent."""
+        for job in await self.store.guild_unfinished(guild_id):
+            await self._gone(job, GUILD_GONE)
+
+    async def _gone(self, job: Job, reason: str) -> None:
+        """Nowhere to show this job any more. Unsent jobs end quietly; a queued one is cancelled upstream where
+        RunComfy allows it; one already generating is billed and ends undeliverable when done."""
+        gone = (
+            await self.ledger.note(
+                job.id,
+                expect=None,
+                event=lambda row: ReplyGone(row, reason),
+                deleted_at=job.deleted_at or self.clock.now(),
+            )
+            or job
+        )
+        log.info("job %d: %s", job.id, reason, extra={"job_id": job.id})
+        if gone.state is JobState.WAITING:
+            await self.ledger.cancel(gone, reason, expect=JobState.WAITING, notify=False)
+        elif gone.state is JobState.IN_QUEUE and gone.request_id is not None:
+            answer = await self.client.cancel(gone.request_id)
+            if answer.cancelled:
+                await self.ledger.cancel(gone, reason, expect=JobState.IN_QUEUE, notify=False)
+        elif gone.state in MADE_STATES or gone.notice_pending:
+            self.delivery.schedule(gone)  # the next attempt sees the reply is gone and sends nothing
+
+    async def pump(self, guild_id: int) -> None:
+        """A server's settings changed (more slots): let its line move now."""
+        await self.line.pump(guild_id)
+
+    async def load(self, settings: GuildSettings, user_id: int) -> Load:
+        return await self.line.load(settings, user_id)
+
+    async def mark_deleted(self, job_id: int) -> Job | None:
+        """A member deleted the job's result message with its button: remembered for history and reports."""
+        return await self.ledger.note(job_id, expect=FINAL_STATES, deleted_at=self.clock.now())
+
+    def eta(self, job: Job) -> datetime | None:
+        return self.policy.expected_finish(job)
+
+    async def jobs(self, job_ids: Sequence[int]) -> list[Job]:
+        """The current rows of some jobs (for the CLI and tests)."""
+        found = [await self.store.get(job_id) for job_id in job_ids]
+        return [job for job in found if job is not None]
+
+    # -- how the parts hear of each other ---------------------------------------------
+
+    def _on_event(self, event: JobEvent) -> None:
+        job = event.job
+        if isinstance(event, JobCompleted):
+            self.delivery.prefetch(job)
+            self.delivery.schedule(job)
+            self.line.wake(job)
+        elif isinstance(event, JobFailed | JobCancelled):
+            self.upstream.forget(job.id)
+            self.line.forget(job.id)
+            self.delivery.forget(job.id)
+            self.delivery.schedule(job)
+            self.line.wake(job)
+
+    async def _recover(self, job: Job, destination: Destination) -> None:
+        """A waiting job whose reply was never written down: the process died around its acknowledgement. If the
+        reply exists, keep the job's place; if it never did, nobody saw anything: drop it quietly; when nobody
+        can tell, fail it with a clear word (shown where the reply would be)."""
+        found = await destination.recover_reply(job)
+        if found.state is Reply.FOUND:
+            log.info("job %d: reply found after a restart; it keeps its place", job.id, extra={"job_id": job.id})
+            await self.confirm(job.id, found.message_id)
+        elif found.state is Reply.NEVER:
+            await self.ledger.fail(
+                job, "not started: the command was never acknowledged", expect=JobState.WAITING, notify=False
+            )
+        else:
+            await self.ledger.fail(job, RESTARTED_WHILE_WAITING, expect=JobState.WAITING, kind=FailureKind.FINAL)
