@@ -21,7 +21,7 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -141,7 +141,8 @@ class RunComfyClient:
         self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_retries = max_retries
-        self._host_policy = HostPolicy(allowed_hosts)
+        # The API host is the operator's choice: its DNS answers may be local (an emulator, a proxy).
+        self._host_policy = HostPolicy(allowed_hosts, trusted_hosts=[urlsplit(self.base_url).hostname or ""])
         self.max_download_bytes = max_download_bytes
         self.download_timeout = download_timeout
         self.max_image_pixels = max_image_pixels
