@@ -40,12 +40,13 @@ from bot.addresses import PinnedResolver
 from bot.runcomfy_errors import DownloadError, parse_retry_after
 
 if TYPE_CHECKING:
+    from bot.images import ImageWorkers
     from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
-DEFAULT_MAX_PIXELS = 80_000_000
+DEFAULT_MAX_PIXELS = 40_000_000  # IMAGE_MAX_PIXELS's default: ten times the largest ImagineArt render
 # What Discord shows inline; anything else Pillow can read is still refused.
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "WEBP", "GIF"})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -189,12 +190,14 @@ async def fetch_image(
     total_seconds: float,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     before_attempt: Callable[[], Awaitable[None]] | None = None,
+    workers: ImageWorkers | None = None,
 ) -> DownloadedImage:
     """Download and verify one image, following at most MAX_REDIRECTS redirects by hand.
 
     `total_seconds` bounds the whole chain (redirects, headers and body). Transport
     failures and 408/429/5xx answers raise a DownloadError with retryable=True;
-    everything about the content is final.
+    everything about the content is final. The decode check runs on `workers`
+    (the process's bounded image threads); without them, on a thread of its own.
     """
     try:
         async with asyncio.timeout(total_seconds):
@@ -207,6 +210,8 @@ async def fetch_image(
         raise DownloadError(f"download timed out after {total_seconds:g}s", retryable=True) from None
     except aiohttp.ClientError as exc:
         raise DownloadError(f"download failed: {type(exc).__name__}", retryable=True) from None
+    if workers is not None:
+        return await workers.run(inspect_image, data, max_pixels=max_pixels)
     return await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
 
 

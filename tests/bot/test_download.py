@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
 import struct
+import threading
 import zlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ParamSpec, TypeVar
 
 import aiohttp
 import pytest
@@ -20,10 +22,13 @@ from bot.addresses import ADDRESS_REFUSED, AddressRefusedError, address_problem
 from bot.download import HostPolicy, inspect_image, open_session
 from bot.emulator import Duration, Emulator, EmulatorConfig, Fault
 from bot.emulator_images import render_png
+from bot.images import ImageWorkers
 from bot.runcomfy import DownloadError, RunComfyClient
 from bot.settings import Settings
 from tests.bot.conftest import TOKEN, ClientFactory
 
+P = ParamSpec("P")
+T = TypeVar("T")
 INPUTS = {"prompt": "a lighthouse at dusk", "aspect_ratio": "3:2", "seed": 11}
 
 
@@ -405,3 +410,38 @@ async def test_the_connection_goes_to_the_address_that_was_resolved_once(emulato
 )
 def test_address_classes(address: str, problem: str | None) -> None:
     assert address_problem(address) == problem
+
+
+async def test_the_decode_check_waits_for_a_free_image_worker(emulator: Emulator, make_client: ClientFactory) -> None:
+    """Downloads share the process's image threads, so a burst of results cannot decode more at once."""
+
+    class Watched(ImageWorkers):
+        def __init__(self) -> None:
+            super().__init__(1)
+            self.asked = asyncio.Event()
+
+        async def run(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+            self.asked.set()
+            return await super().run(func, *args, **kwargs)
+
+    workers = Watched()
+    held = threading.Event()
+    try:
+        client = make_client(image_workers=workers)
+        url = await finished_file_url(emulator, client)
+        hold = asyncio.create_task(workers.run(held.wait, 30))
+        await asyncio.sleep(0)
+        assert workers.running == 1
+        workers.asked.clear()
+        download = asyncio.create_task(client.download_image(url))
+        await workers.asked.wait()
+        await asyncio.sleep(0)
+        assert (workers.running, workers.waiting) == (1, 1)
+        assert emulator.calls["file"] == 1
+        assert not download.done()
+        held.set()
+        assert (await download).format == "PNG"
+        assert await hold
+    finally:
+        held.set()
+        workers.close()
