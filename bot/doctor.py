@@ -1,53 +1,43 @@
 """`python -m bot check`: what is wrong, and what to do about it, one line each.
 
 Checks, in the order a newcomer meets them: the Discord token (who the bot
-is, its application), whether `/imagine` is registered, every server the bot
-is in and the permissions it lacks there, the RunComfy token and model (with
-its price), the database (writable, schema version, room left), and finally
-the invite URL with the exact permission integer and scopes. Each line starts
-with ✓ or ✗; exit status 0 only when every line is ✓.
+is, its application, and whether a public application is left without an
+allow-list or a spending cap), whether `/imagine` is registered, every server
+the bot is in and the permissions it lacks there, the RunComfy token and model
+(with its price), the database (read-only: schema version, writable, room
+left, jobs the CLI left behind), and finally the invite URL with the exact
+permission integer and scopes. Each line starts with ✓ or ✗; exit status 0
+only when every line is ✓.
 
 The Discord part logs in over REST and opens one gateway session (guilds and
 their permissions only arrive there), so it works while the bot is running.
-Secrets are never printed: every line passes through the same redaction as
-the logs, and only the scheme and host of a configured URL are shown.
+When a host cannot be reached at all, the line says so and why, and that the
+token was not checked; it never names an exception class. RunComfy and the
+database are checked in `bot.doctor_backends`. Secrets are never printed:
+every line passes through the same redaction as the logs, and only the scheme
+and host of a configured URL are shown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import sqlite3
-from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit
 
 import aiohttp
 import discord
 from discord import app_commands
 
 from bot.app import INVITE_PERMISSIONS, INVITE_SCOPES, intents, invite_url, point_discord_at, without_voice
+from bot.doctor_backends import NETWORK_FIX, check_database, check_runcomfy, reach, shown_url
 from bot.logs import Redactor
-from bot.runcomfy import (
-    AuthError,
-    BalanceError,
-    ForbiddenRequestError,
-    InvalidModelError,
-    RequestNotFoundError,
-    RunComfyClient,
-    RunComfyError,
-)
-from bot.settings import TOKEN_HELP, MissingSettingError, Settings
-from storage.migrate import SchemaTooNewError
-from storage.sqlite import SQLiteJobStore, StoreUnavailableError
+from bot.settings import MissingSettingError, Settings
 
 OK = "✓"
 FAIL = "✗"
 DISCORD_LOGIN_FIX = (
     "open https://discord.com/developers/applications → your app → Bot → Reset Token, put it in DISCORD_TOKEN"
 )
-RUNCOMFY_TOKEN_FIX = TOKEN_HELP["RUNCOMFY_API_TOKEN"] + ", put it in RUNCOMFY_API_TOKEN"
 # Discord's own names for the permissions, as its settings screens show them.
 PERMISSION_LABELS = {
     "view_channel": "View Channels",
@@ -60,10 +50,11 @@ PERMISSION_LABELS = {
 COMMAND = "imagine"
 GUILD_LINES = 25  # past this many servers, only those with problems get a line
 CHANNELS_SHOWN = 5
-LOW_DISK_BYTES = 100 * 1024 * 1024
 CONNECT_TIMEOUT = 30.0
-# A request id nobody has: asking its status proves the token (401) without creating anything (404).
-PROBE_REQUEST_ID = "00000000-0000-4000-8000-000000000000"
+PUBLIC_FIX = (
+    "set DISCORD_ALLOWED_GUILD_IDS to your server ids or a BUDGET_* cap, or switch off Public Bot "
+    "(Developer Portal → your app → Bot → Public Bot)"
+)
 
 
 class Report:
@@ -91,14 +82,6 @@ class Report:
         self.out.flush()
 
 
-def shown_url(url: str) -> str:
-    """Scheme, host and port only: never a user:password@ or a query string."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}"
-
-
 def permission_names(permissions: discord.Permissions) -> str:
     return ", ".join(label for flag, label in PERMISSION_LABELS.items() if getattr(permissions, flag))
 
@@ -114,10 +97,15 @@ async def run_checks(settings: Settings, out: TextIO, *, ready_timeout: float = 
     application_id = await check_discord(settings, report, ready_timeout=ready_timeout)
     await check_runcomfy(settings, report)
     await check_database(settings.database_path, report)
-    if application_id is not None:
+    if isinstance(application_id, int):
         report.ok(
             f"Invite URL (scopes {' '.join(INVITE_SCOPES)}; permissions={INVITE_PERMISSIONS.value} = "
             f"{permission_names(INVITE_PERMISSIONS)}): {invite_url(application_id)}"
+        )
+    elif application_id is UNREACHABLE:
+        report.fail(
+            "Invite URL: needs the application id, which Discord sends once it can be reached",
+            "fix the Discord line above first",
         )
     else:
         report.fail("Invite URL: needs the application id, which comes with a working token", DISCORD_LOGIN_FIX)
@@ -131,8 +119,12 @@ async def run_checks(settings: Settings, out: TextIO, *, ready_timeout: float = 
 # -- Discord ------------------------------------------------------------------
 
 
-async def check_discord(settings: Settings, report: Report, *, ready_timeout: float) -> int | None:
-    """Token, commands, servers and permissions; returns the application id when the token works."""
+UNREACHABLE = "unreachable"
+
+
+async def check_discord(settings: Settings, report: Report, *, ready_timeout: float) -> int | str | None:
+    """Token, commands, servers and permissions; returns the application id when the token works,
+    UNREACHABLE when Discord could not be reached (the token may well be fine), else None."""
     try:
         token = settings.require("DISCORD_TOKEN")
     except MissingSettingError as error:
@@ -152,22 +144,61 @@ async def check_discord(settings: Settings, report: Report, *, ready_timeout: fl
         except discord.LoginFailure:
             report.fail("Discord token: Discord rejected DISCORD_TOKEN (401 Unauthorized)", DISCORD_LOGIN_FIX)
             return None
-        except (aiohttp.ClientError, TimeoutError, discord.HTTPException) as error:
+        except discord.HTTPException as error:
             where = shown_url(settings.discord_api_base_url)
             report.fail(
-                f"Discord: no answer from {where} ({type(error).__name__})",
-                "check the machine's network (and DISCORD_API_BASE_URL if you changed it)",
+                f"Discord: {where} answered HTTP {error.status} at login; the token was not checked",
+                "try again in a minute; if it persists, see https://discordstatus.com",
             )
-            return None
+            return UNREACHABLE
+        except (aiohttp.ClientError, TimeoutError):
+            where = shown_url(settings.discord_api_base_url)
+            report.fail(
+                f"Discord: could not reach {where}: {await reach(settings.discord_api_base_url)}; "
+                "the token was not checked",
+                f"{NETWORK_FIX} (and DISCORD_API_BASE_URL if you changed it)",
+            )
+            return UNREACHABLE
         user = client.user
         application_id = client.application_id
         if user is None or application_id is None:  # login sets both; a broken answer would not
             report.fail("Discord token: Discord's answer named no bot user or application", DISCORD_LOGIN_FIX)
             return None
         report.ok(f"Discord token: logged in as {user} (id {user.id}), application {application_id}")
+        check_public(client.application, settings, report)
         await check_commands(client, settings, report)
         await check_guilds(client, report)
     return application_id
+
+
+def check_public(application: discord.AppInfo | None, settings: Settings, report: Report) -> None:
+    """A public application can be added to any server; with no allow-list and no budget, any server spends."""
+    if application is None:
+        return
+    if not application.bot_public:
+        report.ok("Discord application: private (only its owner can add the bot to a server)")
+    elif settings.discord_allowed_guild_ids:
+        count = len(settings.discord_allowed_guild_ids)
+        report.ok(
+            f"Discord application: public; the bot serves only the {count} server(s) in DISCORD_ALLOWED_GUILD_IDS"
+        )
+    elif settings.has_budget:
+        report.ok(f"Discord application: public; spending is capped ({_budget(settings)}, all servers together)")
+    else:
+        report.fail(
+            "Discord application: public (anyone can add the bot to their server) and neither "
+            "DISCORD_ALLOWED_GUILD_IDS nor a BUDGET_* cap is set, so any server can spend your RunComfy credit",
+            PUBLIC_FIX,
+        )
+
+
+def _budget(settings: Settings) -> str:
+    caps = [
+        (settings.budget_images_per_day, f"{settings.budget_images_per_day} images a day"),
+        (settings.budget_usd_per_day, f"${settings.budget_usd_per_day:g} a day"),
+        (settings.budget_usd_per_month, f"${settings.budget_usd_per_month:g} a month"),
+    ]
+    return ", ".join(text for cap, text in caps if cap > 0)
 
 
 async def check_commands(client: discord.Client, settings: Settings, report: Report) -> None:
@@ -240,7 +271,7 @@ def _gateway_failure(error: BaseException | None) -> str:
     if isinstance(error, discord.ConnectionClosed):
         return f"Discord closed the connection (code {error.code})"
     if error is not None:
-        return f"could not connect ({type(error).__name__})"
+        return "could not connect (the network, a firewall, or Discord itself)"
     return f"not ready within {CONNECT_TIMEOUT:g} s"
 
 
@@ -281,89 +312,3 @@ def check_guild(guild: discord.Guild, report: Report, *, quiet: bool) -> bool:
     )
     report.fail(f"{name}: missing {'; '.join(parts)}", fix)
     return True
-
-
-# -- RunComfy -------------------------------------------------------------------
-
-
-async def check_runcomfy(settings: Settings, report: Report) -> None:
-    try:
-        token = settings.require("RUNCOMFY_API_TOKEN")
-    except MissingSettingError as error:
-        report.fail(f"RunComfy token: {error}", RUNCOMFY_TOKEN_FIX)
-        return
-    where = shown_url(settings.runcomfy_base_url)
-    model = settings.runcomfy_model
-    quick = settings.model_copy(update={"runcomfy_max_retries": 1, "runcomfy_http_timeout_seconds": 10.0})
-    async with aiohttp.ClientSession() as session:
-        client = RunComfyClient.from_settings(session, quick, token=token)
-        try:
-            info = await client.model_info()
-            with contextlib.suppress(RequestNotFoundError, ForbiddenRequestError):
-                await client.status(PROBE_REQUEST_ID)  # 404 with a good token; 401 with a bad one
-        except AuthError:
-            report.fail("RunComfy token: RunComfy rejected RUNCOMFY_API_TOKEN", RUNCOMFY_TOKEN_FIX)
-            return
-        except InvalidModelError:
-            report.fail(f"RunComfy model: {where} does not know {model}", "check RUNCOMFY_MODEL (copy the model id)")
-            return
-        except BalanceError:
-            report.fail("RunComfy: the account is out of credit", "top it up in your RunComfy profile")
-            return
-        except RunComfyError as error:
-            report.fail(
-                f"RunComfy: no usable answer from {where} ({type(error).__name__}: {error.message})",
-                "check the network and RUNCOMFY_BASE_URL",
-            )
-            return
-    price = f"${info.base_price_usd:g} per image" if info.base_price_usd is not None else "price not published"
-    name = f" ({info.name})" if info.name else ""
-    report.ok(f"RunComfy token: accepted by {where}; model {model}{name}, {price}")
-
-
-# -- database -------------------------------------------------------------------
-
-
-async def check_database(path: Path, report: Report) -> None:
-    fix = "DATABASE_PATH must point into a folder this user can write (in Docker: the /data volume)"
-    existed = await asyncio.to_thread(path.exists)
-    try:
-        store = await SQLiteJobStore.open(path)
-    except SchemaTooNewError as error:
-        report.fail(f"Database {path}: {error}", "run the newer version of the bot that wrote it, or restore a backup")
-        return
-    except StoreUnavailableError as error:
-        report.fail(f"Database {path}: cannot open it ({error.reason})", fix)
-        return
-    try:
-        counts = await store.count_by_state()
-        version = store.schema_version
-    finally:
-        await store.close()
-    try:
-        await asyncio.to_thread(_probe_write, path)
-    except sqlite3.Error as error:
-        report.fail(f"Database {path}: not writable ({error})", fix)
-        return
-    free = shutil.disk_usage(path.parent).free
-    unfinished = sum(count for state, count in counts.items() if not state.is_final)
-    created = " (created now)" if not existed else ""
-    line = (
-        f"Database {path}{created}: writable, schema version {version}, {unfinished} unfinished job(s), "
-        f"{free / 1e9:.1f} GB free"
-    )
-    if free < LOW_DISK_BYTES:
-        report.fail(line, "free some disk space: SQLite needs room to write")
-    else:
-        report.ok(line)
-
-
-def _probe_write(path: Path) -> None:
-    """Take and release the write lock without writing: proves the file and its folder accept writes."""
-    with contextlib.closing(_connect(path)) as connection:
-        connection.execute("BEGIN IMMEDIATE")
-        connection.rollback()
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=5.0)

@@ -21,7 +21,7 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -30,6 +30,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 from tenacity.wait import wait_base
 
 from bot.download import DEFAULT_MAX_PIXELS, DownloadedImage, HostPolicy, fetch_image
+from bot.images import ImageWorkers
 from bot.runcomfy_errors import (
     AuthError,
     BalanceError,
@@ -133,6 +134,7 @@ class RunComfyClient:
         backoff_cap: float = 20.0,
         download_timeout: float = 60.0,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        image_workers: ImageWorkers | None = None,
     ) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
@@ -141,10 +143,12 @@ class RunComfyClient:
         self._limiter = limiter
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_retries = max_retries
-        self._host_policy = HostPolicy(allowed_hosts)
+        # The API host is the operator's choice: its DNS answers may be local (an emulator, a proxy).
+        self._host_policy = HostPolicy(allowed_hosts, trusted_hosts=[urlsplit(self.base_url).hostname or ""])
         self.max_download_bytes = max_download_bytes
         self.download_timeout = download_timeout
         self.max_image_pixels = max_image_pixels
+        self.image_workers = image_workers
         self._wait = _PreferRetryAfter(backoff_base, backoff_cap, retry_after_cap=backoff_cap * 3)
         self.request_count = 0
 
@@ -156,11 +160,15 @@ class RunComfyClient:
         *,
         token: SecretStr | None,
         limiter: AsyncLimiter | None = None,
+        image_workers: ImageWorkers | None = None,
     ) -> RunComfyClient:
         """Build from Settings; the token is explicit because `--emulator` swaps in the emulator's.
 
         Pass the application's one limiter; without it a private one is made
         from `runcomfy_requests_per_second`, which budgets this client alone.
+        Pass the process's one `ImageWorkers` too, so downloads and delivery
+        share the IMAGE_WORKERS bound; without it each download check gets a
+        thread of its own.
         """
         return cls(
             session,
@@ -172,6 +180,8 @@ class RunComfyClient:
             max_retries=settings.runcomfy_max_retries,
             allowed_hosts=settings.allowed_download_hosts,
             max_download_bytes=settings.download_max_bytes,
+            max_image_pixels=settings.image_max_pixels,
+            image_workers=image_workers,
         )
 
     def __repr__(self) -> str:
@@ -236,6 +246,7 @@ class RunComfyClient:
             total_seconds=self.download_timeout,
             max_pixels=self.max_image_pixels,
             before_attempt=self._before_attempt,
+            workers=self.image_workers,
         )
         return result
 

@@ -36,6 +36,10 @@ class MissingSettingError(Exception):
         super().__init__(f"{name} is not set: {TOKEN_HELP.get(name, 'set it in the environment or in .env')}")
 
 
+# A Discord id: a positive 64-bit integer (a typo like "-1" or "0" would otherwise silently match nothing).
+Snowflake = Annotated[int, Field(gt=0, lt=2**63)]
+
+
 def _split_csv(value: object) -> object:
     """Accept `1,2,3` from the environment as well as a list from code."""
     if isinstance(value, str):
@@ -74,6 +78,39 @@ class Settings(BaseSettings):
         default_factory=lambda: ["*.runcomfy.net"],
         description="comma-separated hosts result files may come from (the API's own host is added)",
     )
+    runcomfy_balance_probe_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="after RunComfy says the balance is exhausted, how often to try one job again",
+    )
+
+    # Spending: the whole bot across every server, per UTC day and UTC month.
+    budget_images_per_day: int = Field(
+        default=200, ge=0, description="images the whole bot may make per UTC day, all servers together; 0: no limit"
+    )
+    budget_usd_per_day: float = Field(
+        default=10.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="US dollars the whole bot may spend per UTC day; 0: no limit",
+    )
+    budget_usd_per_month: float = Field(
+        default=100.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="US dollars the whole bot may spend per UTC calendar month; 0: no limit",
+    )
+
+    # Images: decoding and re-encoding run on a few threads of their own, so memory has a ceiling.
+    image_workers: int = Field(
+        default=2, ge=1, le=64, description="images decoded or re-encoded at once (each may hold IMAGE_MAX_PIXELS)"
+    )
+    image_max_pixels: int = Field(
+        default=40_000_000,
+        ge=1_000_000,
+        description="largest result accepted, in pixels (width × height); ImagineArt renders about 4 million",
+    )
 
     # Job manager
     job_timeout_seconds: float = Field(
@@ -97,10 +134,16 @@ class Settings(BaseSettings):
     database_path: Path = Field(
         default=Path("data/imagine.sqlite3"), description="the SQLite file (its folder is created on start)"
     )
+    job_retention_days: int = Field(
+        default=90, ge=0, description="finished jobs older than this are deleted, their usage totals kept; 0: keep all"
+    )
 
     # Discord
     discord_guild_ids: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="comma-separated server ids to sync commands to on start (development)"
+    )
+    discord_allowed_guild_ids: Annotated[list[Snowflake], NoDecode] = Field(
+        default_factory=list, description="comma-separated server ids the bot serves; empty: any server that adds it"
     )
     discord_api_base_url: str = Field(
         default="https://discord.com/api/v10", description="Discord's REST base (tests point it at a fake)"
@@ -130,9 +173,9 @@ class Settings(BaseSettings):
         default=8.0, gt=0, le=60, description="on SIGTERM/SIGINT, finish in-flight work for at most this long"
     )
 
-    _split_lists = field_validator("download_allowed_hosts", "discord_guild_ids", "shard_ids", mode="before")(
-        _split_csv
-    )
+    _split_lists = field_validator(
+        "download_allowed_hosts", "discord_guild_ids", "discord_allowed_guild_ids", "shard_ids", mode="before"
+    )(_split_csv)
 
     @field_validator("log_level")
     @classmethod
@@ -182,6 +225,11 @@ class Settings(BaseSettings):
         if self.shard_count is None:
             return None
         return list(self.shard_ids) if self.shard_ids is not None else list(range(self.shard_count))
+
+    @property
+    def has_budget(self) -> bool:
+        """Whether any of the three whole-bot spending caps is set (0 means no limit)."""
+        return any(cap > 0 for cap in (self.budget_images_per_day, self.budget_usd_per_day, self.budget_usd_per_month))
 
     @property
     def allowed_download_hosts(self) -> list[str]:

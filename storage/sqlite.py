@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import aiosqlite
 
+from storage import retention
 from storage.base import JobNotFoundError
 from storage.guilds import SQLiteGuildStore
 from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
@@ -38,11 +39,9 @@ from storage.models import (
     Job,
     JobOrigin,
     JobState,
-    MemberUsage,
     NewJob,
     Timing,
     Usage,
-    UsageDay,
 )
 from storage.sqlite_common import StoreUnavailableError, from_text, to_text, unavailable_on_error
 
@@ -438,33 +437,19 @@ class SQLiteJobStore:
         )
 
     async def usage(self, guild_id: int, since: datetime, *, top: int = 5) -> Usage:
-        """Images a server made (reached `completed`) since `since`, per UTC day, and its `top` members."""
-        params = (guild_id, to_text(since, "since"))
-        where = "WHERE guild_id = ? AND completed_at IS NOT NULL AND completed_at >= ?"
-        per_day = (
-            "SELECT substr(completed_at, 1, 10) AS day, count(*), total(cost_usd),"  # noqa: S608 - constant clauses
-            " total(cost_estimated AND cost_usd IS NOT NULL), total(cost_usd IS NULL)"
-            f" FROM jobs {where} GROUP BY day ORDER BY day"
-        )
-        per_member = (
-            "SELECT user_id, count(*) AS images, total(cost_usd) AS spent,"  # noqa: S608 - constant clauses
-            " total(cost_estimated AND cost_usd IS NOT NULL), total(cost_usd IS NULL)"
-            f" FROM jobs {where} AND user_id IS NOT NULL"
-            " GROUP BY user_id ORDER BY images DESC, spent DESC, user_id LIMIT ?"
-        )
-        with unavailable_on_error(self.path):
-            days = await self._db.execute_fetchall(per_day, params)
-            members = await self._db.execute_fetchall(per_member, (*params, top))
-        return Usage(
-            days=tuple(
-                UsageDay(day, count, cost, int(estimated), int(unpriced))
-                for day, count, cost, estimated, unpriced in days
-            ),
-            members=tuple(
-                MemberUsage(user_id, count, cost, int(estimated), int(unpriced))
-                for user_id, count, cost, estimated, unpriced in members
-            ),
-        )
+        """Images a server made (reached `completed`) since `since`, per UTC day, and its `top` members;
+        pruned jobs count through their totals (storage/retention.py)."""
+        return await retention.usage(self._db, self.path, guild_id, since, top=top)
+
+    # Retention: old finished jobs go, their usage stays (storage/retention.py).
+
+    async def prune(self, *, before: datetime) -> int:
+        """Delete jobs in a final state that finished before `before`, folding their usage into totals."""
+        return await retention.prune(self._db, self.path, before=before)
+
+    async def count_unfinished_by_state(self) -> dict[JobState, int]:
+        """Live jobs per non-final state, from the partial index alone: cheap enough for every scrape."""
+        return await retention.count_unfinished_by_state(self._db, self.path)
 
     async def _select(self, where: str, params: Sequence[Any]) -> list[Job]:
         with unavailable_on_error(self.path):

@@ -185,7 +185,8 @@ async def test_the_images_commands_run_from_an_empty_workdir_writing_only_to_dat
 
     code, output = await run([*entrypoint, "check"], env, workdir)  # `docker compose run --rm bot check`
     assert code == 0, output
-    assert (data / "imagine.sqlite3").exists()
+    assert "not created yet; `python -m bot run` creates it (its folder is writable)" in output
+    assert not (data / "imagine.sqlite3").exists()  # the doctor only looks; `run` creates the database
 
     code, output = await run(healthcheck, env, workdir)
     assert code == 1  # nothing answers yet: unhealthy, not a crash

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import re
+import socket
+import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +17,12 @@ from bot.doctor import run_checks
 from bot.emulator import Emulator
 from bot.settings import Settings
 from storage.migrate import latest_version
+from storage.models import JobOrigin, JobState, NewJob
+from storage.sqlite import SQLiteJobStore
 from tests.bot.conftest import TOKEN
 from tests.bot_settings import bot_settings
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, Perm
+from tests.storage.test_migrations import VERSION_1_SCHEMA, make_file, read_pragma
 
 
 @pytest.fixture
@@ -66,14 +73,17 @@ async def test_every_check_passes_on_a_working_setup(
     runcomfy = line(lines, "✓ RunComfy token")
     assert emulator.config.model_id in runcomfy
     assert f"${emulator.config.base_price_usd:g} per image" in runcomfy
-    assert f"writable, schema version {latest_version()}, 0 unfinished job(s)" in line(lines, "✓ Database")
+    assert "not created yet; `python -m bot run` creates it" in line(lines, "✓ Database")
+    assert "public; spending is capped (200 images a day, $10 a day, $100 a month" in line(
+        lines, "✓ Discord application"
+    )
     invite = line(lines, "✓ Invite URL")
     assert "scopes bot applications.commands; permissions=117824" in invite
     assert invite.endswith(
         f"https://discord.com/oauth2/authorize?client_id={app_id}&scope=bot+applications.commands&permissions=117824"
     )
     assert lines[-1].strip().startswith("All ")
-    assert (settings.database_path).exists()
+    assert not settings.database_path.exists()  # the doctor looks; only `run` creates and migrates
 
 
 async def test_a_rejected_discord_token_fails_and_says_where_to_reset_it(
@@ -170,3 +180,145 @@ async def test_a_bot_in_no_server_is_told_to_use_the_invite(tmp_path: Path, emul
         code, lines = await check(settings, fake)
     assert code == 1
     assert "invite URL" in fix_after(lines, "✗ Servers: the bot is in no server")
+
+
+# -- the database, read-only ---------------------------------------------------------------------------
+
+
+async def made_by_run(settings: Settings) -> None:
+    """The database as `python -m bot run` leaves it: created and migrated."""
+    store = await SQLiteJobStore.open(settings.database_path)
+    await store.close()
+
+
+async def test_a_current_database_is_read_without_taking_the_write_lock(
+    settings: Settings, fake_discord: FakeDiscord
+) -> None:
+    await made_by_run(settings)
+    with sqlite3.connect(settings.database_path, isolation_level=None) as writer:
+        writer.execute("BEGIN IMMEDIATE")  # the running bot in the middle of a write
+        try:
+            code, lines = await check(settings, fake_discord)
+        finally:
+            writer.execute("ROLLBACK")
+    writer.close()
+    assert code == 0, "\n".join(lines)
+    assert f"writable, schema version {latest_version()}, 0 unfinished job(s)" in line(lines, "✓ Database")
+
+
+async def test_an_older_database_is_not_migrated_and_will_be_on_the_next_run(
+    settings: Settings, fake_discord: FakeDiscord
+) -> None:
+    settings.database_path.parent.mkdir(parents=True)
+    make_file(settings.database_path, VERSION_1_SCHEMA)
+    before = settings.database_path.read_bytes()
+    code, lines = await check(settings, fake_discord)
+    assert code == 0, "\n".join(lines)
+    assert (
+        f"writable, schema version 1; `python -m bot run` migrates it to {latest_version()} on its next start"
+        in line(lines, "✓ Database")
+    )
+    assert read_pragma(settings.database_path, "user_version") == 1
+    assert settings.database_path.read_bytes() == before
+
+
+async def test_a_newer_database_is_refused_naming_both_versions(settings: Settings, fake_discord: FakeDiscord) -> None:
+    settings.database_path.parent.mkdir(parents=True)
+    make_file(settings.database_path, "CREATE TABLE from_the_future (x); PRAGMA user_version = 99;")
+    code, lines = await check(settings, fake_discord)
+    assert code == 1
+    assert (
+        f"✗ Database {settings.database_path}: schema version 99 was written by a newer release of the bot; "
+        f"this one knows versions up to {latest_version()} and will not touch it"
+    ) in lines
+    assert "run the release that wrote it" in fix_after(lines, "✗ Database")
+    assert read_pragma(settings.database_path, "user_version") == 99
+
+
+async def test_jobs_left_by_the_cli_are_listed_apart_from_the_bots(
+    settings: Settings, fake_discord: FakeDiscord
+) -> None:
+    await made_by_run(settings)
+    now = datetime.now(UTC)
+    store = await SQLiteJobStore.open(settings.database_path)
+    try:
+        cli = await store.create(NewJob("m", "from the terminal", "1:1", 1, JobOrigin()), now=now)
+        await store.transition(cli.id, JobState.IN_QUEUE, expect=tuple(JobState), now=now, request_id="req-cli-1")
+        await store.create(NewJob("m", "never sent", "1:1", 2, JobOrigin()), now=now)
+        await store.create(NewJob("m", "a member's", "1:1", 3, JobOrigin(guild_id=1, channel_id=2, user_id=3)), now=now)
+    finally:
+        await store.close()
+    code, lines = await check(settings, fake_discord)
+    assert code == 0, "\n".join(lines)
+    assert ", 1 unfinished job(s)," in line(lines, "✓ Database")
+    index = lines.index(line(lines, "✓ Database"))
+    assert lines[index + 1] == (
+        "    2 job(s) left by the CLI (`python -m bot generate` stopped before they ended; the bot does not resume "
+        "them): req-cli-1 in_queue, (never sent) submitting"
+    )
+
+
+# -- a public application --------------------------------------------------------------------------------
+
+
+async def test_a_public_bot_without_allow_list_or_budget_is_a_failure(
+    settings: Settings, fake_discord: FakeDiscord
+) -> None:
+    no_caps = {"budget_images_per_day": 0, "budget_usd_per_day": 0, "budget_usd_per_month": 0}
+    code, lines = await check(settings, fake_discord, **no_caps)
+    assert code == 1
+    assert line(lines, "✗ Discord application") == (
+        "✗ Discord application: public (anyone can add the bot to their server) and neither "
+        "DISCORD_ALLOWED_GUILD_IDS nor a BUDGET_* cap is set, so any server can spend your RunComfy credit"
+    )
+    assert "Public Bot" in fix_after(lines, "✗ Discord application")
+
+    code, lines = await check(settings, fake_discord, discord_allowed_guild_ids=[123456789012345678], **no_caps)
+    assert "public; the bot serves only the 1 server(s) in DISCORD_ALLOWED_GUILD_IDS" in line(
+        lines, "✓ Discord application"
+    )
+
+    fake_discord.bot_public = False  # type: ignore[attr-defined]
+    code, lines = await check(settings, fake_discord, **no_caps)
+    assert code == 0, "\n".join(lines)
+    assert line(lines, "✓ Discord application") == (
+        "✓ Discord application: private (only its owner can add the bot to a server)"
+    )
+
+
+# -- no network ------------------------------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 nothing listens on: what an unreachable host looks like, without leaving the machine."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_unreachable_hosts_are_named_without_blaming_the_tokens(
+    settings: Settings, fake_discord: FakeDiscord
+) -> None:
+    port = closed_port()
+    code, lines = await check(
+        settings,
+        fake_discord,
+        discord_api_base_url=f"http://127.0.0.1:{port}/api/v10",
+        runcomfy_base_url=f"http://127.0.0.1:{port}",
+    )
+    assert code == 1
+    assert line(lines, "✗ Discord") == (
+        f"✗ Discord: could not reach http://127.0.0.1:{port}: 127.0.0.1 refused the connection on port {port}; "
+        "the token was not checked"
+    )
+    assert "network connection, DNS and firewall" in fix_after(lines, "✗ Discord")
+    assert line(lines, "✗ RunComfy") == (
+        f"✗ RunComfy: could not reach http://127.0.0.1:{port}: 127.0.0.1 refused the connection on port {port}; "
+        "the token was not checked"
+    )
+    assert "RUNCOMFY_BASE_URL" in fix_after(lines, "✗ RunComfy")
+    assert fix_after(lines, "✗ Invite URL").strip() == "→ fix the Discord line above first"
+    text = "\n".join(lines)
+    assert "Reset Token" not in text
+    assert "rejected" not in text
+    assert not re.search(r"_NotSent|[A-Z][a-z]+(Error|Exception)\b", text), text

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import socket
 import struct
+import threading
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ParamSpec, TypeVar
 
+import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 from PIL import Image
+from pydantic import SecretStr
 
-from bot.download import HostPolicy, inspect_image
+from bot.addresses import ADDRESS_REFUSED, AddressRefusedError, address_problem
+from bot.download import HostPolicy, inspect_image, open_session
 from bot.emulator import Duration, Emulator, EmulatorConfig, Fault
 from bot.emulator_images import render_png
+from bot.images import ImageWorkers
 from bot.runcomfy import DownloadError, RunComfyClient
+from bot.settings import Settings
 from tests.bot.conftest import TOKEN, ClientFactory
 
+P = ParamSpec("P")
+T = TypeVar("T")
 INPUTS = {"prompt": "a lighthouse at dusk", "aspect_ratio": "3:2", "seed": 11}
 
 
@@ -143,16 +155,21 @@ async def test_redirect_to_a_host_not_in_allowlist_is_refused(emulator: Emulator
     assert client.request_count == 3  # submit, result, the redirecting file; never the target
 
 
-async def test_redirect_to_loopback_is_refused_unless_listed(emulator: Emulator, make_client: ClientFactory) -> None:
+async def test_a_listed_name_that_resolves_to_loopback_is_refused_without_a_pinned_session(
+    emulator: Emulator, make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listing a name is not enough: its addresses are checked too, even on a session built without the
+    pinned connector (by a lookup of its own, with a warning that the wiring is missing)."""
     port = emulator.url.rsplit(":", 1)[1]
     client = make_client(allowed_hosts=["localhost"])
     submitted = await client.submit(INPUTS)
-    emulator.config.result_kind = "redirect"
-    emulator.config.redirect_url = f"http://127.0.0.1:{port}/files/{submitted.request_id}.png"
-    with pytest.raises(DownloadError) as caught:
+    with pytest.raises(AddressRefusedError) as caught:
         await client.download_image(f"http://localhost:{port}/files/{submitted.request_id}.png")
-    assert "127.0.0.1" in str(caught.value)
-    assert emulator.calls["file"] == 1
+    assert "localhost resolves to" in str(caught.value)
+    assert "(loopback)" in str(caught.value)
+    assert caught.value.user_message == ADDRESS_REFUSED
+    assert emulator.calls["file"] == 0
+    assert any("not built with bot.download.open_session" in record.message for record in caplog.records)
 
 
 async def test_redirects_inside_the_allowlist_are_followed(
@@ -251,3 +268,180 @@ async def test_download_timeout(emulator: Emulator, make_client: ClientFactory) 
     assert "timed out" in str(caught.value)
     assert caught.value.retryable
     assert emulator.calls["file"] == 2
+
+
+# -- addresses: a host name is only as safe as what it resolves to -------------------------------------
+
+
+class MapDNS(AbstractResolver):
+    """DNS for tests: names map to answer lists; later lookups may get other answers (a rebinding server)."""
+
+    def __init__(self, answers: dict[str, list[list[str]]]) -> None:
+        self.answers = answers
+        self.queries: list[str] = []
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        self.queries.append(host)
+        rounds = self.answers[host]
+        addresses = rounds[min(self.queries.count(host), len(rounds)) - 1]
+        return [
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": 0,
+            }
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+def pinned_client(session: aiohttp.ClientSession, base_url: str, allowed: list[str]) -> RunComfyClient:
+    return RunComfyClient(
+        session,
+        base_url=base_url,
+        model="imagineart/imagineart-1.5-preview/text-to-image",
+        token=SecretStr(TOKEN),
+        allowed_hosts=allowed,
+        max_retries=1,
+        backoff_base=0.001,
+        backoff_cap=0.01,
+        download_timeout=2.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("answers", "refused"),
+    [
+        (["127.0.0.1"], "127.0.0.1 (loopback)"),
+        (["93.184.216.34", "127.0.0.1"], "127.0.0.1 (loopback)"),  # one bad answer among good ones is enough
+        (["169.254.169.254"], "169.254.169.254 (link-local)"),  # the cloud metadata service
+        (["10.1.2.3"], "10.1.2.3 (private)"),
+        (["::ffff:127.0.0.1"], "::ffff:127.0.0.1 (loopback, inside ::ffff:7f00:1)"),
+    ],
+)
+async def test_an_allowlisted_name_resolving_to_a_local_address_is_refused_before_any_request(
+    emulator: Emulator,
+    file_host: FileHost,
+    caplog: pytest.LogCaptureFixture,
+    answers: list[str],
+    refused: str,
+) -> None:
+    file_host.files["a.png"] = (render_png("x", 1, "1:1"), "image/png")
+    dns = MapDNS({"cdn.runcomfy.net": [answers]})
+    settings = Settings(_env_file=None, runcomfy_base_url=emulator.url)  # type: ignore[call-arg]
+    port = file_host.url.rsplit(":", 1)[1]
+    async with open_session(settings, resolver=dns) as session:
+        client = pinned_client(session, emulator.url, settings.allowed_download_hosts)
+        with pytest.raises(AddressRefusedError) as caught:
+            await client.download_image(f"http://cdn.runcomfy.net:{port}/a.png")
+    assert caught.value.user_message == ADDRESS_REFUSED
+    assert not caught.value.retryable
+    assert dns.queries == ["cdn.runcomfy.net"]
+    assert file_host.headers == []  # nothing was fetched
+    [logged] = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert f"download refused: cdn.runcomfy.net resolves to {refused}" in logged
+
+
+async def test_a_redirect_to_a_name_resolving_to_loopback_is_refused(emulator: Emulator, file_host: FileHost) -> None:
+    file_host.files["a.png"] = (render_png("x", 1, "1:1"), "image/png")
+    port = file_host.url.rsplit(":", 1)[1]
+    dns = MapDNS({"images.runcomfy.net": [["127.0.0.1"]]})
+    settings = Settings(_env_file=None, runcomfy_base_url=emulator.url)  # type: ignore[call-arg]
+    async with open_session(settings, resolver=dns) as session:
+        client = pinned_client(session, emulator.url, settings.allowed_download_hosts)
+        url = (await client.result((await client.submit(INPUTS)).request_id)).image_urls[0]
+        emulator.config.result_kind = "redirect"
+        emulator.config.redirect_url = f"http://images.runcomfy.net:{port}/a.png"
+        with pytest.raises(AddressRefusedError):
+            await client.download_image(url)
+    assert emulator.calls["file"] == 1  # the first hop, on the operator's own (literal) API host
+    assert file_host.headers == []
+
+
+async def test_the_connection_goes_to_the_address_that_was_resolved_once(emulator: Emulator) -> None:
+    """The operator's API host may be local (here a name for the emulator). A rebinding DNS server answers the
+    first lookup with the emulator's address and every later one with 127.0.0.2, where nothing listens: the
+    whole job works, so each connection used the one answer the resolver returned, and no lookup was repeated."""
+    port = emulator.url.rsplit(":", 1)[1]
+    base_url = f"http://emulator.test:{port}"
+    dns = MapDNS({"emulator.test": [["127.0.0.1"], ["127.0.0.2"]]})
+    emulator.config.file_base_url = base_url
+    settings = Settings(_env_file=None, runcomfy_base_url=base_url)  # type: ignore[call-arg]
+    async with open_session(settings, resolver=dns) as session:
+        client = pinned_client(session, base_url, settings.allowed_download_hosts)
+        result = await client.result((await client.submit(INPUTS)).request_id)
+        image = await client.download_image(result.image_urls[0])
+    assert image.format == "PNG"
+    assert dns.queries == ["emulator.test"]
+    assert emulator.calls["file"] == 1
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.8.9.10", "loopback"),
+        ("::1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("192.168.1.1", "private"),
+        ("fd00::1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("0.0.0.0", "unspecified"),  # noqa: S104 - an address to classify, not to bind
+        ("::", "unspecified"),
+        ("100.64.0.1", "not publicly routable"),
+        ("::ffff:10.0.0.1", "private, inside ::ffff:a00:1"),
+        ("2002:7f00:1::1", "loopback, inside 2002:7f00:1::1"),
+        ("64:ff9b::a9fe:a9fe", "link-local, inside 64:ff9b::a9fe:a9fe"),
+        ("8.8.8.8", None),
+        ("93.184.216.34", None),
+        ("2606:4700:4700::1111", None),
+        ("64:ff9b::808:808", None),
+    ],
+)
+def test_address_classes(address: str, problem: str | None) -> None:
+    assert address_problem(address) == problem
+
+
+async def test_the_decode_check_waits_for_a_free_image_worker(emulator: Emulator, make_client: ClientFactory) -> None:
+    """Downloads share the process's image threads, so a burst of results cannot decode more at once."""
+
+    class Watched(ImageWorkers):
+        def __init__(self) -> None:
+            super().__init__(1)
+            self.asked = asyncio.Event()
+
+        async def run(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+            self.asked.set()
+            return await super().run(func, *args, **kwargs)
+
+    workers = Watched()
+    held = threading.Event()
+    try:
+        client = make_client(image_workers=workers)
+        url = await finished_file_url(emulator, client)
+        hold = asyncio.create_task(workers.run(held.wait, 30))
+        await asyncio.sleep(0)
+        assert workers.running == 1
+        workers.asked.clear()
+        download = asyncio.create_task(client.download_image(url))
+        await workers.asked.wait()
+        await asyncio.sleep(0)
+        assert (workers.running, workers.waiting) == (1, 1)
+        assert emulator.calls["file"] == 1
+        assert not download.done()
+        held.set()
+        assert (await download).format == "PNG"
+        assert await hold
+    finally:
+        held.set()
+        workers.close()

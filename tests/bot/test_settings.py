@@ -94,3 +94,50 @@ def test_secrets_lists_only_tokens_that_are_set() -> None:
     assert build().secrets() == []
     assert sorted(build(discord_token="d-token", runcomfy_api_token="r-token").secrets()) == ["d-token", "r-token"]
     assert "d-token" not in repr(build(discord_token="d-token"))
+
+
+def test_public_bot_settings_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_ALLOWED_GUILD_IDS", "123456789012345678, 876543210987654321")
+    monkeypatch.setenv("BUDGET_IMAGES_PER_DAY", "0")
+    monkeypatch.setenv("BUDGET_USD_PER_DAY", "2.5")
+    monkeypatch.setenv("BUDGET_USD_PER_MONTH", "0")
+    monkeypatch.setenv("JOB_RETENTION_DAYS", "30")
+    monkeypatch.setenv("RUNCOMFY_BALANCE_PROBE_SECONDS", "60")
+    monkeypatch.setenv("IMAGE_WORKERS", "3")
+    monkeypatch.setenv("IMAGE_MAX_PIXELS", "20000000")
+    loaded = build()
+    assert loaded.discord_allowed_guild_ids == [123456789012345678, 876543210987654321]
+    assert (loaded.budget_images_per_day, loaded.budget_usd_per_day, loaded.budget_usd_per_month) == (0, 2.5, 0)
+    assert loaded.has_budget
+    assert (loaded.job_retention_days, loaded.runcomfy_balance_probe_seconds) == (30, 60.0)
+    assert (loaded.image_workers, loaded.image_max_pixels) == (3, 20_000_000)
+
+
+def test_public_bot_defaults_cap_spending_and_serve_any_server() -> None:
+    loaded = build()
+    assert loaded.discord_allowed_guild_ids == []
+    assert (loaded.budget_images_per_day, loaded.budget_usd_per_day, loaded.budget_usd_per_month) == (200, 10.0, 100.0)
+    assert loaded.has_budget
+    assert not build(budget_images_per_day=0, budget_usd_per_day=0, budget_usd_per_month=0).has_budget
+    assert (loaded.job_retention_days, loaded.image_workers) == (90, 2)
+
+
+@pytest.mark.parametrize(
+    ("values", "name"),
+    [
+        ({"discord_allowed_guild_ids": "12, abc"}, "discord_allowed_guild_ids"),
+        ({"discord_allowed_guild_ids": "0"}, "discord_allowed_guild_ids"),
+        ({"discord_allowed_guild_ids": "-5"}, "discord_allowed_guild_ids"),
+        ({"budget_images_per_day": -1}, "budget_images_per_day"),
+        ({"budget_usd_per_day": -0.01}, "budget_usd_per_day"),
+        ({"budget_usd_per_month": "inf"}, "budget_usd_per_month"),
+        ({"budget_usd_per_day": "nan"}, "budget_usd_per_day"),
+        ({"job_retention_days": -1}, "job_retention_days"),
+        ({"runcomfy_balance_probe_seconds": 0}, "runcomfy_balance_probe_seconds"),
+        ({"image_workers": 0}, "image_workers"),
+        ({"image_max_pixels": 1000}, "image_max_pixels"),
+    ],
+)
+def test_bad_public_bot_settings_are_refused_by_name(values: dict[str, object], name: str) -> None:
+    with pytest.raises(ValidationError, match=name):
+        build(**values)

@@ -48,7 +48,8 @@ async def get_application(call: Call) -> Reply:
         "description": "",
         "summary": "",
         "type": None,
-        "bot_public": True,
+        # Tests flip this with `fake.bot_public = False` (the doctor warns about public bots).
+        "bot_public": getattr(fake, "bot_public", True),
         "bot_require_code_grant": False,
         "verify_key": "0" * 64,
         "flags": fake.application_flags,

@@ -1,0 +1,123 @@
+"""Retention: delete old finished jobs without losing what they count for, and cheap counts of live jobs.
+
+A public bot makes thousands of images a month, each a row with a prompt in
+it. Rows in a final state (delivered, failed, cancelled) older than
+JOB_RETENTION_DAYS are deleted by `prune`, a few hundred per statement so the
+bot's own writes slot in between batches. Their usage is not lost: the
+`jobs_fold_usage` trigger (migration 0005) adds every deleted row that reached
+`completed` to `usage_totals`, one row per (server, member, UTC day), inside
+the same DELETE statement. `usage` then reads totals and live rows together,
+so `/imagine-admin usage` says the same before and after a prune.
+
+Totals keep no time of day. A report starting mid-day (`since` = now − N days)
+counts folded totals only for the days after `since`'s day; with the defaults
+(retention 90 days, reports of at most 90 days) every pruned row is older than
+any report's start, so reports are exact. With a shorter retention, a report
+reaching further back misses the folded part of its first day only.
+
+`count_unfinished_by_state` reads only the rows of a partial index of live
+jobs (`jobs_unfinished` or `jobs_guild_unfinished`, the planner's choice), for
+health and metrics, which ask often and must not scan a table that keeps 90
+days of history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import aiosqlite
+
+from storage.models import FINAL_STATES, JobState, MemberUsage, Usage, UsageDay
+from storage.sqlite_common import to_text, unavailable_on_error
+
+log = logging.getLogger(__name__)
+
+PRUNE_BATCH = 500
+NANO = 1_000_000_000
+
+# Sorted so the text matches the jobs_unfinished partial index in 0001_jobs.sql word for word.
+_FINAL_LIST = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
+_UNFINISHED_WHERE = f"state NOT IN ({_FINAL_LIST})"
+
+_PRUNE_SQL = (
+    "DELETE FROM jobs WHERE id IN ("  # noqa: S608 - constants only
+    f"SELECT id FROM jobs WHERE state IN ({_FINAL_LIST}) AND coalesce(finished_at, created_at) < :before"
+    " ORDER BY id LIMIT :batch) RETURNING id"
+)
+UNFINISHED_COUNT_SQL = f"SELECT state, count(*) FROM jobs WHERE {_UNFINISHED_WHERE} GROUP BY state"  # noqa: S608
+
+# Live rows, summed exactly as the trigger folds them (whole billionths of a dollar per job).
+_LIVE = (
+    "SELECT substr(completed_at, 1, 10) AS day, user_id, 1 AS images,"
+    " CAST(round(coalesce(cost_usd, 0) * 1e9) AS INTEGER) AS nanos,"
+    " (cost_estimated AND cost_usd IS NOT NULL) AS estimated, (cost_usd IS NULL) AS unpriced"
+    " FROM jobs WHERE guild_id = :guild AND completed_at IS NOT NULL AND completed_at >= :since"
+)
+_FOLDED = (
+    "SELECT day, nullif(user_id, 0) AS user_id, images, cost_nanousd AS nanos, estimated, unpriced"
+    " FROM usage_totals WHERE guild_id = :guild AND day > substr(:since, 1, 10)"
+)
+_BOTH = f"{_LIVE} UNION ALL {_FOLDED}"
+_PER_DAY_SQL = (
+    "SELECT day, sum(images), sum(nanos), sum(estimated), sum(unpriced)"  # noqa: S608 - constants only
+    f" FROM ({_BOTH}) GROUP BY day ORDER BY day"
+)
+_PER_MEMBER_SQL = (
+    "SELECT user_id, sum(images) AS made, sum(nanos) AS spent, sum(estimated), sum(unpriced)"  # noqa: S608
+    f" FROM ({_BOTH}) WHERE user_id IS NOT NULL"
+    " GROUP BY user_id ORDER BY made DESC, spent DESC, user_id LIMIT :top"
+)
+
+
+async def prune(db: aiosqlite.Connection, path: Path, *, before: datetime, batch: int = PRUNE_BATCH) -> int:
+    """Delete jobs in a final state that finished (or, lacking that, were created) before `before`.
+
+    Returns how many were deleted. Each batch is one statement (committed on
+    its own, its usage folded by the trigger), and the event loop runs between
+    batches, so a large first prune never holds the database for long. Rerolls
+    of a deleted job keep working; their `parent_id` becomes NULL.
+    """
+    params = {"before": to_text(before, "before"), "batch": batch}
+    total = 0
+    while True:
+        with unavailable_on_error(path):
+            deleted = len(list(await db.execute_fetchall(_PRUNE_SQL, params)))
+        total += deleted
+        if deleted < batch:
+            break
+        await asyncio.sleep(0)
+    if total:
+        log.info("pruned %d finished job(s) older than %s; their usage is kept in usage_totals", total, before)
+    return total
+
+
+async def usage(db: aiosqlite.Connection, path: Path, guild_id: int, since: datetime, *, top: int = 5) -> Usage:
+    """Images a server made (reached `completed`) since `since`, per UTC day and for its `top` members,
+    from live rows and from the totals of pruned ones."""
+    params = {"guild": guild_id, "since": to_text(since, "since"), "top": top}
+    with unavailable_on_error(path):
+        days = await db.execute_fetchall(_PER_DAY_SQL, params)
+        members = await db.execute_fetchall(_PER_MEMBER_SQL, params)
+    return Usage(
+        days=tuple(
+            UsageDay(day, int(images), nanos / NANO, int(estimated), int(unpriced))
+            for day, images, nanos, estimated, unpriced in days
+        ),
+        members=tuple(
+            MemberUsage(int(user_id), int(images), nanos / NANO, int(estimated), int(unpriced))
+            for user_id, images, nanos, estimated, unpriced in members
+        ),
+    )
+
+
+async def count_unfinished_by_state(db: aiosqlite.Connection, path: Path) -> dict[JobState, int]:
+    """How many jobs are in each non-final state (zeros included), read from the live-jobs index only."""
+    with unavailable_on_error(path):
+        rows = await db.execute_fetchall(UNFINISHED_COUNT_SQL)
+    counts = {state: 0 for state in JobState if not state.is_final}
+    for state, count in rows:
+        counts[JobState(state)] = int(count)
+    return counts
