@@ -29,7 +29,9 @@ from discord.ext import commands
 
 from bot import shutdown
 from bot.clock import Clock
+from bot.download import open_session
 from bot.health import HealthServer
+from bot.images import ImageWorkers
 from bot.jobs import JobManager
 from bot.metrics import BotMetrics, MeteredRunComfyClient
 from bot.settings import Settings
@@ -119,6 +121,7 @@ class ImagineBot(commands.Bot):
             **options,
         )
         self.session: aiohttp.ClientSession | None = None
+        self.image_workers: ImageWorkers | None = None
         self.store: SQLiteJobStore | None = None
         self.jobs: JobManager | None = None
         self.health: HealthServer | None = None
@@ -129,17 +132,20 @@ class ImagineBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         settings = self.settings
-        self.session = aiohttp.ClientSession()
+        self.session = open_session(settings)  # every result host checked and pinned (bot/download.py)
+        self.image_workers = ImageWorkers.from_settings(settings)
         # Under Discord's 3 s to acknowledge: a command meeting a locked database gets an answer, not a timeout.
         self.store = await SQLiteJobStore.open(settings.database_path, busy_timeout_ms=2000)
         limiter = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
         token = settings.require("RUNCOMFY_API_TOKEN")
         client = MeteredRunComfyClient.metered(
-            self.session, settings, token=token, limiter=limiter, metrics=self.metrics
+            self.session, settings, token=token, limiter=limiter, metrics=self.metrics, image_workers=self.image_workers
         )
         self.jobs = JobManager.from_settings(client, self.store, settings, clock=self.clock)
         self.add_dynamic_items(ImagineButton)
-        destination = await add_cogs(self, self.jobs, self.store, model=settings.runcomfy_model, clock=self.clock)
+        destination = await add_cogs(
+            self, self.jobs, self.store, model=settings.runcomfy_model, clock=self.clock, images=self.image_workers
+        )
         self.jobs.subscribe(self.metrics.on_job_event)
         for guild_id in settings.discord_guild_ids:
             if not self.owns_guild(guild_id):
@@ -225,6 +231,8 @@ class ImagineBot(commands.Bot):
             # Steps still running at the deadline are cancelled; their jobs resume on the next start.
             await self.jobs.stop(grace=max(0.5, deadline - loop.time() - 1.0))
         await super().close()
+        if self.image_workers is not None:
+            self.image_workers.close()
         if self.health is not None:
             await self.health.close()
         if self.store is not None:

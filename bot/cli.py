@@ -12,13 +12,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 from rich.console import Console
 
-from bot.download import DownloadedImage
+from bot.download import DownloadedImage, open_session
 from bot.emulator import Emulator
+from bot.images import ImageWorkers
 from bot.jobs import Delivered, Gone, JobManager, RecoveredReply, Reply
 from bot.jobs.delivery import Outcome
 from bot.jobs.events import JobCancelled, JobDelivered, JobEvent, JobFailed, JobQueued, JobRunning, JobUndeliverable
@@ -128,11 +128,12 @@ async def generate(args: argparse.Namespace, settings: Settings, console: Consol
     prompt, ratio, seed = parse_inputs(args)
     async with (
         _runcomfy(settings, args.emulator) as (settings, token),
-        aiohttp.ClientSession() as session,
+        open_session(settings) as session,
         await SQLiteJobStore.open(settings.database_path) as store,
     ):
         limiter = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
-        client = RunComfyClient.from_settings(session, settings, token=token, limiter=limiter)
+        workers = ImageWorkers.from_settings(settings)
+        client = RunComfyClient.from_settings(session, settings, token=token, limiter=limiter, image_workers=workers)
         manager = JobManager.from_settings(client, store, settings)
         destination = FileDestination(args.output)
         done: asyncio.Future[JobEvent] = asyncio.get_running_loop().create_future()
@@ -164,6 +165,7 @@ async def generate(args: argparse.Namespace, settings: Settings, console: Consol
                 event = await done
             finally:
                 await manager.stop()
+                workers.close()
 
         if isinstance(event, JobDelivered) and destination.saved is not None and destination.image is not None:
             image = destination.image

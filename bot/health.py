@@ -78,7 +78,7 @@ async def check(bot: Monitored) -> HealthReport:
         database["error"] = "not open yet"
     else:
         try:
-            counts = await asyncio.wait_for(bot.store.count_by_state(), DATABASE_TIMEOUT)
+            counts = await asyncio.wait_for(bot.store.count_unfinished_by_state(), DATABASE_TIMEOUT)
         except StoreUnavailableError as error:
             database["error"] = error.reason
         except TimeoutError:

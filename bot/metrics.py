@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from pydantic import SecretStr
 
 from bot.download import DownloadedImage
+from bot.images import ImageWorkers
 from bot.jobs.events import (
     DeliveryDelayed,
     JobCancelled,
@@ -107,7 +108,12 @@ class BotMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.jobs = Gauge("imagine_jobs", "Jobs in the database, by state.", ["state"], registry=registry)
+        self.jobs = Gauge(
+            "imagine_jobs",
+            "Live jobs in the database, by state (endings are counted by imagine_jobs_finished_total).",
+            ["state"],
+            registry=registry,
+        )
         self.scheduled = Gauge(
             "imagine_jobs_scheduled", "Jobs this process's scheduler is waiting on or stepping.", registry=registry
         )
@@ -180,7 +186,8 @@ class BotMetrics:
         self._requests = _RequestCountCollector()
         registry.register(self._requests)
         for state in JobState:
-            self.jobs.labels(state.value)
+            if not state.is_final:
+                self.jobs.labels(state.value)
         for outcome in ("delivered", "undeliverable", "failed", "cancelled"):
             self.finished.labels(outcome)
         for outcome in ("shown", "lost"):
@@ -192,8 +199,10 @@ class BotMetrics:
         self._requests.client = client
 
     def set_job_counts(self, counts: Mapping[JobState, int]) -> None:
-        for state, count in counts.items():
-            self.jobs.labels(state.value).set(count)
+        """Live jobs by state; a state absent from `counts` has none."""
+        for state in JobState:
+            if not state.is_final:
+                self.jobs.labels(state.value).set(counts.get(state, 0))
 
     def on_job_event(self, event: JobEvent) -> None:
         """A job-manager listener: every ending, every delivery that had to wait, and the end-to-end time."""
@@ -255,9 +264,10 @@ class MeteredRunComfyClient(RunComfyClient):
         token: SecretStr | None,
         limiter: AsyncLimiter | None,
         metrics: BotMetrics,
+        image_workers: ImageWorkers | None = None,
     ) -> MeteredRunComfyClient:
         """`from_settings`, reporting to `metrics`."""
-        client = cls.from_settings(session, settings, token=token, limiter=limiter)
+        client = cls.from_settings(session, settings, token=token, limiter=limiter, image_workers=image_workers)
         if not isinstance(client, MeteredRunComfyClient):  # from_settings builds `cls`; this tells mypy so
             raise TypeError(f"expected a MeteredRunComfyClient, got {type(client).__name__}")
         client.attach(metrics)

@@ -14,14 +14,13 @@ the manager when Discord says a reply, channel or server is gone.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import discord
 from discord.ext import commands
 
 from bot.download import DownloadedImage
-from bot.images import EncodedImage, fit_under
+from bot.images import EncodedImage, ImageWorkers
 from bot.jobs import Delivered, Gone, JobManager, RecoveredReply, Retry
 from bot.jobs.delivery import Outcome
 from bot.jobs.events import (
@@ -58,10 +57,11 @@ TOO_LARGE = 413
 
 
 class DiscordDestination:
-    def __init__(self, bot: discord.Client, courier: ReplyCourier, guilds: GuildStore) -> None:
+    def __init__(self, bot: discord.Client, courier: ReplyCourier, guilds: GuildStore, images: ImageWorkers) -> None:
         self.bot = bot
         self.courier = courier
         self.guilds = guilds
+        self.images = images
 
     async def deliver_image(self, job: Job, image: DownloadedImage) -> Outcome:
         permissions = self._permissions(job)
@@ -70,7 +70,7 @@ class DiscordDestination:
         limit = job.origin.filesize_limit or DEFAULT_UPLOAD_LIMIT
         settings = await self.guilds.get(job.origin.guild_id) if job.origin.guild_id else None
         for budget in (limit, limit // 2):
-            fitted = await asyncio.to_thread(fit_under, image.data, image.format, budget)
+            fitted = await self.images.fit_under(image.data, image.format, budget)
             if fitted.reencoded:
                 log.info("job %d: image re-encoded to fit %d bytes", job.id, budget, extra={"job_id": job.id})
             try:

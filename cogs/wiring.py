@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.clock import Clock
+from bot.images import ImageWorkers
 from bot.jobs import JobManager
 from cogs.admin import AdminCog
 from cogs.courier import ReplyCourier
@@ -31,7 +32,7 @@ AppCommand = app_commands.Command[commands.Cog, ..., None] | app_commands.Group
 
 
 async def add_cogs(
-    bot: commands.Bot, jobs: JobManager, store: JobStore, *, model: str, clock: Clock
+    bot: commands.Bot, jobs: JobManager, store: JobStore, *, model: str, clock: Clock, images: ImageWorkers
 ) -> DiscordDestination:
     """Add every cog; returns the destination the job manager delivers to."""
     courier = ReplyCourier(bot, clock, on_gone=lambda job: jobs.spawn(jobs.reply_gone(job.id), f"reply-gone-{job.id}"))
@@ -43,7 +44,7 @@ async def add_cogs(
     await bot.add_cog(ResultsCog(bot, starter, jobs, store))
     await bot.add_cog(HistoryCog(jobs, store))
     await bot.add_cog(AdminCog(jobs, store))
-    return DiscordDestination(bot, courier, store.guilds)
+    return DiscordDestination(bot, courier, store.guilds, images)
 
 
 def app_commands_to_sync() -> list[AppCommand]:

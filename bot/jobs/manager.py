@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.clock import Clock
@@ -42,9 +42,12 @@ from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from storage.base import JobStore
 from storage.models import FINAL_STATES, MADE_STATES, FailureKind, GuildSettings, Job, JobState, NewJob
+from storage.sqlite_common import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
+PRUNE_FIRST_DELAY = 60.0  # seconds after the start, out of the way of resuming jobs
+PRUNE_INTERVAL = 24 * 3600.0
 REPLY_GONE = "the reply was deleted"
 CHANNEL_GONE = "the channel was deleted, or the bot can no longer post in it"
 GUILD_GONE = "the bot was removed from the server"
@@ -64,6 +67,7 @@ class JobManager:
         job_timeout: float = 900.0,
         unknown_state_timeout: float = 120.0,
         delivery_retry_hours: float = 24.0,
+        retention_days: int = 0,
         max_concurrent_polls: int = 32,
     ) -> None:
         self.client = client
@@ -91,7 +95,9 @@ class JobManager:
             retry_window=delivery_retry_hours * 3600,
             on_channel_gone=lambda channel_id, reason: self.spawn(self.channel_gone(channel_id), "channel-gone"),
         )
+        self.retention = timedelta(days=retention_days)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._housekeeping: asyncio.Task[None] | None = None
         self._started = False
         self.ledger.subscribe(self._on_event)
 
@@ -111,6 +117,7 @@ class JobManager:
             job_timeout=settings.job_timeout_seconds,
             unknown_state_timeout=settings.unknown_state_timeout_seconds,
             delivery_retry_hours=settings.delivery_retry_hours,
+            retention_days=settings.job_retention_days,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -154,12 +161,17 @@ class JobManager:
             worker.start()
         for guild_id in sorted(guilds):
             self.line.timer.schedule(guild_id, self.clock.now())
+        if self.retention:
+            self._housekeeping = asyncio.create_task(self._prune_daily(), name="prune-old-jobs")
         self._started = True
         log.info("job manager started, %d unfinished jobs resumed", resumed)
         return resumed
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop every worker; in-flight steps get `grace` seconds to write their state, then are cancelled."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
         for worker in (self.line.timer, self.upstream.worker, self.delivery.worker):
             await worker.stop(grace)
         if self._tasks:
@@ -304,6 +316,20 @@ class JobManager:
         """The current rows of some jobs (for the CLI and tests)."""
         found = [await self.store.get(job_id) for job_id in job_ids]
         return [job for job in found if job is not None]
+
+    async def _prune_daily(self) -> None:
+        """Delete finished jobs older than JOB_RETENTION_DAYS (their usage totals stay): soon after the start,
+        then once a day."""
+        await asyncio.sleep(PRUNE_FIRST_DELAY)
+        while True:
+            try:
+                pruned = await self.store.prune(before=self.clock.now() - self.retention)
+            except StoreUnavailableError as error:
+                log.warning("old jobs not pruned this time: %s", error.reason)
+            else:
+                if pruned:
+                    log.info("pruned %d jobs older than %d days", pruned, self.retention.days)
+            await asyncio.sleep(PRUNE_INTERVAL)
 
     # -- how the parts hear of each other ---------------------------------------------
 

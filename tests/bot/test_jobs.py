@@ -316,3 +316,22 @@ async def test_every_transition_is_one_event(emulator: Emulator, make_manager: M
     assert len(recorder.of(JobAccepted, job.id)) == 1
     assert len(recorder.of(JobCompleted, job.id)) == 1
     assert len(recorder.of(JobDelivered, job.id)) == 1
+
+
+async def test_finished_jobs_past_the_retention_are_pruned_soon_after_the_start(
+    emulator: Emulator, make_manager: ManagerFactory, store: SQLiteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.jobs.manager.PRUNE_FIRST_DELAY", 0.0)
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    old = await store.create(new_job("old"), now=long_ago)
+    await store.transition(old.id, JobState.DELIVERED, expect=ANY, now=long_ago)
+    recent = await store.create(new_job("recent"), now=datetime.now(UTC))
+    await store.transition(recent.id, JobState.DELIVERED, expect=ANY, now=datetime.now(UTC))
+    manager = make_manager(retention_days=30)
+    await started(manager)
+    async with asyncio.timeout(5):
+        while True:
+            if await store.get(old.id) is None:
+                break
+            await asyncio.sleep(0.01)
+    assert await store.get(recent.id) is not None

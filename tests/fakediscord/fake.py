@@ -54,6 +54,7 @@ class FakeDiscord:
         self.holds: list[Hold] = []
         self.unknown_routes: list[str] = []
         self.privileged_intents = 0  # Intent bits enabled in the developer portal
+        self.bot_public = True  # "Public Bot" in the developer portal (Discord's default)
         self.ratelimits = RateLimiter(self.clock)
         self.faults = FaultInjector(self.random)
         self.commands = CommandRegistry(self.ids, self.clock, self.application_id)

@@ -49,7 +49,7 @@ async def get_application(call: Call) -> Reply:
         "summary": "",
         "type": None,
         # Tests flip this with `fake.bot_public = False` (the doctor warns about public bots).
-        "bot_public": getattr(fake, "bot_public", True),
+        "bot_public": fake.bot_public,
         "bot_require_code_grant": False,
         "verify_key": "0" * 64,
         "flags": fake.application_flags,
