@@ -1,10 +1,12 @@
 """The PostgreSQL backend: several bot processes sharing one database (`DATABASE_URL`).
 
 `PostgresJobStore` implements the same `JobStore`/`GuildStore` protocols as the
-SQLite store; `ProcessRegistry` is what processes need from each other (who
-runs which shards). See docs/postgres.md.
+SQLite store; `ProcessRegistry` and `SharedRequestBudget` are what processes
+need from each other (who runs which shards; one RunComfy request budget).
+See docs/postgres.md.
 """
 
+from storage.postgres.budget import SharedRequestBudget
 from storage.postgres.connect import create_pool, redact_url
 from storage.postgres.guilds import PostgresGuildStore
 from storage.postgres.jobs import PostgresJobStore
@@ -16,6 +18,7 @@ __all__ = [
     "ProcessInfo",
     "ProcessRegistry",
     "ShardsTakenError",
+    "SharedRequestBudget",
     "create_pool",
     "redact_url",
 ]
