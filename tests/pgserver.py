@@ -111,7 +111,8 @@ class PostgresServer:
     def start(cls, bindir: Path) -> PostgresServer:
         """initdb and start a server in a new temp folder; its log tail is in the error if it does not start."""
         user = _server_user()
-        root = Path(tempfile.mkdtemp(prefix="imagine-pg-"))
+        # /tmp, not $TMPDIR: the server's user must reach it, and a unix socket path has ~100 bytes at most.
+        root = Path(tempfile.mkdtemp(prefix="imagine-pg-", dir="/tmp" if Path("/tmp").is_dir() else None))  # noqa: S108
         if user is not None:
             os.chown(root, user.pw_uid, user.pw_gid)
         server = cls(bindir, root, user)
