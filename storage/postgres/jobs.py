@@ -108,6 +108,11 @@ class PostgresJobStore:
         self.schema_version = schema_version
         self.guilds = PostgresGuildStore(pool, url)
 
+    @property
+    def pool(self) -> Pool:
+        """The store's pool, for the process registry and the shared budget to use the same connections."""
+        return self._pool
+
     @classmethod
     async def open(
         cls, url: str, *, min_size: int = 1, max_size: int = 10, migrate_schema: bool = True, **pool_options: Any

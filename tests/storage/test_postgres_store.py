@@ -18,6 +18,7 @@ import pytest
 from storage.columns import UNFINISHED_WHERE
 from storage.models import JobState
 from storage.open import open_store
+from storage.postgres.budget import SharedRequestBudget
 from storage.postgres.connect import redact_url, scrub
 from storage.postgres.jobs import UNFINISHED_SQL, PostgresJobStore
 from storage.sqlite import SQLiteJobStore, StoreUnavailableError
@@ -193,6 +194,8 @@ async def test_open_store_picks_postgres_for_a_url_and_sqlite_otherwise(postgres
     try:
         assert isinstance(postgres, PostgresJobStore)
         assert not (tmp_path / "unused.sqlite3").exists()
+        budget = await SharedRequestBudget.open(postgres.pool, rate=1)  # the building blocks share its pool
+        assert await budget.try_acquire() == 0
     finally:
         await postgres.close()
     sqlite = await open_store(database_url=None, database_path=tmp_path / "jobs.sqlite3")
