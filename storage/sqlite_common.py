@@ -18,10 +18,12 @@ class StoreUnavailableError(Exception):
 
     Raised instead of the bare `sqlite3` error so callers can tell "the disk
     said no" (stop, tell the operator) from a bug in a query, and so a write
-    that did not happen is never mistaken for one that did.
+    that did not happen is never mistaken for one that did. The PostgreSQL
+    store raises it too; its `path` is then the server's URL with any password
+    replaced by `***`.
     """
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"job database {path} is unavailable: {reason}")
         self.path = path
         self.reason = reason

@@ -1,15 +1,18 @@
-"""The community-server half of the store: per-server settings and the job queries limits and reports use."""
+"""The community-server half of the store: per-server settings and the job queries limits and reports use.
+
+Each test that takes `store` runs against SQLite and PostgreSQL (tests/storage/conftest.py).
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from storage.models import GuildLoad, GuildSettings, JobOrigin, JobState, NewJob
+from storage.open import AnyJobStore
 from storage.sqlite import _UNFINISHED_WHERE, SQLiteJobStore
 
 ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
@@ -28,14 +31,7 @@ def job(user: int = ALICE, guild: int = GUILD, prompt: str = "p", *, exempt: boo
     return NewJob("m", prompt, "1:1", 1, JobOrigin(guild_id=guild, channel_id=5, user_id=user), exempt=exempt)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
-    store = await SQLiteJobStore.open(tmp_path / "jobs.sqlite3")
-    yield store
-    await store.close()
-
-
-async def test_a_server_that_changed_nothing_gets_the_defaults(store: SQLiteJobStore) -> None:
+async def test_a_server_that_changed_nothing_gets_the_defaults(store: AnyJobStore) -> None:
     assert await store.guilds.get(GUILD) == GuildSettings(guild_id=GUILD)
     defaults = GuildSettings(guild_id=GUILD)
     assert (defaults.member_concurrent, defaults.member_queue, defaults.member_daily, defaults.guild_concurrent) == (
@@ -49,7 +45,7 @@ async def test_a_server_that_changed_nothing_gets_the_defaults(store: SQLiteJobS
     assert not defaults.show_cost
 
 
-async def test_settings_change_at_once_per_server_and_none_restores_a_default(store: SQLiteJobStore) -> None:
+async def test_settings_change_at_once_per_server_and_none_restores_a_default(store: AnyJobStore) -> None:
     changed = await store.guilds.update(GUILD, now=T0, by=ALICE, member_daily=3, show_cost=True)
     assert (changed.member_daily, changed.show_cost, changed.updated_by, changed.updated_at) == (3, True, ALICE, T0)
     again = await store.guilds.update(GUILD, now=at(1), default_aspect_ratio="16:9", member_daily=None)
@@ -59,7 +55,7 @@ async def test_settings_change_at_once_per_server_and_none_restores_a_default(st
     assert await store.guilds.get(OTHER_GUILD) == GuildSettings(guild_id=OTHER_GUILD)
 
 
-async def test_settings_refuse_unknown_names_and_nonsense_values(store: SQLiteJobStore) -> None:
+async def test_settings_refuse_unknown_names_and_nonsense_values(store: AnyJobStore) -> None:
     with pytest.raises(TypeError, match="unknown guild setting"):
         await store.guilds.update(GUILD, now=T0, **{"guild_id = 1; --": 1})
     with pytest.raises(ValueError, match="at least 1"):
@@ -68,7 +64,7 @@ async def test_settings_refuse_unknown_names_and_nonsense_values(store: SQLiteJo
         await store.guilds.update(GUILD, now=T0, show_cost=1)
 
 
-async def test_channel_and_term_lists_add_remove_and_clear(store: SQLiteJobStore) -> None:
+async def test_channel_and_term_lists_add_remove_and_clear(store: AnyJobStore) -> None:
     await store.guilds.set_channel(GUILD, 7, allowed=True, now=T0)
     await store.guilds.set_channel(GUILD, 7, allowed=True, now=T0)  # twice is once
     settings = await store.guilds.set_channel(GUILD, 8, allowed=True, now=T0)
@@ -86,7 +82,7 @@ async def test_channel_and_term_lists_add_remove_and_clear(store: SQLiteJobStore
         await store.guilds.set_term(GUILD, "", banned=True, now=T0)
 
 
-async def test_a_job_can_start_waiting_and_only_submitting_or_waiting(store: SQLiteJobStore) -> None:
+async def test_a_job_can_start_waiting_and_only_submitting_or_waiting(store: AnyJobStore) -> None:
     waiting = await store.create(job(), now=T0, state=JobState.WAITING)
     assert waiting.state is JobState.WAITING
     assert [j.id for j in await store.unfinished()] == [waiting.id]  # a restart finds it
@@ -96,7 +92,7 @@ async def test_a_job_can_start_waiting_and_only_submitting_or_waiting(store: SQL
         await store.create(job(), now=T0, state=JobState.IN_QUEUE)
 
 
-async def test_guild_unfinished_is_one_servers_live_jobs_oldest_first(store: SQLiteJobStore) -> None:
+async def test_guild_unfinished_is_one_servers_live_jobs_oldest_first(store: AnyJobStore) -> None:
     second = await store.create(job(BOB), now=at(2), state=JobState.WAITING)
     first = await store.create(job(ALICE), now=at(1))
     done = await store.create(job(ALICE), now=at(0))
@@ -105,7 +101,7 @@ async def test_guild_unfinished_is_one_servers_live_jobs_oldest_first(store: SQL
     assert [j.id for j in await store.guild_unfinished(GUILD)] == [first.id, second.id]
 
 
-async def test_guild_load_counts_a_servers_live_jobs_without_loading_them(store: SQLiteJobStore) -> None:
+async def test_guild_load_counts_a_servers_live_jobs_without_loading_them(store: AnyJobStore) -> None:
     assert await store.guild_load(GUILD, ALICE) == GuildLoad(mine_active=0, mine_waiting=0, active=0, waiting=0)
     await store.create(job(ALICE), now=at(1))
     await store.create(job(ALICE), now=at(1), state=JobState.WAITING)
@@ -120,7 +116,7 @@ async def test_guild_load_counts_a_servers_live_jobs_without_loading_them(store:
     assert await store.guild_load(GUILD, BOB) == GuildLoad(mine_active=1, mine_waiting=0, active=3, waiting=1)
 
 
-async def test_billable_since_skips_cancelled_and_never_sent_jobs(store: SQLiteJobStore) -> None:
+async def test_billable_since_skips_cancelled_and_never_sent_jobs(store: AnyJobStore) -> None:
     kept = []
     for hours in (0, 1, 2, 3, 4):
         kept.append(await store.create(job(), now=at(hours)))
@@ -134,7 +130,7 @@ async def test_billable_since_skips_cancelled_and_never_sent_jobs(store: SQLiteJ
     assert await store.billable_since(ALICE, GUILD, at(-1)) == [at(0), at(3), at(4)]
 
 
-async def test_results_for_user_are_delivered_jobs_newest_first(store: SQLiteJobStore) -> None:
+async def test_results_for_user_are_delivered_jobs_newest_first(store: AnyJobStore) -> None:
     ids = []
     for hours in (1, 2, 3):
         made = await store.create(job(), now=at(hours))
@@ -144,7 +140,7 @@ async def test_results_for_user_are_delivered_jobs_newest_first(store: SQLiteJob
     assert [j.id for j in await store.results_for_user(ALICE, GUILD, limit=2)] == [ids[2], ids[1]]
 
 
-async def test_usage_sums_per_day_and_per_member(store: SQLiteJobStore) -> None:
+async def test_usage_sums_per_day_and_per_member(store: AnyJobStore) -> None:
     async def finished(user: int, hours: float, cost: float | None, estimated: bool = False) -> None:
         made = await store.create(job(user), now=at(hours))
         await store.transition(

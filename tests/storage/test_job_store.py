@@ -1,28 +1,26 @@
-"""SQLiteJobStore against real database files in tmp_path."""
+"""The JobStore's behaviour, the same on both backends: each test runs against SQLite and PostgreSQL.
+
+The `store` fixture (tests/storage/conftest.py) is a SQLite file in tmp_path or
+a fresh PostgreSQL database; what only one backend has (pragmas, WAL, files,
+pools) is tested in test_sqlite_file.py and test_postgres_store.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import signal
-import sqlite3
-import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from storage.base import JobNotFoundError
 from storage.models import Job, JobOrigin, JobState, NewJob, Timing
-from storage.sqlite import _UNFINISHED_SQL, SQLiteJobStore, StoreUnavailableError
+from storage.open import AnyJobStore
 
 ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TOKEN = "interaction-token-do-not-leak"
-SNOWFLAKE = 2**63 - 1  # the largest id SQLite's INTEGER holds; Discord's are below it
+SNOWFLAKE = 2**63 - 1  # the largest signed 64-bit id (SQLite INTEGER, PostgreSQL BIGINT); Discord's are below it
 ORIGIN = JobOrigin(
     guild_id=SNOWFLAKE,
     channel_id=SNOWFLAKE - 1,
@@ -39,27 +37,11 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def file_bytes(path: Path) -> bytes:
-    return path.read_bytes()
-
-
 def new_job(prompt: str = "a red fox, watercolor", *, model: str = "imagineart-1.5", **kwargs: object) -> NewJob:
     return NewJob(model=model, prompt=prompt, aspect_ratio="16:9", seed=7, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "jobs.sqlite3"  # "data" does not exist yet: open() creates it
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SQLiteJobStore]:
-    store = await SQLiteJobStore.open(db_path)
-    yield store
-    await store.close()
-
-
-async def test_every_field_and_the_origin_round_trip(store: SQLiteJobStore) -> None:
+async def test_every_field_and_the_origin_round_trip(store: AnyJobStore) -> None:
     parent = await store.create(new_job("parent"), now=at(0))
     created = await store.create(new_job(origin=ORIGIN, parent_id=parent.id), now=at(1))
     assert created == Job(
@@ -114,11 +96,11 @@ async def test_every_field_and_the_origin_round_trip(store: SQLiteJobStore) -> N
     assert TOKEN not in repr(await store.get(created.id))
 
 
-async def test_get_unknown_job_is_none(store: SQLiteJobStore) -> None:
+async def test_get_unknown_job_is_none(store: AnyJobStore) -> None:
     assert await store.get(12345) is None
 
 
-async def test_timestamps_come_back_aware_utc(store: SQLiteJobStore) -> None:
+async def test_timestamps_come_back_aware_utc(store: AnyJobStore) -> None:
     india = timezone(timedelta(hours=5, minutes=30))
     local = datetime(2025, 3, 1, 17, 30, 0, 123456, tzinfo=india)
     job = await store.create(new_job(origin=ORIGIN), now=local)
@@ -133,7 +115,7 @@ async def test_timestamps_come_back_aware_utc(store: SQLiteJobStore) -> None:
     assert stored.created_at.microsecond == 123456
 
 
-async def test_naive_datetimes_are_refused(store: SQLiteJobStore) -> None:
+async def test_naive_datetimes_are_refused(store: AnyJobStore) -> None:
     naive = datetime(2025, 3, 1, 12, 0)  # noqa: DTZ001 - the point of the test
     with pytest.raises(ValueError, match="timezone-aware"):
         await store.create(new_job(), now=naive)
@@ -144,7 +126,7 @@ async def test_naive_datetimes_are_refused(store: SQLiteJobStore) -> None:
         await store.update(job.id, now=at(1), next_poll_at="soon")
 
 
-async def test_transition_stamps_the_state_it_enters_and_never_created_at(store: SQLiteJobStore) -> None:
+async def test_transition_stamps_the_state_it_enters_and_never_created_at(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     again = await store.transition(job.id, JobState.SUBMITTING, expect=ANY, now=at(1))
     assert again.created_at == at(0)
@@ -165,7 +147,7 @@ async def test_transition_stamps_the_state_it_enters_and_never_created_at(store:
     assert (failed.finished_at, failed.error, failed.created_at) == (at(6), "boom", at(0))
 
 
-async def test_unknown_or_fixed_fields_raise_type_error_and_write_nothing(store: SQLiteJobStore) -> None:
+async def test_unknown_or_fixed_fields_raise_type_error_and_write_nothing(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     with pytest.raises(TypeError, match="colour"):
         await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1), colour="red")
@@ -178,7 +160,7 @@ async def test_unknown_or_fixed_fields_raise_type_error_and_write_nothing(store:
     assert await store.get(job.id) == job
 
 
-async def test_fields_can_be_cleared_to_none(store: SQLiteJobStore) -> None:
+async def test_fields_can_be_cleared_to_none(store: AnyJobStore) -> None:
     job = await store.create(new_job(origin=ORIGIN), now=at(0))
     job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1), queue_position=3, request_id="r")
     done = await store.transition(
@@ -196,7 +178,7 @@ async def test_fields_can_be_cleared_to_none(store: SQLiteJobStore) -> None:
     assert (await store.get(job.id)) == done
 
 
-async def test_writes_to_an_unknown_job_change_nothing_and_say_so(store: SQLiteJobStore) -> None:
+async def test_writes_to_an_unknown_job_change_nothing_and_say_so(store: AnyJobStore) -> None:
     assert await store.transition(999, JobState.FAILED, expect=ANY, now=at(0)) is None
     assert await store.update(999, now=at(0), poll_count=1) is None
     with pytest.raises(JobNotFoundError, match="parent job 999"):
@@ -204,7 +186,7 @@ async def test_writes_to_an_unknown_job_change_nothing_and_say_so(store: SQLiteJ
     assert await store.count_by_state() == dict.fromkeys(JobState, 0)
 
 
-async def test_transition_is_a_compare_and_set_on_the_state(store: SQLiteJobStore) -> None:
+async def test_transition_is_a_compare_and_set_on_the_state(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     queued = await store.transition(job.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=at(1), request_id="r")
     assert queued is not None
@@ -219,7 +201,7 @@ async def test_transition_is_a_compare_and_set_on_the_state(store: SQLiteJobStor
     assert moved.queue_position == 9
 
 
-async def test_two_racing_transitions_only_one_wins(store: SQLiteJobStore) -> None:
+async def test_two_racing_transitions_only_one_wins(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0), state=JobState.WAITING)
     results = await asyncio.gather(
         *(store.transition(job.id, JobState.SUBMITTING, expect=JobState.WAITING, now=at(1)) for _ in range(5)),
@@ -228,7 +210,7 @@ async def test_two_racing_transitions_only_one_wins(store: SQLiteJobStore) -> No
     assert sum(result is not None for result in results) == 1
 
 
-async def test_update_keeps_the_state(store: SQLiteJobStore) -> None:
+async def test_update_keeps_the_state(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1))
     updated = await store.update(job.id, now=at(2), poll_count=1, next_poll_at=at(3))
@@ -236,17 +218,7 @@ async def test_update_keeps_the_state(store: SQLiteJobStore) -> None:
     assert (updated.poll_count, updated.next_poll_at) == (1, at(3))
 
 
-async def test_ids_are_never_reused(store: SQLiteJobStore, db_path: Path) -> None:
-    first = await store.create(new_job(), now=at(0))
-    second = await store.create(new_job(), now=at(1))
-    with sqlite3.connect(db_path) as raw:
-        raw.execute("DELETE FROM jobs WHERE id = ?", (second.id,))
-    raw.close()
-    third = await store.create(new_job(), now=at(2))
-    assert (first.id, second.id, third.id) == (1, 2, 3)
-
-
-async def test_unfinished_lists_live_jobs_oldest_first(store: SQLiteJobStore) -> None:
+async def test_unfinished_lists_live_jobs_oldest_first(store: AnyJobStore) -> None:
     # Created out of id order on purpose: the order is by creation time.
     late = await store.create(new_job("late"), now=at(30))
     early = await store.create(new_job("early"), now=at(10))
@@ -267,24 +239,14 @@ async def test_unfinished_lists_live_jobs_oldest_first(store: SQLiteJobStore) ->
     assert [job.id for job in await store.unfinished()] == [early.id, middle.id, late.id, completed.id]
 
 
-async def test_unfinished_query_uses_the_partial_index(store: SQLiteJobStore, db_path: Path) -> None:
-    # Guards against FINAL_STATES and the index in 0001_jobs.sql drifting apart.
-    with sqlite3.connect(db_path) as raw:
-        plan = " ".join(str(row) for row in raw.execute("EXPLAIN QUERY PLAN " + _UNFINISHED_SQL))
-    raw.close()
-    assert "jobs_unfinished" in plan
-
-
-async def complete(
-    store: SQLiteJobStore, model: str, created: float, queued: float, started: float, done: float
-) -> Job:
+async def complete(store: AnyJobStore, model: str, created: float, queued: float, started: float, done: float) -> Job:
     job = await store.create(new_job(model=model), now=at(created))
     await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(queued))
     await store.transition(job.id, JobState.IN_PROGRESS, expect=ANY, now=at(started))
     return await store.transition(job.id, JobState.COMPLETED, expect=ANY, now=at(done))
 
 
-async def test_recent_timings_newest_first_with_the_right_math(store: SQLiteJobStore) -> None:
+async def test_recent_timings_newest_first_with_the_right_math(store: AnyJobStore) -> None:
     await complete(store, "fox", 0, 1, 4, 10)  # queue 3, run 6
     await complete(store, "fox", 20, 21, 21.5, 30.25)  # queue 0.5, run 8.75
     await complete(store, "other-model", 40, 41, 50, 60)
@@ -304,7 +266,7 @@ async def test_recent_timings_newest_first_with_the_right_math(store: SQLiteJobS
     assert await store.recent_timings("unknown") == []
 
 
-async def test_by_request_id(store: SQLiteJobStore) -> None:
+async def test_by_request_id(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     await store.create(new_job(), now=at(1))
     job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(2), request_id="req-a")
@@ -312,7 +274,7 @@ async def test_by_request_id(store: SQLiteJobStore) -> None:
     assert await store.by_request_id("req-missing") is None
 
 
-async def test_by_message_id(store: SQLiteJobStore) -> None:
+async def test_by_message_id(store: AnyJobStore) -> None:
     job = await store.create(new_job(origin=ORIGIN), now=at(0))
     await store.create(new_job(), now=at(1))
     job = await store.update(job.id, now=at(2), message_id=SNOWFLAKE - 10)
@@ -320,7 +282,7 @@ async def test_by_message_id(store: SQLiteJobStore) -> None:
     assert await store.by_message_id(SNOWFLAKE - 11) is None
 
 
-async def test_count_by_state_includes_zeros(store: SQLiteJobStore) -> None:
+async def test_count_by_state_includes_zeros(store: AnyJobStore) -> None:
     for _ in range(2):
         await store.create(new_job(), now=at(0))
     job = await store.create(new_job(), now=at(0))
@@ -332,7 +294,7 @@ async def test_count_by_state_includes_zeros(store: SQLiteJobStore) -> None:
     assert set(counts) == set(JobState)
 
 
-async def test_jobs_for_user_newest_first_within_a_guild_or_everywhere(store: SQLiteJobStore) -> None:
+async def test_jobs_for_user_newest_first_within_a_guild_or_everywhere(store: AnyJobStore) -> None:
     def origin(guild_id: int | None, user_id: int) -> JobOrigin:
         return JobOrigin(guild_id=guild_id, user_id=user_id)
 
@@ -348,7 +310,7 @@ async def test_jobs_for_user_newest_first_within_a_guild_or_everywhere(store: SQ
     assert await store.jobs_for_user(300) == []
 
 
-async def test_children_are_the_rerolls_oldest_first(store: SQLiteJobStore) -> None:
+async def test_children_are_the_rerolls_oldest_first(store: AnyJobStore) -> None:
     parent = await store.create(new_job(), now=at(0))
     first = await store.create(new_job(parent_id=parent.id), now=at(1))
     second = await store.create(new_job(parent_id=parent.id), now=at(2))
@@ -357,7 +319,7 @@ async def test_children_are_the_rerolls_oldest_first(store: SQLiteJobStore) -> N
     assert await store.children(second.id) == []
 
 
-async def test_leases_between_two_owners(store: SQLiteJobStore) -> None:
+async def test_leases_between_two_owners(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     assert await store.acquire_lease(job.id, "a", until=at(30), now=at(0))
     assert not await store.acquire_lease(job.id, "b", until=at(40), now=at(10))
@@ -375,125 +337,7 @@ async def test_leases_between_two_owners(store: SQLiteJobStore) -> None:
     assert not await store.acquire_lease(404, "a", until=at(120), now=at(63))
 
 
-async def test_concurrent_writers_on_one_connection_do_not_collide(store: SQLiteJobStore) -> None:
+async def test_concurrent_writers_on_one_connection_do_not_collide(store: AnyJobStore) -> None:
     jobs = await asyncio.gather(*(store.create(new_job(str(n)), now=at(n)) for n in range(20)))
     await asyncio.gather(*(store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(30)) for job in jobs))
     assert (await store.count_by_state())[JobState.IN_QUEUE] == 20
-
-
-async def test_async_with_closes_the_store(db_path: Path) -> None:
-    async with await SQLiteJobStore.open(db_path) as store:
-        await store.create(new_job(), now=at(0))
-    with pytest.raises(ValueError, match="closed"):
-        await store.get(1)
-    await store.close()  # closing twice is harmless
-
-
-async def test_wal_mode_is_on(store: SQLiteJobStore, db_path: Path) -> None:
-    with sqlite3.connect(db_path) as raw:
-        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    raw.close()
-
-
-async def test_connection_pragmas_keep_the_durability_promise(store: SQLiteJobStore) -> None:
-    # Per-connection settings, so they can only be read through the store's own connection.
-    async def pragma(name: str) -> object:
-        rows = list(await store._db.execute_fetchall(f"PRAGMA {name}"))
-        return rows[0][0]
-
-    assert await pragma("synchronous") == 2  # FULL
-    assert await pragma("foreign_keys") == 1
-    assert await pragma("busy_timeout") == 5000
-
-
-async def test_a_write_is_on_disk_when_the_method_returns(db_path: Path) -> None:
-    first = await SQLiteJobStore.open(db_path)
-    try:
-        job = await first.create(new_job(origin=ORIGIN), now=at(0))
-        job = await first.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1), request_id="req-1")
-        # The first store is still open: nothing was flushed by closing it.
-        second = await SQLiteJobStore.open(db_path)
-        try:
-            assert await second.get(job.id) == job
-        finally:
-            await second.close()
-        with sqlite3.connect(db_path) as raw:
-            assert raw.execute("SELECT state FROM jobs WHERE id = ?", (job.id,)).fetchone() == ("in_queue",)
-        raw.close()
-    finally:
-        await first.close()
-    async with await SQLiteJobStore.open(db_path) as reopened:
-        assert await reopened.get(job.id) == job
-
-
-CRASHING_WRITER = """
-import asyncio, os, signal, sys
-from datetime import UTC, datetime
-from pathlib import Path
-from storage.models import JobOrigin, JobState, NewJob
-from storage.sqlite import SQLiteJobStore
-
-async def main():
-    store = await SQLiteJobStore.open(Path(sys.argv[1]))
-    job = await store.create(NewJob("m", "crash", "1:1", 1, JobOrigin(interaction_token="t")), now=datetime.now(UTC))
-    now = datetime.now(UTC)
-    await store.transition(job.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=now, request_id="req-crash")
-    print(job.id, flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-asyncio.run(main())
-"""
-
-
-async def test_a_write_survives_the_process_being_killed(db_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CRASHING_WRITER, str(db_path), cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE
-    )
-    stdout, _ = await process.communicate()
-    assert process.returncode == -signal.SIGKILL
-    job_id = int(stdout)
-    assert db_path.with_name(db_path.name + "-wal").stat().st_size > 0, "the rows live in the WAL, never checkpointed"
-
-    async with await SQLiteJobStore.open(db_path) as store:
-        job = await store.by_request_id("req-crash")
-        assert job is not None
-        assert (job.id, job.state, job.origin.interaction_token) == (job_id, JobState.IN_QUEUE, "t")
-
-
-async def test_read_only_store_reads_but_refuses_writes(db_path: Path) -> None:
-    async with await SQLiteJobStore.open(db_path) as store:
-        job = await store.create(new_job(), now=at(0))
-    before = file_bytes(db_path)
-
-    async with await SQLiteJobStore.open(db_path, read_only=True) as readonly:
-        assert readonly.read_only
-        assert await readonly.get(job.id) == job
-        with pytest.raises(StoreUnavailableError, match="readonly") as caught:
-            await readonly.create(new_job(), now=at(1))
-        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
-        assert caught.value.path == db_path
-        with pytest.raises(StoreUnavailableError):
-            await readonly.transition(job.id, JobState.FAILED, expect=ANY, now=at(1))
-        with pytest.raises(StoreUnavailableError):
-            await readonly.acquire_lease(job.id, "a", until=at(9), now=at(1))
-    assert file_bytes(db_path) == before
-
-
-async def test_opening_a_missing_file_read_only_is_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(StoreUnavailableError, match="unable to open"):
-        await SQLiteJobStore.open(tmp_path / "missing.sqlite3", read_only=True)
-    assert not (tmp_path / "missing.sqlite3").exists()
-
-
-async def test_a_locked_database_is_unavailable_not_lost(db_path: Path) -> None:
-    async with await SQLiteJobStore.open(db_path, busy_timeout_ms=50) as store:
-        blocker = sqlite3.connect(db_path, isolation_level=None)
-        try:
-            blocker.execute("BEGIN IMMEDIATE")
-            with pytest.raises(StoreUnavailableError, match="locked"):
-                await store.create(new_job(), now=at(0))
-            blocker.execute("ROLLBACK")
-        finally:
-            blocker.close()
-        job = await store.create(new_job(), now=at(1))
-        assert job.id == 1

@@ -1,0 +1,91 @@
+"""What every backend's SQL knows about the tables, derived from the dataclasses in `storage.models`.
+
+The jobs table names its columns after `Job`'s and `JobOrigin`'s fields, so the
+column lists, which of them hold datetimes or booleans, and which a caller may
+set are computed here from the dataclasses rather than typed out per backend:
+a field added to `Job` (plus a migration per backend) reaches every store's
+INSERT, UPDATE and SELECT at once. Column names only ever come from here, never
+from callers, which is what makes building SQL text from them safe.
+
+`storage/sqlite.py` still has its own copy of these lines (it predates this
+module); the PostgreSQL store uses this one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from storage.models import ACTIVE_STATES, FINAL_STATES, GUILD_SETTING_COLUMNS, Job, JobOrigin, JobState
+
+ORIGIN_COLUMNS = tuple(field.name for field in dataclasses.fields(JobOrigin))
+JOB_COLUMNS = tuple(field.name for field in dataclasses.fields(Job) if field.name != "origin")
+COLUMNS = JOB_COLUMNS + ORIGIN_COLUMNS
+SELECT_LIST = ", ".join(COLUMNS)
+DATETIME_COLUMNS = frozenset(
+    field.name for field in dataclasses.fields(Job) + dataclasses.fields(JobOrigin) if "datetime" in str(field.type)
+)
+BOOL_COLUMNS = frozenset(
+    field.name for field in dataclasses.fields(Job) + dataclasses.fields(JobOrigin) if str(field.type) == "bool"
+)
+# What a job is (its inputs, identity and lineage) never changes after create();
+# state and updated_at change only through transition() and every write.
+FIXED_COLUMNS = frozenset({"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed"})
+SETTABLE_COLUMNS = frozenset(COLUMNS) - FIXED_COLUMNS - {"parent_id"}
+CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
+
+# Sorted, so the text is the same as the partial indexes' WHERE in the migrations.
+FINAL_LIST = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
+ACTIVE_LIST = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
+UNFINISHED_WHERE = f"state NOT IN ({FINAL_LIST})"
+
+
+def check_fields(fields: Mapping[str, Any]) -> None:
+    """Refuse names that are not settable job columns before any SQL is built from them."""
+    unknown = sorted(set(fields) - SETTABLE_COLUMNS)
+    if unknown:
+        raise TypeError(
+            f"cannot set job field(s) {', '.join(unknown)}; settable: {', '.join(sorted(SETTABLE_COLUMNS))}"
+        )
+
+
+class Row(Protocol):
+    """A result row read by column name: asyncpg's Record, sqlite3.Row, a dict."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def job_from_values(values: Row) -> Job:
+    """Build a `Job` from one row whose values are already Python types (datetimes, bools)."""
+    fields = {column: values[column] for column in COLUMNS}
+    origin = JobOrigin(**{column: fields.pop(column) for column in ORIGIN_COLUMNS})
+    fields["state"] = JobState(fields["state"])
+    return Job(origin=origin, **fields)
+
+
+_BOOL_SETTINGS = frozenset({"admins_bypass", "reaction_reroll", "show_cost"})
+_INT_SETTINGS = frozenset({"member_concurrent", "member_daily", "guild_concurrent"})
+
+
+def check_guild_settings(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as given, once known names and sane values are confirmed (the names become SQL).
+
+    None is allowed for every setting: it restores the default.
+    """
+    checked: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name not in GUILD_SETTING_COLUMNS:
+            raise TypeError(f"unknown guild setting {name!r}; known: {', '.join(GUILD_SETTING_COLUMNS)}")
+        if value is None:
+            pass
+        elif name in _BOOL_SETTINGS:
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+        elif name in _INT_SETTINGS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        elif not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+        checked[name] = value
+    return checked

@@ -1,0 +1,122 @@
+"""PostgreSQL's numbered migrations: fresh, racing, failing and newer-than-code databases, and parity with SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from storage.columns import COLUMNS
+from storage.migrate import Migration, SchemaTooNewError
+from storage.migrate import bundled_migrations as sqlite_migrations
+from storage.models import GUILD_SETTING_COLUMNS
+from storage.postgres.jobs import PostgresJobStore
+from storage.postgres.migrate import MIGRATION_LOCK, bundled_migrations, latest_version, migrate, schema_version
+from storage.sqlite import SQLiteJobStore, StoreUnavailableError
+
+pytestmark = pytest.mark.postgres
+
+# Migrations only PostgreSQL has: what several processes need and one SQLite process does not.
+POSTGRES_ONLY = {"processes_and_budget"}
+
+
+async def columns(url: str, table: str) -> list[str]:
+    raw = await asyncpg.connect(url)
+    try:
+        rows = await raw.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position", table
+        )
+    finally:
+        await raw.close()
+    return [row[0] for row in rows]
+
+
+def test_every_sqlite_migration_has_its_postgres_translation_in_the_same_order() -> None:
+    sqlite_names = [migration.name for migration in sqlite_migrations()]
+    postgres_names = [migration.name for migration in bundled_migrations()]
+    assert [name for name in postgres_names if name not in POSTGRES_ONLY] == sqlite_names
+
+
+async def test_a_fresh_database_is_migrated_to_the_latest_version(empty_postgres_url: str) -> None:
+    async with await PostgresJobStore.open(empty_postgres_url) as store:
+        assert store.schema_version == latest_version() == len(bundled_migrations())
+    raw = await asyncpg.connect(empty_postgres_url)
+    try:
+        applied = [(row["version"], row["name"]) for row in await raw.fetch("SELECT * FROM schema_version")]
+    finally:
+        await raw.close()
+    assert applied == [(m.version, m.name) for m in bundled_migrations()]
+
+
+async def test_both_backends_have_the_same_columns(postgres_url: str, tmp_path: Path) -> None:
+    # The stores build their SQL from storage.columns; a column missing from either schema breaks it.
+    await (await SQLiteJobStore.open(tmp_path / "jobs.sqlite3")).close()
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as raw:
+        sqlite_jobs = [row[1] for row in raw.execute("PRAGMA table_info(jobs)")]
+        sqlite_guilds = [row[1] for row in raw.execute("PRAGMA table_info(guild_settings)")]
+    raw.close()
+    assert sorted(await columns(postgres_url, "jobs")) == sorted(sqlite_jobs) == sorted(COLUMNS)
+    assert await columns(postgres_url, "guild_settings") == sqlite_guilds
+    assert set(GUILD_SETTING_COLUMNS) < set(sqlite_guilds)
+
+
+async def test_processes_starting_together_migrate_once(empty_postgres_url: str) -> None:
+    # Without the advisory lock two of them would both CREATE TABLE jobs and one would fail.
+    stores = await asyncio.gather(*(PostgresJobStore.open(empty_postgres_url) for _ in range(5)))
+    try:
+        assert {store.schema_version for store in stores} == {latest_version()}
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_database_from_a_newer_release_is_refused(postgres_url: str) -> None:
+    raw = await asyncpg.connect(postgres_url)
+    try:
+        await raw.execute("INSERT INTO schema_version (version, name) VALUES ($1, 'from_the_future')", 99)
+    finally:
+        await raw.close()
+    with pytest.raises(SchemaTooNewError, match="99 is newer than this release knows"):
+        await PostgresJobStore.open(postgres_url)
+    with pytest.raises(SchemaTooNewError):
+        await PostgresJobStore.open(postgres_url, migrate_schema=False)
+
+
+async def test_a_failing_migration_leaves_schema_and_version_as_they_were(empty_postgres_url: str) -> None:
+    good = Migration(1, "first", "CREATE TABLE first (id integer);")
+    bad = Migration(2, "second", "CREATE TABLE second (id integer); INSERT INTO second VALUES ('not a number');")
+    raw = await asyncpg.connect(empty_postgres_url)
+    try:
+        with pytest.raises(asyncpg.InvalidTextRepresentationError):
+            await migrate(raw, [good, bad])
+        assert await schema_version(raw) == 1
+        assert await raw.fetchval("SELECT to_regclass('second')") is None
+        assert not await raw.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        ), "lock released"
+    finally:
+        await raw.close()
+
+
+async def test_opening_without_migrating_wants_the_current_version(empty_postgres_url: str) -> None:
+    with pytest.raises(StoreUnavailableError, match="schema version 0 needs migrating"):
+        await PostgresJobStore.open(empty_postgres_url, migrate_schema=False)
+    await (await PostgresJobStore.open(empty_postgres_url)).close()
+    async with await PostgresJobStore.open(empty_postgres_url, migrate_schema=False) as store:
+        assert store.schema_version == latest_version()
+
+
+async def test_a_migration_held_up_elsewhere_gives_up_with_a_sentence(empty_postgres_url: str) -> None:
+    holder = await asyncpg.connect(empty_postgres_url)
+    waiter = await asyncpg.connect(empty_postgres_url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        with pytest.raises(TimeoutError, match="another process has been migrating the database"):
+            await migrate(waiter, bundled_migrations(), lock_timeout=0.2)
+        assert await schema_version(waiter) == 0
+    finally:
+        await holder.close()
+        await waiter.close()
