@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,13 +20,13 @@ from rich.console import Console
 from bot.download import DownloadedImage, open_session
 from bot.emulator import Emulator
 from bot.images import ImageWorkers
-from bot.jobs import Delivered, Gone, JobManager, RecoveredReply, Reply
+from bot.jobs import CancelOutcome, Delivered, Gone, JobManager, RecoveredReply, Reply
 from bot.jobs.delivery import Outcome
 from bot.jobs.events import JobCancelled, JobDelivered, JobEvent, JobFailed, JobQueued, JobRunning, JobUndeliverable
 from bot.model_spec import RATIO_VALUES, InvalidInputError, check_ratio, check_seed, clean_prompt
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
-from storage.models import Job, NewJob
+from storage.models import Job, JobState, NewJob
 from storage.sqlite import SQLiteJobStore
 
 EXIT_OK = 0
@@ -82,6 +83,11 @@ class Progress:
         if self.status is not None:
             self.status.__exit__(None, None, None)
 
+    def stop(self) -> None:
+        """End the live display early (before a last message of its own); later lines simply print."""
+        self.__exit__()
+        self.status = None
+
     def show(self, text: str) -> None:
         if self.status is not None:
             self.status.update(text)
@@ -99,21 +105,47 @@ async def _runcomfy(settings: Settings, use_emulator: bool) -> AsyncIterator[tup
         yield settings.model_copy(update={"runcomfy_base_url": emulator.url}), SecretStr(emulator.token)
 
 
-class FileDestination:
-    """The CLI's destination: the image goes to a file. Its jobs have no channel, so no notices are owed."""
+def check_output(output: Path | None) -> None:
+    """Refuse an --output the image could not be written to, before anything is sent (and paid for)."""
+    if output is None:
+        return
+    if output.is_dir():
+        raise UsageError(f"--output: {output} is a folder; name a file in it, e.g. {output / 'image.png'}")
+    folder = output.parent.resolve()
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise UsageError(f"--output: cannot create {output}: {existing or folder} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--output: cannot write to {existing} (permission denied); choose another place")
 
-    def __init__(self, output: Path | None) -> None:
+
+class FileDestination:
+    """The CLI's destination: the image goes to a file. Its jobs have no channel, so no notices are owed.
+
+    Should writing fail after all (a full disk, a folder removed meanwhile), the
+    paid-for image is kept under the data folder instead, and the command says
+    where.
+    """
+
+    def __init__(self, output: Path | None, keep_in: Path) -> None:
         self.output = output
+        self.keep_in = keep_in
         self.saved: Path | None = None
         self.image: DownloadedImage | None = None
+        self.problem: str | None = None  # why the image is not where it was asked to be
 
     async def deliver_image(self, job: Job, image: DownloadedImage) -> Outcome:
         path = self.output or Path(f"imagine-{job.id}.{image.extension}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(image.data)
+            _write(path, image.data)
         except OSError as error:
-            return Gone(f"could not write {path}: {error.strerror or error}")
+            kept = self.keep_in / f"imagine-{job.id}.{image.extension}"
+            try:
+                _write(kept, image.data)
+            except OSError as second:
+                return Gone(f"could not write {path} ({error.strerror or error}) nor {kept} ({second.strerror})")
+            self.problem = f"could not write {path} ({error.strerror or error}); the image is kept at {kept}"
+            path = kept
         self.saved, self.image = path, image
         return Delivered("file")
 
@@ -124,8 +156,14 @@ class FileDestination:
         return RecoveredReply(Reply.NEVER)
 
 
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 async def generate(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     prompt, ratio, seed = parse_inputs(args)
+    check_output(args.output)
     async with (
         _runcomfy(settings, args.emulator) as (settings, token),
         open_session(settings) as session,
@@ -135,7 +173,7 @@ async def generate(args: argparse.Namespace, settings: Settings, console: Consol
         workers = ImageWorkers.from_settings(settings)
         client = RunComfyClient.from_settings(session, settings, token=token, limiter=limiter, image_workers=workers)
         manager = JobManager.from_settings(client, store, settings)
-        destination = FileDestination(args.output)
+        destination = FileDestination(args.output, settings.database_path.parent / "images")
         done: asyncio.Future[JobEvent] = asyncio.get_running_loop().create_future()
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -159,21 +197,62 @@ async def generate(args: argparse.Namespace, settings: Settings, console: Consol
             await manager.start(destination, resume=lambda job: False)  # the bot resumes its own jobs
             try:
                 new = NewJob(model=settings.runcomfy_model, prompt=prompt, aspect_ratio=ratio, seed=seed)
-                job = await manager.enqueue(new, None)
-                job_ids.add(job.job.id)
-                await manager.confirm(job.job.id)
-                event = await done
+                ticket = await manager.enqueue(new, None)
+                job_ids.add(ticket.job.id)
+                await manager.confirm(ticket.job.id)
+                try:
+                    event = await done
+                except asyncio.CancelledError:  # Ctrl-C: say what became of the job, then stop
+                    progress.stop()
+                    await _interrupted(manager, ticket.job.id, console)
+                    raise
             finally:
                 await manager.stop()
                 workers.close()
+    return _report(event, destination, seed, console)
 
-        if isinstance(event, JobDelivered) and destination.saved is not None and destination.image is not None:
-            image = destination.image
-            path = destination.saved
-            console.print(f"Saved {path} ({image.width}×{image.height}, seed {seed})", highlight=False)
-            print(path)  # noqa: T201 - stdout carries the result for scripts
-            console.print(f"request id: {event.job.request_id}", highlight=False)
-            return EXIT_OK
-        reason = event.reason if isinstance(event, JobFailed | JobUndeliverable) else "The job was cancelled."
-        console.print(f"error: {reason}", highlight=False, markup=False)
-        return EXIT_UPSTREAM
+
+async def _interrupted(manager: JobManager, job_id: int, console: Console) -> None:
+    """The member at the terminal pressed Ctrl-C: a job RunComfy has is cancelled there while it still can be;
+    either way they learn its request id and whether it will be billed."""
+    job = await manager.store.get(job_id)
+    if job is None:
+        return
+    request = f"RunComfy request id {job.request_id}" if job.request_id else "no RunComfy request id yet"
+    if job.state is JobState.IN_QUEUE:
+        outcome = await manager.cancel(job.id)
+        if outcome is CancelOutcome.CANCELLED:
+            verdict = "it was still queued, so it was cancelled there: nothing is billed"
+        else:
+            verdict = "RunComfy had already started it: it will finish and be billed, and is not saved"
+    elif job.state is JobState.IN_PROGRESS:
+        verdict = "RunComfy is already generating it: it will finish and be billed, and is not saved"
+    elif job.state is JobState.SUBMITTING:
+        verdict = "it was being sent: if RunComfy took it, it will be billed; it was not sent again"
+    elif job.state is JobState.WAITING:
+        await manager.cancel(job.id)
+        verdict = "it had not been sent: nothing is billed"
+    else:
+        verdict = f"it had already ended ({job.state.value})"
+    console.print(f"interrupted: job {job.id}, {request}: {verdict}.", highlight=False, markup=False, soft_wrap=True)
+
+
+def _report(event: JobEvent, destination: FileDestination, seed: int, console: Console) -> int:
+    """One line per outcome: where the image is, or why there is none (RunComfy's words and the setting)."""
+    if isinstance(event, JobDelivered) and destination.saved is not None and destination.image is not None:
+        image, path = destination.image, destination.saved
+        console.print(f"Saved {path} ({image.width}×{image.height}, seed {seed})", highlight=False)
+        print(path)  # noqa: T201 - stdout carries the result for scripts
+        console.print(f"request id: {event.job.request_id}", highlight=False)
+        if destination.problem is not None:
+            console.print(f"error: {destination.problem}", highlight=False, markup=False, soft_wrap=True)
+            return EXIT_UPSTREAM
+        return EXIT_OK
+    if isinstance(event, JobFailed):
+        reason = event.detail or event.reason
+    elif isinstance(event, JobUndeliverable):
+        reason = event.reason
+    else:
+        reason = "The job was cancelled."
+    console.print(f"error: {reason}", highlight=False, markup=False, soft_wrap=True)
+    return EXIT_UPSTREAM

@@ -3,6 +3,8 @@
 Each error carries facts (HTTP status, RunComfy `error_code`, whether a retry can
 help) plus `user_message`: one fixed sentence a Discord member may read. The
 message never holds a token, a URL or a raw body, so a cog can show it as is.
+`for_operator()` is the other audience: what went wrong, RunComfy's own words
+and code, and the setting to look at, for the log and the command line.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class RunComfyError(Exception):
 
     default_user_message: ClassVar[str] = "The image service had a problem with this request."
     default_retryable: ClassVar[bool] = False
+    operator_hint: ClassVar[str] = "RunComfy could not do it"
 
     def __init__(
         self,
@@ -66,41 +69,54 @@ class RunComfyError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, code={self.code}, status={self.status})"
 
+    def for_operator(self) -> str:
+        """One line for whoever runs the bot: what to do, then RunComfy's answer (status, code, its message)."""
+        return f"{self.operator_hint} [{self.message}]"
+
 
 class AuthError(RunComfyError):
     """400004 / HTTP 401, 403: the API key is missing, expired or revoked; only the operator can fix it."""
 
     default_user_message = "The bot's image service key was rejected; the bot operator needs to fix it."
+    operator_hint = (
+        "RunComfy rejected RUNCOMFY_API_TOKEN: create a key in your RunComfy profile "
+        "(https://www.runcomfy.com/profile) and put it in .env"
+    )
 
 
 class BalanceError(RunComfyError):
     """400002 / HTTP 402: the account has no credit left."""
 
     default_user_message = "The bot's image service account is out of credit; the bot operator needs to top it up."
+    operator_hint = "the RunComfy account has no credit left: top it up at https://www.runcomfy.com"
 
 
 class InvalidModelError(RunComfyError):
     """400001: the configured model id does not exist upstream."""
 
     default_user_message = "The bot is configured with an image model the service does not know."
+    operator_hint = "RunComfy does not know the model in RUNCOMFY_MODEL: check its spelling"
 
 
 class ForbiddenRequestError(RunComfyError):
     """403001: the request id belongs to another account (e.g. the key was swapped mid-job)."""
 
     default_user_message = "This image request belongs to a different service account."
+    operator_hint = "the request belongs to another RunComfy account: was RUNCOMFY_API_TOKEN changed meanwhile?"
 
 
 class RequestNotFoundError(RunComfyError):
     """404001 / HTTP 404: the request id is unknown or expired, so the job is lost upstream."""
 
     default_user_message = "The image service no longer knows this request; it may have expired."
+    operator_hint = "RunComfy no longer knows this request id (it expired, or RUNCOMFY_BASE_URL changed)"
 
 
 class InvalidInputError(RunComfyError):
     """HTTP 400/422: the inputs do not match the model's schema; `field` names the culprit when known."""
 
     default_user_message = "The image service rejected the request's inputs."
+    operator_hint = "RunComfy refused the inputs for RUNCOMFY_MODEL"
 
     def __init__(self, message: str, *, field: str | None = None, **kwargs: Any) -> None:
         if field is not None and kwargs.get("user_message") is None:
@@ -113,6 +129,7 @@ class ModerationError(RunComfyError):
     """The provider refused the content; classified from the failure text, so best effort."""
 
     default_user_message = "The image service refused this prompt under its content rules; try rewording it."
+    operator_hint = "RunComfy's content filter refused the prompt"
 
 
 class TransientError(RunComfyError):
@@ -120,6 +137,7 @@ class TransientError(RunComfyError):
 
     default_user_message = "The image service is busy or unreachable right now; please try again shortly."
     default_retryable = True
+    operator_hint = "RunComfy is busy or unreachable: check RUNCOMFY_BASE_URL and the network, then try again"
 
 
 class SubmitOutcomeUnknownError(RunComfyError):
@@ -131,18 +149,21 @@ class SubmitOutcomeUnknownError(RunComfyError):
     default_user_message = (
         "The image service did not confirm the request; it may still run and be billed, so it was not resent."
     )
+    operator_hint = "the answer to the submit was lost: the job may exist at RunComfy and be billed; not resent"
 
 
 class UpstreamJobFailedError(RunComfyError):
     """The job ran and failed upstream (result status `failed`, or an error in the result)."""
 
     default_user_message = "The image service failed to generate this image."
+    operator_hint = "the job failed at RunComfy"
 
 
 class DownloadError(RunComfyError):
     """The finished image could not be fetched or is not a usable image."""
 
     default_user_message = "The finished image could not be downloaded."
+    operator_hint = "the finished image could not be downloaded: check DOWNLOAD_ALLOWED_HOSTS and DOWNLOAD_MAX_BYTES"
 
 
 def error_message(body: Any) -> str | None:

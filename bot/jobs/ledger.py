@@ -94,7 +94,8 @@ class Ledger:
         """End the job without an image: the member's sentence on the row, the operator's detail in the event, and
         the notice owed to the member when the job has somewhere to show it (`notify` False: nobody to tell)."""
         if isinstance(error, RunComfyError):
-            reason, detail, kind = error.user_message, str(error), kind or failure_kind(error)
+            reason, detail, kind = error.user_message, error.for_operator(), kind or failure_kind(error)
+            log.info("job %d failed: %s", job.id, detail, extra={"job_id": job.id})
         else:
             reason, detail, kind = error, None, kind or FailureKind.RETRYABLE
         return await self.move(

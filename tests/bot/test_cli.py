@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -121,7 +123,9 @@ async def test_completed_status_with_failed_result_is_an_upstream_failure(tmp_pa
     assert code == 1
     assert out == ""
     lines = err.strip().splitlines()
-    assert lines[-1] == "error: The image service failed to generate this image."
+    # The operator at the terminal gets RunComfy's own words, not the sentence members see.
+    assert lines[-1].startswith("error: the job failed at RunComfy [result of ")
+    assert lines[-1].endswith("job failed: Generation failed: worker error]")
     assert [line for line in lines if line.startswith("error:")] == lines[-1:]  # progress lines, then one error
     assert "Traceback" not in err
 
@@ -131,5 +135,109 @@ async def test_rejected_token_is_exit_1_and_never_printed(tmp_path: Path, emulat
     env = {"RUNCOMFY_BASE_URL": emulator.url, "RUNCOMFY_API_TOKEN": wrong}
     code, out, err = await run_cli(tmp_path, "a fox", env=env)
     assert code == 1
-    assert "key was rejected" in err
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: RunComfy rejected RUNCOMFY_API_TOKEN: create a key in your RunComfy profile")
+    assert "HTTP 401, error_code 400004" in line  # RunComfy's own answer, for the operator
     assert wrong not in out + err
+
+
+async def test_a_refused_download_says_why_and_which_setting_to_change(tmp_path: Path, emulator: Emulator) -> None:
+    env = {"RUNCOMFY_BASE_URL": emulator.url, "RUNCOMFY_API_TOKEN": TOKEN, "DOWNLOAD_MAX_BYTES": "1000"}
+    code, out, err = await run_cli(tmp_path, "a large landscape", env=env)
+    assert code == 1
+    assert out == ""
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: the finished image could not be downloaded: check DOWNLOAD_ALLOWED_HOSTS")
+    assert "1000" in line  # the limit it passed
+
+
+@pytest.mark.parametrize("where", ["folder", "under-a-file"])
+async def test_an_output_that_cannot_be_written_is_refused_before_anything_is_sent(
+    tmp_path: Path, emulator: Emulator, where: str
+) -> None:
+    if where == "folder":
+        target = tmp_path / "pictures"
+        target.mkdir()
+    else:
+        (tmp_path / "notes.txt").write_text("a file, where the command wants a folder")
+        target = tmp_path / "notes.txt" / "fox.png"
+    env = {"RUNCOMFY_BASE_URL": emulator.url, "RUNCOMFY_API_TOKEN": TOKEN}
+    code, out, err = await run_cli(tmp_path, "a fox", "--output", str(target), env=env)
+    assert code == 2
+    assert out == ""
+    [line] = err.strip().splitlines()
+    assert line.startswith("error: --output:")
+    assert ("is a folder" if where == "folder" else "is not a folder") in line
+    assert emulator.submits == []  # nothing sent, nothing paid
+
+
+async def test_an_image_that_cannot_be_written_after_all_is_kept_and_its_place_named(tmp_path: Path) -> None:
+    from bot.cli import FileDestination
+    from bot.download import DownloadedImage
+    from bot.jobs import Delivered
+    from storage.models import Job, JobOrigin, JobState
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    destination = FileDestination(blocker / "fox.png", tmp_path / "data" / "images")
+    now = datetime.now(UTC)
+    job = Job(7, "m", "p", "1:1", 1, JobState.DELIVERING, JobOrigin(), now, now)
+    image = DownloadedImage(b"\x89PNG fake bytes", "PNG", 1, 1, "image/png")
+    assert await destination.deliver_image(job, image) == Delivered("file")
+    assert destination.saved == tmp_path / "data" / "images" / "imagine-7.png"
+    assert destination.saved.read_bytes() == image.data
+    assert destination.problem is not None
+    assert str(blocker / "fox.png") in destination.problem
+    assert str(destination.saved) in destination.problem
+
+
+async def interrupt_cli(tmp_path: Path, emulator: Emulator, after: str) -> tuple[int, str]:
+    """Start `generate`, press Ctrl-C (SIGINT) once the progress shows `after`; its exit status and stderr."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("RUNCOMFY_", "DISCORD_"))}
+    environment.update(
+        {
+            "DATABASE_PATH": str(tmp_path / "db" / "imagine.sqlite3"),
+            "RUNCOMFY_BASE_URL": emulator.url,
+            "RUNCOMFY_API_TOKEN": TOKEN,
+            "POLL_MIN_INTERVAL_SECONDS": "0.05",
+            "POLL_MAX_INTERVAL_SECONDS": "0.2",
+        }
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "generate", "an interrupted fox",
+        cwd=tmp_path, env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    seen = []
+    async with asyncio.timeout(30):
+        while after not in "".join(seen):
+            line = await process.stderr.readline()
+            assert line, "".join(seen)
+            seen.append(line.decode())
+        process.send_signal(signal.SIGINT)
+        rest = await process.stderr.read()
+        await process.wait()
+    assert process.returncode is not None
+    return process.returncode, "".join(seen) + rest.decode()
+
+
+async def test_ctrl_c_while_queued_cancels_the_job_and_says_nothing_is_billed(
+    tmp_path: Path, emulator: Emulator
+) -> None:
+    emulator.config.queue_time = Duration.constant(30.0)
+    code, err = await interrupt_cli(tmp_path, emulator, "Queued")
+    assert code == 130
+    [request_id] = emulator.jobs
+    assert f"interrupted: job 1, RunComfy request id {request_id}" in err
+    assert "cancelled there: nothing is billed" in err
+    assert emulator.jobs[request_id].cancelled_at is not None
+    assert "Traceback" not in err
+
+
+async def test_ctrl_c_while_generating_says_it_will_be_billed(tmp_path: Path, emulator: Emulator) -> None:
+    emulator.config.queue_time = Duration.constant(0.0)
+    emulator.config.run_time = Duration.constant(30.0)
+    code, err = await interrupt_cli(tmp_path, emulator, "Generating")
+    assert code == 130
+    assert "already generating it: it will finish and be billed" in err
+    assert "Traceback" not in err
