@@ -148,6 +148,9 @@ async def measure(case: str, jobs: int, database: Path) -> dict[str, Any]:
             discord_guild_ids=[guild.id],
             discord_api_base_url=fake.rest_base,
             discord_gateway_url=fake.gateway_url,
+            budget_images_per_day=0,  # the benchmark measures the bot, not the operator's caps
+            budget_usd_per_day=0,
+            budget_usd_per_month=0,
             poll_min_interval_seconds=0.05,
             poll_max_interval_seconds=0.25,
         )
@@ -155,7 +158,7 @@ async def measure(case: str, jobs: int, database: Path) -> dict[str, Any]:
         async with run_bot(fake, bot):
             assert bot.jobs is not None
             assert bot.store is not None
-            await bot.store.guilds.update(guild.id, now=bot.jobs.clock(), member_daily=10 * jobs)
+            await bot.store.guilds.update(guild.id, now=bot.jobs.clock.now(), member_daily=10 * jobs)
             watch = Stopwatch()
             undo = instrument(bot, watch)
             stop = asyncio.Event()

@@ -129,6 +129,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "DISCORD_API_BASE_URL": fake.rest_base,
             "DISCORD_GATEWAY_URL": fake.gateway_url,
             "LOG_LEVEL": "WARNING",
+            "BUDGET_IMAGES_PER_DAY": "0",  # the benchmark measures the restart, not the operator's caps
+            "BUDGET_USD_PER_DAY": "0",
+            "BUDGET_USD_PER_MONTH": "0",
         }
         first, port = await start_bot(env)
         try:

@@ -144,6 +144,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             discord_guild_ids=[guild.id for guild in guilds],
             discord_api_base_url=fake.rest_base,
             discord_gateway_url=fake.gateway_url,
+            budget_images_per_day=0,  # the benchmark measures the bot, not the operator's caps
+            budget_usd_per_day=0,
+            budget_usd_per_month=0,
         )
         bot = ImagineBot(settings, guild_ready_timeout=0.05)
         async with run_bot(fake, bot):
@@ -155,7 +158,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for guild in guilds:
                 await bot.store.guilds.update(
                     guild.id,
-                    now=bot.jobs.clock(),
+                    now=bot.jobs.clock.now(),
                     member_concurrent=args.jobs,
                     member_daily=10 * args.jobs,
                     guild_concurrent=2 * args.jobs,

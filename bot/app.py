@@ -35,6 +35,7 @@ from bot.images import ImageWorkers
 from bot.jobs import JobManager
 from bot.metrics import BotMetrics, MeteredRunComfyClient
 from bot.settings import Settings
+from cogs.access import guild_allowed, refuse
 from cogs.buttons import ImagineButton
 from cogs.failures import answer_failure
 from cogs.wiring import add_cogs, app_commands_to_sync, translator
@@ -90,10 +91,11 @@ def shard_of(guild_id: int | None, shard_count: int) -> int:
 
 
 class ImagineTree(app_commands.CommandTree):
-    """The command tree; while the bot shuts down, every command gets "try again in a minute"."""
+    """The command tree; while the bot shuts down every command gets "try again in a minute", and in a server
+    the operator does not allow, "not set up for this server"."""
 
     async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
-        return not await shutdown.refuse_while_stopping(interaction)
+        return not await refuse(interaction)
 
     async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError, /) -> None:
         """The one answer to every command's failure (cogs/failures.py)."""
@@ -188,9 +190,30 @@ class ImagineBot(commands.Bot):
     # -- stopping --------------------------------------------------------------
 
     def dispatch(self, event_name: str, /, *args: Any, **kwargs: Any) -> None:
-        if self.stopping and event_name in shutdown.REFUSED_EVENTS:
-            return
+        if event_name in shutdown.REFUSED_EVENTS and (self.stopping or not self._allowed_event(args)):
+            return  # a reaction has no reply: while stopping, or from a server not allowed, it is not heard
         super().dispatch(event_name, *args, **kwargs)
+
+    def _allowed_event(self, args: tuple[Any, ...]) -> bool:
+        return guild_allowed(self, getattr(args[0], "guild_id", None) if args else None)
+
+    # -- the servers the operator allows ---------------------------------------------
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._leave_if_not_allowed(guild)
+
+    async def on_ready(self) -> None:
+        for guild in list(self.guilds):
+            await self._leave_if_not_allowed(guild)
+
+    async def _leave_if_not_allowed(self, guild: discord.Guild) -> None:
+        if guild_allowed(self, guild.id):
+            return
+        log.warning("leaving server %d: not in DISCORD_ALLOWED_GUILD_IDS", guild.id)
+        try:
+            await guild.leave()
+        except discord.HTTPException as error:
+            log.warning("could not leave server %d (%d); its commands are refused meanwhile", guild.id, error.status)
 
     def request_shutdown(self, reason: str = "shutdown requested") -> None:
         """The signal handler: stop taking commands now, then close within SHUTDOWN_TIMEOUT_SECONDS."""

@@ -88,6 +88,9 @@ async def check(bot: Monitored) -> HealthReport:
         else:
             database.update(ok=True, schema_version=bot.store.schema_version)
             bot.metrics.set_job_counts(counts)
+            if bot.jobs is not None:
+                with contextlib.suppress(StoreUnavailableError, TimeoutError):  # the counts above said enough
+                    bot.metrics.set_budget(await asyncio.wait_for(bot.jobs.budget.state(), DATABASE_TIMEOUT))
     checks["database"] = database
 
     jobs = bot.jobs

@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from bot.download import DownloadedImage
 from bot.images import ImageWorkers
+from bot.jobs import BudgetState
 from bot.jobs.events import (
     DeliveryDelayed,
     JobCancelled,
@@ -183,6 +184,15 @@ class BotMetrics:
         self.gateway_latency = Gauge(
             "imagine_gateway_latency_seconds", "Gateway heartbeat round trip (average over shards).", registry=registry
         )
+        self.budget_used = Gauge(
+            "imagine_budget_used",
+            "The whole bot's use of its operator's budget, by window: images today, USD today, USD this month.",
+            ["window"],
+            registry=registry,
+        )
+        self.budget_limit = Gauge(
+            "imagine_budget_limit", "The operator's caps (0: none), by window.", ["window"], registry=registry
+        )
         self._requests = _RequestCountCollector()
         registry.register(self._requests)
         for state in JobState:
@@ -197,6 +207,16 @@ class BotMetrics:
 
     def watch_client(self, client: RunComfyClient) -> None:
         self._requests.client = client
+
+    def set_budget(self, state: BudgetState) -> None:
+        budget = state.budget
+        for window, used, limit in (
+            ("images_today", state.today.images, budget.images_per_day),
+            ("usd_today", state.spent_today, budget.usd_per_day),
+            ("usd_month", state.spent_this_month, budget.usd_per_month),
+        ):
+            self.budget_used.labels(window).set(used)
+            self.budget_limit.labels(window).set(limit)
 
     def set_job_counts(self, counts: Mapping[JobState, int]) -> None:
         """Live jobs by state; a state absent from `counts` has none."""

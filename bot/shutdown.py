@@ -37,7 +37,7 @@ HANDLER_TASK_PREFIXES = (
     "discord-ui-dynamic-item-",
     "discord-ui-view-dispatch-",
     "discord-ui-modal-dispatch-",
-    "discord.py: raw_reaction_add",
+    "discord.py: on_raw_reaction_add",
 )
 # Events not dispatched at all once stopping: each would start a new job.
 REFUSED_EVENTS = frozenset({"raw_reaction_add"})

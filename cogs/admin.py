@@ -86,7 +86,9 @@ class AdminCog(commands.Cog, name="Admin"):
         since = self.jobs.clock.now() - timedelta(days=days)
         report = await self.store.usage(interaction.guild_id or 0, since)
         price = await self.jobs.prices.base_price() if report.unpriced else None
-        await interaction.followup.send(embed=reports.usage(report, days=days, base_price=price), ephemeral=True)
+        bot_wide = await self.jobs.budget.state() if self.jobs.budget.budget.enabled else None
+        embed = reports.usage(report, days=days, base_price=price, budget=bot_wide)
+        await interaction.followup.send(embed=embed, ephemeral=True)
 
     # -- set ---------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.shutdown import refuse_while_stopping
+from cogs.access import refuse
 from cogs.failures import answer_failure
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,8 @@ class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
         return cls(*parse_custom_id(match.string))
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
-        """While the bot shuts down, a click gets "restarting, try again" instead of starting work."""
-        return not await refuse_while_stopping(interaction)
+        """While the bot shuts down, or in a server the operator does not allow, a click gets one sentence."""
+        return not await refuse(interaction)
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         handler: ButtonHandler | None = interaction.client.get_cog(HANDLERS.get(self.action, "Imagine"))

@@ -34,6 +34,7 @@ from bot.jobs.events import (
     NoticeLost,
     NoticeShown,
     ReplyGone,
+    WaitReason,
 )
 from bot.model_spec import display_name
 from cogs import render
@@ -154,12 +155,15 @@ def _outcome(error: CourierError) -> Outcome:
 
 
 class DeliveryCog(commands.Cog, name="Delivery"):
-    """Status edits from job events, and what Discord says is gone, told to the manager."""
+    """Status edits from job events, what Discord says is gone told to the manager, and one notice per server's
+    admins when RunComfy is out of credit."""
 
-    def __init__(self, jobs: JobManager, courier: ReplyCourier) -> None:
+    def __init__(self, bot: discord.Client, jobs: JobManager, courier: ReplyCourier) -> None:
+        self.bot = bot
         self.jobs = jobs
         self.courier = courier
         self._unsubscribe = jobs.subscribe(self.on_job_event)
+        self._told: set[int] = set()  # servers whose admins know the credit ran out (until a job is accepted)
 
     async def cog_unload(self) -> None:
         self._unsubscribe()
@@ -171,9 +175,13 @@ class DeliveryCog(commands.Cog, name="Delivery"):
             return  # not a Discord job (the CLI shares the store)
         if isinstance(event, JobWaiting):
             self.courier.show(job, render.waiting_for_slot(job, event.position, event.reason))
+            if event.reason is WaitReason.CREDIT and job.origin.guild_id not in self._told:
+                self._told.add(job.origin.guild_id or 0)
+                self.jobs.spawn(self._tell_admins(job), f"out-of-credit-{job.origin.guild_id}")
         elif isinstance(event, JobSubmitting):
             self.courier.show(job, render.waiting(job))
         elif isinstance(event, JobQueued):
+            self._told.clear()  # accepted again: a later outage is news again
             self.courier.show(job, render.queued(job, event.position))
         elif isinstance(event, JobRunning):
             self.courier.show(job, render.generating(job, event.eta, overdue=event.overdue))
@@ -181,6 +189,28 @@ class DeliveryCog(commands.Cog, name="Delivery"):
             self.courier.silence(job.id)
         elif isinstance(event, JobDelivered | JobUndeliverable | NoticeShown | NoticeLost):
             self.courier.forget(job.id)
+
+    async def _tell_admins(self, job: Job) -> None:
+        """Once per outage and server: a DM to the server's owner, or, when their DMs are closed, a message in the
+        channel where a member is waiting (mentioning nobody)."""
+        guild = self.bot.get_guild(job.origin.guild_id or 0)
+        if guild is None:
+            return
+        if guild.owner_id and await self._direct_message(guild.owner_id, guild.name):
+            return
+        channel = self.bot.get_partial_messageable(job.origin.channel_id or 0)
+        try:
+            await channel.send(render.OUT_OF_CREDIT_NOTICE, allowed_mentions=render.NO_MENTIONS)
+        except discord.HTTPException as error:
+            log.warning("server %d: could not tell its admins about the credit (%d)", guild.id, error.status)
+
+    async def _direct_message(self, user_id: int, server: str) -> bool:
+        try:
+            user = await self.bot.fetch_user(user_id)
+            await user.send(f"{render.OUT_OF_CREDIT_NOTICE}\n-# Server: {discord.utils.escape_markdown(server)}")
+        except discord.HTTPException:
+            return False
+        return True
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:

@@ -119,6 +119,11 @@ def waiting_for_slot(job: Job, position: int, reason: WaitReason = WaitReason.SE
     """In the server's own line: nothing sent or spent yet, so it can always be cancelled."""
     if reason is WaitReason.MEMBER:
         status = f"⏳ Waiting for one of your images to finish · #{position} in line"
+    elif reason is WaitReason.CREDIT:
+        status = (
+            f"⏳ Waiting · #{position}: the image service's account is out of credit. The bot's operator has been "
+            "told; this starts by itself when it is back"
+        )
     else:
         status = f"⏳ Waiting for a free slot · #{position}"
     return Rendered(_headline(job, status), _card(job, COLOUR_WORKING), [ImagineButton("cancel", job.id)])
@@ -208,8 +213,30 @@ def cancelled(job: Job) -> Rendered:
     return Rendered(_headline(job, "✖️ Cancelled"), embed)
 
 
+OUT_OF_CREDIT_NOTICE = (
+    "⚠️ The image service this bot uses says its account is out of credit, so new `/imagine` images on this "
+    "server wait in line (nothing is lost or charged). The bot's operator needs to top up the RunComfy account; "
+    "the waiting images then start by themselves."
+)
+
+
 def limit_refusal(error: LimitReachedError) -> str:
-    """One sentence, with the numbers, for a member over one of their limits."""
+    """One sentence, with the numbers, for a member over one of their limits or the operator's."""
+    resets = f" It resets {discord.utils.format_dt(error.frees_at, 'R')}." if error.frees_at else ""
+    if error.limit is Limit.BOT_IMAGES:
+        return (
+            f"This bot has made all {error.allowed:g} images its operator allows per day, for every server "
+            f"together, so nothing was started.{resets}"
+        )
+    if error.limit is Limit.BOT_DAY_USD:
+        return (
+            f"This bot has used its operator's daily budget ({money(error.allowed)}), so nothing was started.{resets}"
+        )
+    if error.limit is Limit.BOT_MONTH_USD:
+        return (
+            f"This bot has used its operator's budget for this month ({money(error.allowed)}), "
+            f"so nothing was started.{resets}"
+        )
     if error.limit is Limit.DAILY:
         frees = f" The next one frees up {discord.utils.format_dt(error.frees_at, 'R')}." if error.frees_at else ""
         return f"You've made {error.used} of your {error.allowed} images for the last 24 hours here.{frees}"

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import discord
 
+from bot.jobs import BudgetState
 from cogs.render import COLOUR_DONE, COLOUR_WORKING, RATIO_NAMES, money, safe_prompt, trim
 from storage.models import GuildSettings, Job, JobState, Usage
 
@@ -185,8 +186,9 @@ def settings_card(settings: GuildSettings, *, default_ratio: str) -> discord.Emb
     return embed
 
 
-def usage(report: Usage, *, days: int, base_price: float | None) -> discord.Embed:
-    """`/imagine-admin usage`: images and spend per day, the total, and the members who made the most.
+def usage(report: Usage, *, days: int, base_price: float | None, budget: BudgetState | None = None) -> discord.Embed:
+    """`/imagine-admin usage`: images and spend per day, the total, and the members who made the most; and
+    where the whole bot stands against its operator's budget (all servers together), when there is one.
 
     A job with no cost at all is priced at the model's base price when known;
     every figure with an estimate in it is marked "≈".
@@ -218,6 +220,23 @@ def usage(report: Usage, *, days: int, base_price: float | None) -> discord.Embe
             for place, member in enumerate(report.members, start=1)
         ]
         embed.add_field(name="Top members", value=_lines(members, FIELD_MAX), inline=False)
+    if budget is not None:
+        embed.add_field(name="The whole bot (every server)", value=budget_lines(budget), inline=False)
     if report.estimated or report.unpriced:
         embed.set_footer(text="≈ includes estimates from the model's base price where RunComfy gave no cost.")
     return embed
+
+
+def budget_lines(state: BudgetState) -> str:
+    """The operator's caps and how much of each is used; a reached one says when it resets."""
+    budget, lines = state.budget, []
+    if budget.images_per_day:
+        lines.append(f"today: {state.today.images} of {budget.images_per_day} images")
+    if budget.usd_per_day:
+        lines.append(f"today: {money(state.spent_today, estimated=True)} of {money(budget.usd_per_day)}")
+    if budget.usd_per_month:
+        lines.append(f"this month: {money(state.spent_this_month, estimated=True)} of {money(budget.usd_per_month)}")
+    refusal = state.refusal()
+    if refusal is not None and refusal.frees_at is not None:
+        lines.append(f"**reached**: no new images until {discord.utils.format_dt(refusal.frees_at, 'R')}")
+    return "\n".join(lines) + "\n-# Set by the bot's operator; a server's own settings cannot raise it."

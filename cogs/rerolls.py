@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import discord
@@ -41,20 +41,25 @@ WINDOW_SECONDS = 10.0
 UNKNOWN_BUTTON = "That button belongs to an image I don't know (any more)."
 
 
-class RerollGate:
-    def __init__(self, window: float = WINDOW_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
-        self.window = window
-        self.clock = clock
-        self._last: dict[tuple[int, int], float] = {}
+class Gate:
+    """At most `per` admissions of one key within `window` seconds (a sliding window)."""
 
-    def admit(self, user_id: int, job_id: int) -> bool:
-        """True for the first request of `user_id` on `job_id` within the window; False for repeats."""
+    def __init__(self, window: float = WINDOW_SECONDS, *, per: int = 1, clock: Callable[[], float] = time.monotonic):
+        self.window = window
+        self.per = per
+        self.clock = clock
+        self._seen: dict[Hashable, list[float]] = {}
+
+    def admit(self, *key: Hashable) -> bool:
+        """True if `key` was admitted fewer than `per` times within the window (and counts this one)."""
         now = self.clock()
-        self._last = {key: at for key, at in self._last.items() if now - at < self.window}
-        key = (user_id, job_id)
-        if key in self._last:
+        self._seen = {
+            seen: kept for seen, times in self._seen.items() if (kept := [t for t in times if now - t < self.window])
+        }
+        times = self._seen.setdefault(key, [])
+        if len(times) >= self.per:
             return False
-        self._last[key] = now
+        times.append(now)
         return True
 
 
@@ -64,7 +69,7 @@ class RerollCog(commands.Cog, name="Rerolls"):
         self.jobs = jobs
         self.store = store
         self.courier = courier
-        self.gate = RerollGate()
+        self.gate = Gate()  # one reroll per member and image within a few seconds
 
     async def on_button(self, interaction: discord.Interaction[Any], action: str, job_id: int | None) -> None:
         job = await self.store.get(job_id) if job_id is not None else None

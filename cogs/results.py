@@ -26,10 +26,10 @@ from discord.ext import commands
 
 from bot.jobs import JobManager
 from bot.model_spec import PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio, display_name
-from bot.shutdown import refuse_while_stopping
 from cogs import render, reports
+from cogs.access import refuse
 from cogs.failures import answer_failure
-from cogs.rerolls import RerollGate
+from cogs.rerolls import Gate
 from cogs.starter import JobStarter
 from storage.base import JobStore
 from storage.models import Job, JobState
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 DETAILS_EMOJI = "✉"  # compared without the variation selector (U+FE0F) some clients add
 REMIX_FORM = "imagine:remix-form:"
 NOTICE_SECONDS = 20.0
+DM_WINDOW = 600.0
+DMS_PER_WINDOW = 5
 NOT_A_RESULT = "That button belongs to an image I don't know (any more)."
 DMS_CLOSED = (
     "{mention} I couldn't send you the details: your DMs are closed for this server "
@@ -111,7 +113,10 @@ class ResultsCog(commands.Cog, name="Results"):
         self.starter = starter
         self.jobs = jobs
         self.store = store
-        self.details_gate = RerollGate(window=30.0)
+        self.details_gate = Gate(window=30.0)  # one ✉️ per member and image within 30 s
+        # A DM costs nothing, but a member reacting on every image must not make the bot spam DMs (Discord counts
+        # a bot's DMs against it): a few per member and ten minutes, as /imagine is limited per member.
+        self.dm_gate = Gate(window=DM_WINDOW, per=DMS_PER_WINDOW)
         self._notices: set[asyncio.Task[None]] = set()
 
     async def cog_unload(self) -> None:
@@ -151,7 +156,7 @@ class ResultsCog(commands.Cog, name="Results"):
         custom_id = str(data.get("custom_id", ""))
         if interaction.type is not discord.InteractionType.modal_submit or not custom_id.startswith(REMIX_FORM):
             return
-        if await refuse_while_stopping(interaction):
+        if await refuse(interaction):
             return
         try:
             await self._remix(interaction, custom_id.removeprefix(REMIX_FORM), dict(_inputs(data.get("components"))))
@@ -180,7 +185,7 @@ class ResultsCog(commands.Cog, name="Results"):
         job = await self.store.by_message_id(payload.message_id)
         if job is None or job.state is not JobState.DELIVERED or job.origin.channel_id != payload.channel_id:
             return
-        if not self.details_gate.admit(member.id, job.id):
+        if not self.details_gate.admit(member.id, job.id) or not self.dm_gate.admit(member.id):
             return
         settings = await self.store.guilds.get(member.guild.id)
         embed = reports.details(job, model_name=display_name(job.model), show_cost=settings.show_cost)

@@ -40,7 +40,7 @@ async def add_cogs(
     await bot.tree.set_translator(CommandTranslator())
     await bot.add_cog(ImagineCog(starter, jobs, store))
     await bot.add_cog(RerollCog(bot, jobs, store, courier))
-    await bot.add_cog(DeliveryCog(jobs, courier))
+    await bot.add_cog(DeliveryCog(bot, jobs, courier))
     await bot.add_cog(ResultsCog(bot, starter, jobs, store))
     await bot.add_cog(HistoryCog(jobs, store))
     await bot.add_cog(AdminCog(jobs, store))

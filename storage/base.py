@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from storage.models import GuildLoad, GuildSettings, Job, JobState, NewJob, Timing, Usage
+from storage.models import GuildLoad, GuildSettings, Job, JobState, NewJob, Spend, Timing, Usage
 
 
 class JobNotFoundError(LookupError):
@@ -117,6 +117,11 @@ class JobStore(Protocol):
 
     async def prune(self, *, before: datetime) -> int:
         """Delete jobs in a final state that finished before `before`, keeping their usage in totals."""
+        ...
+
+    async def spend(self, *, day: datetime, month: datetime) -> tuple[Spend, Spend]:
+        """The whole bot's spend since `day` and since `month` (UTC midnights), in one aggregate: every job that
+        may be billed counts from the moment it is written."""
         ...
 
     async def count_unfinished_by_state(self) -> dict[JobState, int]:

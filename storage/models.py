@@ -219,6 +219,19 @@ class GuildLoad:
 
 
 @dataclass(frozen=True, slots=True)
+class Spend:
+    """What the whole bot made and spent in a window: `cost_usd` is what is known, `unpriced` jobs have no cost
+    yet (waiting, running, or RunComfy sent none), so the caller prices them at the model's base price."""
+
+    images: int
+    cost_usd: float
+    unpriced: int
+
+    def estimate(self, price: float | None) -> float:
+        return self.cost_usd + self.unpriced * (price or 0.0)
+
+
+@dataclass(frozen=True, slots=True)
 class UsageDay:
     """Images made on one UTC day and what they cost; `estimated` of them carry an estimated cost,
     `unpriced` have no cost at all."""

@@ -40,9 +40,11 @@ from storage.models import (
     JobOrigin,
     JobState,
     NewJob,
+    Spend,
     Timing,
     Usage,
 )
+from storage.spend import spend as read_spend
 from storage.sqlite_common import StoreUnavailableError, from_text, to_text, unavailable_on_error
 
 if TYPE_CHECKING:
@@ -446,6 +448,10 @@ class SQLiteJobStore:
     async def prune(self, *, before: datetime) -> int:
         """Delete jobs in a final state that finished before `before`, folding their usage into totals."""
         return await retention.prune(self._db, self.path, before=before)
+
+    async def spend(self, *, day: datetime, month: datetime) -> tuple[Spend, Spend]:
+        """The whole bot's spend since `day` and since `month`, in one aggregate (storage/spend.py)."""
+        return await read_spend(self._db, self.path, day=day, month=month)
 
     async def count_unfinished_by_state(self) -> dict[JobState, int]:
         """Live jobs per non-final state, from the partial index alone: cheap enough for every scrape."""

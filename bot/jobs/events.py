@@ -21,6 +21,7 @@ from storage.models import FailureKind, Job
 class WaitReason(StrEnum):
     SERVER = "server"  # every one of the server's slots is taken
     MEMBER = "member"  # the member has as many jobs running as they may
+    CREDIT = "credit"  # RunComfy said the operator's account has no credit left; it starts when it is back
 
 
 @dataclass(frozen=True, slots=True)

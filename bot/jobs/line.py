@@ -14,6 +14,11 @@ Admission and every start decision for a server happen under that server's
 lock, held only for database work (never for a Discord call), so two commands
 at once cannot both take the last slot, and a burst of rerolls cannot hold up
 an `/imagine` past Discord's 3 seconds.
+
+When RunComfy says the operator's account has no credit (error 400002),
+nothing was created: the job goes back to its place, and no line starts
+anything until a probe (one job, every RUNCOMFY_BALANCE_PROBE_SECONDS) is
+accepted again; waiting members are told why, and everything resumes by itself.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from bot.clock import Clock
+from bot.jobs.budget import BudgetGuard
 from bot.jobs.events import JobAccepted, JobSubmitting, JobWaiting, WaitReason
 from bot.jobs.ledger import Ledger
+from bot.jobs.limits import Limit, LimitReachedError
 from bot.jobs.worker import Worker
+from bot.runcomfy import RunComfyError
 from storage.base import JobStore
 from storage.models import GuildSettings, Job, JobState, NewJob
 
@@ -45,22 +52,6 @@ RESTARTED_WHILE_WAITING = (
     "The bot restarted just as it took this request, before sending it anywhere, so nothing was charged. "
     "Please try again."
 )
-
-
-class Limit(StrEnum):
-    DAILY = "daily"  # the member's images in any 24 hours
-    QUEUE = "queue"  # the member's jobs waiting in the server's line
-
-
-class LimitReachedError(Exception):
-    """A limit says no before anything is written; the numbers let the cog say so in one sentence."""
-
-    def __init__(self, limit: Limit, *, used: int, allowed: int, frees_at: datetime | None = None) -> None:
-        super().__init__(f"{limit.value} limit reached: {used} of {allowed}")
-        self.limit = limit
-        self.used = used
-        self.allowed = allowed
-        self.frees_at = frees_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +79,35 @@ Send = Callable[[Job], Coroutine[Any, Any, object]]
 
 
 class Line:
-    def __init__(self, ledger: Ledger, clock: Clock, send: Send, spawn: Spawn, *, job_timeout: float) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        clock: Clock,
+        send: Send,
+        spawn: Spawn,
+        *,
+        job_timeout: float,
+        budget: BudgetGuard,
+        probe_seconds: float = 300.0,
+    ) -> None:
         self.ledger = ledger
         self.store: JobStore = ledger.store
         self.clock = clock
         self._send = send
         self._spawn = spawn
         self.max_wait = timedelta(seconds=job_timeout)
+        self.budget = budget
         self._locks: dict[int, asyncio.Lock] = {}
+        self._budget_lock = asyncio.Lock()  # the budget is the whole bot's: one admission at a time checks it
         self._confirmed: set[int] = set()  # waiting jobs whose reply exists (acknowledged in this process)
         self._shown: dict[int, tuple[int, WaitReason]] = {}  # waiting job -> the place its reply shows
-        # Wakes a server's line when its oldest waiting job would pass the longest wait.
+        # Wakes a server's line when its oldest waiting job would pass the longest wait (or a probe is due).
         self.timer = Worker("line", clock, self.pump, concurrency=4)
+        self.probe_every = timedelta(seconds=probe_seconds)
+        self.out_of_credit_since: datetime | None = None
+        self._next_probe: datetime | None = None
+        self._probing: int | None = None  # the one job sent to see whether the credit is back
+        self._guilds: set[int] = set()  # servers whose lines were seen, to wake them all when credit returns
 
     def lock(self, guild_id: int) -> asyncio.Lock:
         return self._locks.setdefault(guild_id, asyncio.Lock())
@@ -113,12 +121,13 @@ class Line:
             job = await self._create(new, 1)
             return Ticket(job, 1)
         user_id = new.origin.user_id or 0
-        async with self.lock(settings.guild_id):
+        async with self.lock(settings.guild_id), self._budget_lock:
             load = await self.store.guild_load(settings.guild_id, user_id)
             if not new.exempt:
                 # Of the member's jobs, those past their limit of jobs at once wait for one of their own.
                 backlog = max(0, load.mine_active + load.mine_waiting - settings.member_concurrent)
                 await self._check_member(settings, user_id, backlog)
+            await self.budget.check()  # nobody is exempt from the operator's
             job = await self._create(new, load.waiting + 1)
         return Ticket(job, load.waiting + 1)
 
@@ -160,6 +169,8 @@ class Line:
     def forget(self, job_id: int) -> None:
         self._confirmed.discard(job_id)
         self._shown.pop(job_id, None)
+        if self._probing == job_id:  # the probe ended some other way: the next one may go
+            self._probing = None
 
     def ready(self, job: Job) -> bool:
         """Only a job whose reply exists leaves the line: one written just before its acknowledgement must not be
@@ -175,14 +186,17 @@ class Line:
         """Start as many waiting jobs as the server and their members have room for, oldest first; show the rest
         their place; end those that waited too long."""
         starting: list[Job] = []
+        self._guilds.add(guild_id)
         async with self.lock(guild_id):
+            now = self.clock.now()
+            paused = self.out_of_credit_since is not None
+            may_probe = paused and self._probing is None and self._next_probe is not None and now >= self._next_probe
             settings = await self.store.guilds.get(guild_id)
             live = list(await self.store.guild_unfinished(guild_id))
             active = [job for job in live if job.state.holds_slot]
             running = Counter(job.origin.user_id for job in active)  # an exempt job skips the count, not into it
             free = settings.guild_concurrent - len(active)
             place = 0
-            now = self.clock.now()
             oldest: datetime | None = None
             for job in live:
                 if job.state is not JobState.WAITING or not self.ready(job):
@@ -192,7 +206,7 @@ class Line:
                     await self.ledger.fail(job, TOO_LONG_IN_LINE.format(minutes=minutes), expect=JobState.WAITING)
                     continue
                 member_free = job.exempt or running[job.origin.user_id] < settings.member_concurrent
-                if free > 0 and member_free:
+                if free > 0 and member_free and (not paused or may_probe):
                     started = await self.ledger.move(
                         job.id, JobState.SUBMITTING, expect=JobState.WAITING, event=JobSubmitting
                     )
@@ -201,15 +215,63 @@ class Line:
                         free -= 1
                         running[job.origin.user_id] += 1
                         self.forget(job.id)
+                        if paused:
+                            self._probing, may_probe = started.id, False
                     continue
                 place += 1
                 oldest = oldest or job.created_at
-                self._show(job, place, WaitReason.MEMBER if free > 0 else WaitReason.SERVER)
+                self._show(job, place, self._wait_reason(paused=paused, room=free > 0))
             if oldest is not None:
                 self.timer.schedule(guild_id, oldest + self.max_wait + timedelta(seconds=1))
+            if paused and self._next_probe is not None and place:
+                self.timer.schedule(guild_id, max(self._next_probe, now))
         for job in starting:
             log.info("job %d leaves the line", job.id, extra={"job_id": job.id})
             self._spawn(self._send(job), f"send-{job.id}")
+
+    # -- RunComfy's credit ------------------------------------------------------------------
+
+    async def out_of_credit(self, job: Job, error: RunComfyError) -> None:
+        """RunComfy refused to submit `job` for want of credit: nothing was created, so the job goes back to its
+        place, and the lines wait for a probe to be accepted (every `probe_every`). A job with no server (the
+        CLI) fails at once: the operator at the terminal is the one to tell."""
+        if job.origin.guild_id is None:
+            await self.ledger.fail(job, error, expect=JobState.SUBMITTING)
+            return
+        now = self.clock.now()
+        if self.out_of_credit_since is None:
+            self.out_of_credit_since = now
+            log.warning(
+                "RunComfy says the account has no credit left: new images wait; one is tried every %d s",
+                self.probe_every.total_seconds(),
+            )
+        self._next_probe = now + self.probe_every
+        self._probing = None
+        self._shown.pop(job.id, None)
+        self._confirmed.add(job.id)  # its reply exists: it was sent once already
+        await self.ledger.move(
+            job.id,
+            JobState.WAITING,
+            expect=JobState.SUBMITTING,
+            event=lambda row: JobWaiting(row, 1, WaitReason.CREDIT),
+        )
+        for guild_id in {*self._guilds, job.origin.guild_id}:
+            self.timer.schedule(guild_id, now)  # show every waiting member why
+
+    def credit_back(self) -> None:
+        """A submit was accepted: the credit is back, every line moves again."""
+        if self.out_of_credit_since is None:
+            return
+        log.warning("RunComfy accepts jobs again: the waiting lines move")
+        self.out_of_credit_since = self._next_probe = self._probing = None
+        for guild_id in self._guilds:
+            self.timer.schedule(guild_id, self.clock.now())
+
+    @staticmethod
+    def _wait_reason(*, paused: bool, room: bool) -> WaitReason:
+        if paused:
+            return WaitReason.CREDIT
+        return WaitReason.MEMBER if room else WaitReason.SERVER
 
     def _show(self, job: Job, place: int, reason: WaitReason) -> None:
         if self._shown.get(job.id) != (place, reason):

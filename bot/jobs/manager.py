@@ -24,12 +24,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.clock import Clock
+from bot.jobs.budget import Budget, BudgetGuard
 from bot.jobs.delivery import Delivery, Destination, Reply
 from bot.jobs.events import (
     JobCancelled,
     JobCompleted,
     JobEvent,
     JobFailed,
+    JobQueued,
     Listener,
     ReplyGone,
 )
@@ -68,6 +70,8 @@ class JobManager:
         unknown_state_timeout: float = 120.0,
         delivery_retry_hours: float = 24.0,
         retention_days: int = 0,
+        budget: Budget | None = None,
+        balance_probe_seconds: float = 300.0,
         max_concurrent_polls: int = 32,
     ) -> None:
         self.client = client
@@ -86,7 +90,17 @@ class JobManager:
             unknown_state_timeout=unknown_state_timeout,
             concurrency=max_concurrent_polls,
         )
-        self.line = Line(self.ledger, self.clock, self.upstream.send, self.spawn, job_timeout=job_timeout)
+        self.budget = BudgetGuard(store, self.clock, budget or Budget(), self.prices.known)
+        self.line = Line(
+            self.ledger,
+            self.clock,
+            self.upstream.send,
+            self.spawn,
+            job_timeout=job_timeout,
+            budget=self.budget,
+            probe_seconds=balance_probe_seconds,
+        )
+        self.upstream.no_credit = self.line.out_of_credit
         self.delivery = Delivery(
             self.ledger,
             client,
@@ -118,6 +132,8 @@ class JobManager:
             unknown_state_timeout=settings.unknown_state_timeout_seconds,
             delivery_retry_hours=settings.delivery_retry_hours,
             retention_days=settings.job_retention_days,
+            budget=Budget(settings.budget_images_per_day, settings.budget_usd_per_day, settings.budget_usd_per_month),
+            balance_probe_seconds=settings.runcomfy_balance_probe_seconds,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -335,7 +351,9 @@ class JobManager:
 
     def _on_event(self, event: JobEvent) -> None:
         job = event.job
-        if isinstance(event, JobCompleted):
+        if isinstance(event, JobQueued):
+            self.line.credit_back()
+        elif isinstance(event, JobCompleted):
             self.delivery.prefetch(job)
             self.delivery.schedule(job)
             self.line.wake(job)

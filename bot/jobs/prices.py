@@ -35,6 +35,10 @@ class PriceBook:
         self._failed_at: datetime | None = None
         self._asking: asyncio.Task[float | None] | None = None
 
+    def known(self) -> float | None:
+        """The base price if it was learned already (no request: the admission path must not wait on one)."""
+        return self._price if self._known else None
+
     async def base_price(self) -> float | None:
         """USD per image, or None when RunComfy does not say (or could not be asked lately)."""
         if self._known:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -27,6 +28,7 @@ from bot.jobs.worker import Worker
 from bot.model_spec import model_inputs
 from bot.polling import AdaptivePolicy, PollPolicy
 from bot.runcomfy import (
+    BalanceError,
     RequestResult,
     RunComfyClient,
     RunComfyError,
@@ -78,6 +80,8 @@ class Upstream:
         self.unknown_state_timeout = unknown_state_timeout
         self.retry_cap = retry_cap
         self.worker = Worker("poll", clock, self.step, concurrency=concurrency)
+        # What a submit refused for want of credit does to its job: the manager hands in the line's pause.
+        self.no_credit: Callable[[Job, RunComfyError], Awaitable[object]] = self._fail_no_credit
         self._strikes: dict[int, int] = {}
         self._unknown_since: dict[int, datetime] = {}
         self._overdue: set[int] = set()
@@ -95,6 +99,13 @@ class Upstream:
         for attempt in itertools.count(1):
             try:
                 submitted = await self.client.submit(inputs)
+            except BalanceError as error:
+                # Refused before anything was created: the job keeps its place until the credit is back.
+                log.warning(
+                    "job %d: RunComfy says the balance is exhausted (%s)", job.id, error, extra={"job_id": job.id}
+                )
+                await self.no_credit(job, error)
+                return job
             except SubmitOutcomeUnknownError as error:
                 log.warning("job %d: submit outcome unknown (%s); not resent", job.id, error, extra={"job_id": job.id})
                 return await self.fail(job, error, expect=JobState.SUBMITTING) or job
@@ -118,6 +129,9 @@ class Upstream:
         log.info("job %d queued as %s", job.id, submitted.request_id, extra={"job_id": job.id})
         self._schedule(queued, self.policy.delay(queued, self.clock.now()))
         return queued
+
+    async def _fail_no_credit(self, job: Job, error: RunComfyError) -> None:
+        await self.fail(job, error, expect=JobState.SUBMITTING)
 
     # -- polling -----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bot.jobs import Limit, LimitReachedError
+from bot.jobs.budget import Budget, BudgetGuard
 from bot.jobs.events import JobAccepted, JobEvent, JobSubmitting, JobWaiting, WaitReason
 from bot.jobs.ledger import Ledger
 from bot.jobs.line import TOO_LONG_IN_LINE, Line
@@ -36,7 +37,8 @@ class LineUnderTest:
         self.ledger.subscribe(self.events.append)
         self.sent: list[int] = []
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.line = Line(self.ledger, clock, self.send, self.spawn, job_timeout=600)
+        self.budget = BudgetGuard(store, clock, Budget(), lambda: None)
+        self.line = Line(self.ledger, clock, self.send, self.spawn, job_timeout=600, budget=self.budget)
 
     async def send(self, job: Job) -> None:
         self.sent.append(job.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import json
 import logging
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import discord
 import pytest
 
 from bot.app import ImagineBot, ShardedImagineBot, build_bot, shard_of
@@ -19,6 +21,7 @@ from bot.emulator import Emulator
 from bot.jobs import RESTARTED_WHILE_SUBMITTING
 from bot.logs import JsonFormatter, Redactor, setup_logging
 from bot.settings import Settings
+from bot.shutdown import handler_tasks
 from storage.models import JobOrigin, JobState, NewJob
 from storage.sqlite import SQLiteJobStore
 from tests.bot.conftest import TOKEN
@@ -262,3 +265,15 @@ async def test_the_shutdown_watchdog_exits_with_status_1(tmp_path: Path) -> None
     _, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 1
     assert "shutdown not finished after 9.5 s" in err.decode()
+
+
+async def test_shutdown_waits_for_reaction_handlers_by_the_name_discord_py_gives_them() -> None:
+    """discord.py runs a listener as a task named `discord.py: on_<event>` (Client._schedule_event)."""
+    source = inspect.getsource(discord.Client._schedule_event)
+    assert "name=f'discord.py: {event_name}'" in source
+    assert "method = 'on_' + event" in inspect.getsource(discord.Client.dispatch)
+    gate = asyncio.Event()
+    task = asyncio.create_task(gate.wait(), name="discord.py: on_raw_reaction_add")
+    assert handler_tasks() == [task]
+    gate.set()
+    await task

@@ -78,7 +78,7 @@ async def test_a_lost_answer_to_the_fallback_message_never_posts_it_twice(
     await reply_showing(fake_discord, interaction, "Queued")
     fake_discord.clock.advance(16 * 60)
     fake_discord.inject_fault(MESSAGE_EDIT, 403, times=None)
-    fake_discord.inject_fault(CREATE, 502, after=True)  # created, then the answer is lost
+    fake_discord.inject_fault(CREATE, 503, after=True)  # created, then the answer lost (503: discord.py does not retry)
     posted = await fake_discord.wait_for(
         lambda: next((m for m in general.messages if m.attachments and m is not interaction.original_message), None),
         15,

@@ -293,7 +293,6 @@ async def test_missing_channel_permission_is_named_and_nothing_is_spent(
     ("setup", "shown"),
     [
         ("failure", "failed to generate"),
-        ("balance", "out of credit"),
         ("moderation", "content rules"),
     ],
 )
@@ -308,8 +307,6 @@ async def test_runcomfy_failures_turn_the_reply_into_a_clear_failure(
 ) -> None:
     if setup == "failure":
         emulator.config.failure_rate = 1.0
-    elif setup == "balance":
-        emulator.inject("submit", Fault.error_code(400002, message="insufficient balance"))
     else:
         emulator.config.failure_rate = 1.0
         emulator.config.failure_message = "NSFW content detected in prompt"
@@ -319,6 +316,16 @@ async def test_runcomfy_failures_turn_the_reply_into_a_clear_failure(
     assert shown in text
     assert "NSFW content detected" not in text
     assert not message.attachments
+
+
+async def test_out_of_credit_keeps_the_job_waiting_instead_of_failing_it(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    """RunComfy's 400002 creates nothing: the member's job waits for the credit (tests/e2e/test_public_bot.py)."""
+    emulator.inject("submit", Fault.error_code(400002, message="insufficient balance"))
+    interaction = await alice.run_command("imagine", general, prompt="a patient prompt")
+    message = await reply_showing(fake_discord, interaction, "out of credit")
+    assert "Failed" not in message.content
 
 
 async def test_restart_mid_job_finishes_it_once(

@@ -32,6 +32,10 @@ def not_found() -> DiscordError:
     return DiscordError(404, 0, "404: Not Found")
 
 
+def unknown_guild() -> DiscordError:
+    return DiscordError(404, 10004, "Unknown Guild")
+
+
 def unknown_channel() -> DiscordError:
     return DiscordError(404, 10003, "Unknown Channel")
 

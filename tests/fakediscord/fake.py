@@ -45,6 +45,7 @@ class FakeDiscord:
         self.owner = FakeUser(self.ids.next(), "app-owner")
         self.users: dict[int, FakeUser] = {self.bot_user.id: self.bot_user, self.owner.id: self.owner}
         self.guilds: dict[int, FakeGuild] = {}
+        self.left_guilds: list[FakeGuild] = []
         self.channels: dict[int, FakeChannel] = {}
         self.messages: dict[int, FakeMessage] = {}
         self.attachments: dict[int, FakeAttachment] = {}
@@ -310,6 +311,13 @@ class FakeDiscord:
     async def delete_message(self, message: FakeMessage) -> None:
         """As a moderator would: the message is gone and the bot gets MESSAGE_DELETE."""
         await self.remove_message(message)
+
+    async def remove_guild(self, guild: FakeGuild) -> None:
+        """The bot is no longer in `guild` (it left, or was kicked): GUILD_DELETE, and `left_guilds` records it."""
+        self.guilds.pop(guild.id, None)
+        self.left_guilds.append(guild)
+        self.notify()
+        await self.gateway.dispatch("GUILD_DELETE", {"id": str(guild.id)}, intent=Intent.GUILDS)
 
     async def delete_channel(self, channel: FakeChannel) -> None:
         channel.deleted = True

@@ -14,7 +14,8 @@ Matcher = str | Callable[[RouteInfo], bool]
 
 @dataclass
 class Fault:
-    """Answer `status` instead of (or, with `after=True`, after) handling a matching request."""
+    """Answer `status` instead of (or, with `after=True`, after) handling a matching request; status 0 cuts the
+    connection without an answer."""
 
     match: Matcher
     status: int = 500

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import DiscordError, missing_access, unknown_user
+from .errors import DiscordError, missing_access, unknown_guild, unknown_user
 from .payloads import channel_payload, user_payload
 from .server import Call, Reply, RestServer
 
@@ -30,6 +30,16 @@ async def get_gateway_bot(call: Call) -> Reply:
 async def get_me(call: Call) -> Reply:
     extra = {"verified": True, "mfa_enabled": False, "flags": 0, "locale": "en-US", "email": None}
     return user_payload(call.fake.bot_user) | extra
+
+
+async def leave_guild(call: Call) -> Reply:
+    """The bot leaves a server: it is gone from the bot's guilds (and from READY) and the bot gets GUILD_DELETE."""
+    fake = call.fake
+    guild = fake.guilds.get(call.id_param("guild_id", unknown_guild))
+    if guild is None:
+        raise unknown_guild()
+    await fake.remove_guild(guild)
+    return None
 
 
 async def get_user(call: Call) -> Reply:
@@ -97,6 +107,7 @@ def register(server: RestServer) -> None:
     server.add("GET", "/gateway", get_gateway, auth="none")
     server.add("GET", "/gateway/bot", get_gateway_bot)
     server.add("GET", "/users/@me", get_me)
+    server.add("DELETE", "/users/@me/guilds/{guild_id}", leave_guild)
     server.add("POST", "/users/@me/channels", create_dm)
     server.add("GET", "/users/{user_id}", get_user)
     server.add("GET", "/oauth2/applications/@me", get_application)

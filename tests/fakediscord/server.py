@@ -80,11 +80,14 @@ def json_response(data: object, status: int = 200, headers: dict[str, str] | Non
     )
 
 
+DROP = 0  # a fault "status" that cuts the connection instead of answering
+
+
 def _fault_response(fault: Fault) -> web.Response:
     if fault.status == 429:
         body = {"message": "You are being rate limited.", "retry_after": fault.retry_after, "global": False}
         return json_response(body, 429, retry_headers(fault.retry_after, scope="user"))
-    return json_response({"message": f"{fault.status}: Injected fault", "code": 0}, fault.status)
+    return json_response({"message": f"{fault.status}: Injected fault", "code": 0}, fault.status or 503)
 
 
 class RestServer:
@@ -140,6 +143,8 @@ class RestServer:
                 raise unauthorized()
             elif fault := fake.faults.pick(info, after=False):
                 response = _fault_response(fault)
+                if fault.status == DROP and request.transport is not None:
+                    request.transport.abort()  # the connection is cut: the client gets no answer at all
             else:
                 decision = fake.ratelimits.check(info, fake.bot_token if bot_auth else None)
                 headers = decision.headers
