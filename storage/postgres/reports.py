@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from storage.postgres.connect import Pool
 
 _GUILD_LOAD_SQL = (
-    "SELECT count(*) FILTER (WHERE user_id = $2),"  # noqa: S608 - constant clauses
+    f"SELECT count(*) FILTER (WHERE user_id = $2 AND state IN ({ACTIVE_LIST})),"  # noqa: S608 - constant clauses
+    " count(*) FILTER (WHERE user_id = $2 AND state = 'waiting'),"
     f" count(*) FILTER (WHERE state IN ({ACTIVE_LIST})),"
     " count(*) FILTER (WHERE state = 'waiting')"
     f" FROM jobs WHERE guild_id = $1 AND {UNFINISHED_WHERE}"
@@ -43,12 +44,12 @@ _PER_MEMBER_SQL = (
 
 
 async def guild_load(pool: Pool, guild_id: int, user_id: int) -> GuildLoad:
-    """The member's unfinished jobs in the server, those holding a slot, those waiting (count() is never NULL)."""
+    """The member's jobs holding a slot and waiting, then the server's (count() is never NULL, unlike SUM)."""
     row = await pool.fetchrow(_GUILD_LOAD_SQL, guild_id, user_id)
     if row is None:
         raise RuntimeError("an aggregate without GROUP BY returned no row")
-    mine, active, waiting = row
-    return GuildLoad(mine=mine, active=active, waiting=waiting)
+    mine_active, mine_waiting, active, waiting = row
+    return GuildLoad(mine_active=mine_active, mine_waiting=mine_waiting, active=active, waiting=waiting)
 
 
 async def usage(pool: Pool, guild_id: int, since: datetime, *, top: int) -> Usage:

@@ -52,6 +52,7 @@ async def test_settings_change_at_once_per_server_and_none_restores_a_default(st
     assert again.member_daily == 25
     assert again.show_cost  # untouched
     assert again.default_aspect_ratio == "16:9"
+    assert (await store.guilds.update(GUILD, now=at(2), member_queue=4)).member_queue == 4
     assert await store.guilds.get(OTHER_GUILD) == GuildSettings(guild_id=OTHER_GUILD)
 
 
@@ -60,6 +61,8 @@ async def test_settings_refuse_unknown_names_and_nonsense_values(store: AnyJobSt
         await store.guilds.update(GUILD, now=T0, **{"guild_id = 1; --": 1})
     with pytest.raises(ValueError, match="at least 1"):
         await store.guilds.update(GUILD, now=T0, guild_concurrent=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        await store.guilds.update(GUILD, now=T0, member_queue=0)
     with pytest.raises(TypeError, match="bool"):
         await store.guilds.update(GUILD, now=T0, show_cost=1)
 
@@ -99,6 +102,21 @@ async def test_guild_unfinished_is_one_servers_live_jobs_oldest_first(store: Any
     await store.transition(done.id, JobState.DELIVERED, expect=ANY, now=at(0.5))
     await store.create(job(ALICE, guild=OTHER_GUILD), now=at(1))
     assert [j.id for j in await store.guild_unfinished(GUILD)] == [first.id, second.id]
+
+
+async def test_channel_unfinished_is_one_channels_live_jobs_oldest_first(store: AnyJobStore) -> None:
+    def in_channel(channel: int) -> NewJob:
+        return NewJob("m", "p", "1:1", 1, JobOrigin(guild_id=GUILD, channel_id=channel, user_id=ALICE))
+
+    second = await store.create(in_channel(5), now=at(2), state=JobState.WAITING)
+    first = await store.create(in_channel(5), now=at(1))
+    delivering = await store.create(in_channel(5), now=at(3))
+    await store.transition(delivering.id, JobState.DELIVERING, expect=ANY, now=at(3.5))
+    for end in (JobState.DELIVERED, JobState.UNDELIVERABLE):
+        done = await store.create(in_channel(5), now=at(0))
+        await store.transition(done.id, end, expect=ANY, now=at(0.5))
+    await store.create(in_channel(6), now=at(1))
+    assert [j.id for j in await store.channel_unfinished(5)] == [first.id, second.id, delivering.id]
 
 
 async def test_guild_load_counts_a_servers_live_jobs_without_loading_them(store: AnyJobStore) -> None:
