@@ -42,10 +42,10 @@ from storage.columns import (
 )
 from storage.migrate import SchemaTooNewError
 from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, NewJob, Timing, Usage
+from storage.postgres import reports
 from storage.postgres.connect import aware, create_pool, redact_url, unavailable_on_error
 from storage.postgres.guilds import PostgresGuildStore
 from storage.postgres.migrate import bundled_migrations, migrate, schema_version
-from storage.postgres.reports import guild_load, usage
 from storage.sqlite_common import StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -336,7 +336,7 @@ class PostgresJobStore:
     async def guild_load(self, guild_id: int, user_id: int) -> GuildLoad:
         """One aggregate over the server's unfinished jobs (admission runs before the 3 s acknowledgement)."""
         with unavailable_on_error(self._url):
-            return await guild_load(self._pool, guild_id, user_id)
+            return await reports.guild_load(self._pool, guild_id, user_id)
 
     async def billable_since(self, user_id: int, guild_id: int, since: datetime) -> list[datetime]:
         """When a member's jobs in a server that count against a quota were created, oldest first (not cancelled,
@@ -354,9 +354,22 @@ class PostgresJobStore:
         )
 
     async def usage(self, guild_id: int, since: datetime, *, top: int = 5) -> Usage:
-        """Images a server made (reached `completed`) since `since`, per UTC day, and its `top` members."""
+        """Images a server made (reached `completed`) since `since`, per UTC day, and its `top` members;
+        pruned jobs count through their totals (storage/postgres/reports.py)."""
         with unavailable_on_error(self._url):
-            return await usage(self._pool, guild_id, aware(since, "since"), top=top)
+            return await reports.usage(self._pool, guild_id, aware(since, "since"), top=top)
+
+    # Retention: old finished jobs go, their usage stays (storage/postgres/reports.py).
+
+    async def prune(self, *, before: datetime) -> int:
+        """Delete jobs in a final state that finished before `before`, folding their usage into totals."""
+        with unavailable_on_error(self._url):
+            return await reports.prune(self._pool, before=aware(before, "before"))
+
+    async def count_unfinished_by_state(self) -> dict[JobState, int]:
+        """Live jobs per non-final state, from a partial index of live jobs: cheap enough for every scrape."""
+        with unavailable_on_error(self._url):
+            return await reports.count_unfinished_by_state(self._pool)
 
 
 async def _check_version(conn: Connection, url: str) -> int:

@@ -22,6 +22,8 @@ pytestmark = pytest.mark.postgres
 
 # Migrations only PostgreSQL has: what several processes need and one SQLite process does not.
 POSTGRES_ONLY = {"processes_and_budget"}
+# Where each SQLite migration is in PostgreSQL, by version: the PostgreSQL-only ones shift those after them.
+SQLITE_TO_POSTGRES = {1: 1, 2: 2, 3: 3, 4: 5, 5: 6}
 
 
 async def columns(url: str, table: str) -> list[str]:
@@ -39,6 +41,8 @@ def test_every_sqlite_migration_has_its_postgres_translation_in_the_same_order()
     sqlite_names = [migration.name for migration in sqlite_migrations()]
     postgres_names = [migration.name for migration in bundled_migrations()]
     assert [name for name in postgres_names if name not in POSTGRES_ONLY] == sqlite_names
+    postgres_versions = {migration.name: migration.version for migration in bundled_migrations()}
+    assert {m.version: postgres_versions[m.name] for m in sqlite_migrations()} == SQLITE_TO_POSTGRES
 
 
 async def test_a_fresh_database_is_migrated_to_the_latest_version(empty_postgres_url: str) -> None:

@@ -21,9 +21,11 @@ from storage.open import open_store
 from storage.postgres.budget import SharedRequestBudget
 from storage.postgres.connect import redact_url, scrub
 from storage.postgres.jobs import UNFINISHED_SQL, PostgresJobStore
+from storage.postgres.reports import UNFINISHED_COUNT_SQL
 from storage.sqlite import SQLiteJobStore, StoreUnavailableError
 from tests.pgserver import PostgresServer, find_bindir
 from tests.storage.test_job_store import ORIGIN, at, new_job
+from tests.storage.test_retention import GUILD, NOW, RETENTION, days_ago, history
 
 pytestmark = pytest.mark.postgres
 
@@ -56,12 +58,14 @@ async def test_live_job_queries_use_their_partial_indexes(postgres_url: str) -> 
     try:
         await raw.execute("SET enable_seqscan = off")
         plan = "\n".join(row[0] for row in await raw.fetch("EXPLAIN " + UNFINISHED_SQL))
+        count = "\n".join(row[0] for row in await raw.fetch("EXPLAIN " + UNFINISHED_COUNT_SQL))
         guild = await raw.fetch(f"EXPLAIN SELECT id FROM jobs WHERE guild_id = 1 AND {UNFINISHED_WHERE}")  # noqa: S608
         channel = await raw.fetch(f"EXPLAIN SELECT id FROM jobs WHERE channel_id = 1 AND {UNFINISHED_WHERE}")  # noqa: S608
     finally:
         await raw.close()
     # Any partial index of live jobs serves (they share the WHERE); a full index or a seq scan would mean it drifted.
     assert re.search(r"Index.* on jobs_(guild_|channel_)?unfinished", plan), plan
+    assert re.search(r"Index.* on jobs_(guild_|channel_)?unfinished", count), count
     assert "jobs_guild_unfinished" in "\n".join(row[0] for row in guild)
     assert "jobs_channel_unfinished" in "\n".join(row[0] for row in channel)
 
@@ -78,6 +82,21 @@ async def test_a_write_is_visible_to_another_process_when_the_method_returns(pos
         assert job is not None
         assert await second.get(job.id) == job
         assert await second.by_request_id("req-1") == job
+
+
+async def test_processes_pruning_at_once_delete_and_fold_each_job_once(postgres_url: str) -> None:
+    # Every process prunes daily: a row is deleted, and folded by the trigger, once (SKIP LOCKED spreads the rows).
+    stores = [await PostgresJobStore.open(postgres_url) for _ in range(3)]
+    try:
+        await history(stores[0])
+        report = await stores[0].usage(GUILD, days_ago(365))
+        pruned = await asyncio.gather(*(store.prune(before=NOW - RETENTION) for store in stores))
+        assert sum(pruned) == 8
+        for store in stores:
+            assert await store.usage(GUILD, days_ago(365)) == report
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def test_racing_pools_claim_each_lease_exactly_once(postgres_url: str) -> None:
