@@ -7,8 +7,9 @@ a field added to `Job` (plus a migration per backend) reaches every store's
 INSERT, UPDATE and SELECT at once. Column names only ever come from here, never
 from callers, which is what makes building SQL text from them safe.
 
-`storage/sqlite.py` still has its own copy of these lines (it predates this
-module); the PostgreSQL store uses this one.
+Both backends use it: the SQLite store (`storage/sqlite.py`, `guilds.py`,
+`retention.py`) and the PostgreSQL one. Only turning values into what each
+driver stores (SQLite's text datetimes and 0/1 booleans) stays with each.
 """
 
 from __future__ import annotations

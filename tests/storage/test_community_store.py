@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from storage.columns import UNFINISHED_WHERE
 from storage.models import GuildLoad, GuildSettings, JobOrigin, JobState, NewJob
 from storage.open import AnyJobStore
-from storage.sqlite import _UNFINISHED_WHERE, SQLiteJobStore
+from storage.sqlite import SQLiteJobStore
 
 ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
 
@@ -195,7 +196,7 @@ def test_the_server_queue_query_uses_its_partial_index(tmp_path: Path) -> None:
     asyncio.run(make())
     with sqlite3.connect(path) as db:
         plan = db.execute(
-            f"EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE guild_id = ? AND {_UNFINISHED_WHERE} ORDER BY created_at",  # noqa: S608
+            f"EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE guild_id = ? AND {UNFINISHED_WHERE} ORDER BY created_at",  # noqa: S608
             (GUILD,),
         ).fetchall()
     db.close()
