@@ -7,17 +7,27 @@ a field added to `Job` (plus a migration per backend) reaches every store's
 INSERT, UPDATE and SELECT at once. Column names only ever come from here, never
 from callers, which is what makes building SQL text from them safe.
 
-`storage/sqlite.py` still has its own copy of these lines (it predates this
-module); the PostgreSQL store uses this one.
+Both backends use it: the SQLite store (`storage/sqlite.py`, `guilds.py`,
+`retention.py`) and the PostgreSQL one. Only turning values into what each
+driver stores (SQLite's text datetimes and 0/1 booleans) stays with each.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Protocol
 
-from storage.models import ACTIVE_STATES, FINAL_STATES, GUILD_SETTING_COLUMNS, Job, JobOrigin, JobState
+from storage.models import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    GUILD_SETTING_COLUMNS,
+    FailureKind,
+    GuildSettings,
+    Job,
+    JobOrigin,
+    JobState,
+)
 
 ORIGIN_COLUMNS = tuple(field.name for field in dataclasses.fields(JobOrigin))
 JOB_COLUMNS = tuple(field.name for field in dataclasses.fields(Job) if field.name != "origin")
@@ -31,7 +41,9 @@ BOOL_COLUMNS = frozenset(
 )
 # What a job is (its inputs, identity and lineage) never changes after create();
 # state and updated_at change only through transition() and every write.
-FIXED_COLUMNS = frozenset({"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed"})
+FIXED_COLUMNS = frozenset(
+    {"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed", "exempt", "post_nonce"}
+)
 SETTABLE_COLUMNS = frozenset(COLUMNS) - FIXED_COLUMNS - {"parent_id"}
 CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
 
@@ -50,6 +62,14 @@ def check_fields(fields: Mapping[str, Any]) -> None:
         )
 
 
+def expected_states(expect: JobState | Collection[JobState]) -> list[str]:
+    """The values of the states a compare-and-set write accepts; naming none is a bug, not "never"."""
+    states = [expect] if isinstance(expect, JobState) else list(expect)
+    if not states:
+        raise ValueError("expect names no state")
+    return [JobState(state).value for state in states]
+
+
 class Row(Protocol):
     """A result row read by column name: asyncpg's Record, sqlite3.Row, a dict."""
 
@@ -61,11 +81,15 @@ def job_from_values(values: Row) -> Job:
     fields = {column: values[column] for column in COLUMNS}
     origin = JobOrigin(**{column: fields.pop(column) for column in ORIGIN_COLUMNS})
     fields["state"] = JobState(fields["state"])
+    if fields["failure_kind"] is not None:
+        fields["failure_kind"] = FailureKind(fields["failure_kind"])
     return Job(origin=origin, **fields)
 
 
-_BOOL_SETTINGS = frozenset({"admins_bypass", "reaction_reroll", "show_cost"})
-_INT_SETTINGS = frozenset({"member_concurrent", "member_daily", "guild_concurrent"})
+# The settings' kinds, read off GuildSettings' annotations, so a new setting is checked the day it is added.
+_SETTING_TYPES = {field.name: str(field.type) for field in dataclasses.fields(GuildSettings)}
+BOOL_SETTINGS = frozenset(name for name in GUILD_SETTING_COLUMNS if _SETTING_TYPES[name] == "bool")
+_INT_SETTINGS = frozenset(name for name in GUILD_SETTING_COLUMNS if _SETTING_TYPES[name] == "int")
 
 
 def check_guild_settings(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,7 +103,7 @@ def check_guild_settings(fields: Mapping[str, Any]) -> dict[str, Any]:
             raise TypeError(f"unknown guild setting {name!r}; known: {', '.join(GUILD_SETTING_COLUMNS)}")
         if value is None:
             pass
-        elif name in _BOOL_SETTINGS:
+        elif name in BOOL_SETTINGS:
             if not isinstance(value, bool):
                 raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
         elif name in _INT_SETTINGS:

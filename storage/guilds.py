@@ -14,37 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
+from storage.columns import BOOL_SETTINGS, check_guild_settings
 from storage.models import GUILD_SETTING_COLUMNS, GuildSettings
 from storage.sqlite_common import from_text, to_text, unavailable_on_error
 
 if TYPE_CHECKING:
     from storage.base import GuildStore
 
-_BOOL_SETTINGS = frozenset({"admins_bypass", "reaction_reroll", "show_cost"})
-_INT_SETTINGS = frozenset({"member_concurrent", "member_queue", "member_daily", "guild_concurrent"})
 
-
-def _check(fields: dict[str, Any]) -> dict[str, Any]:
-    """The fields as SQLite stores them; unknown names and wrong types are refused (names become SQL)."""
-    encoded: dict[str, Any] = {}
-    for name, value in fields.items():
-        if name not in GUILD_SETTING_COLUMNS:
-            raise TypeError(f"unknown guild setting {name!r}; known: {', '.join(GUILD_SETTING_COLUMNS)}")
-        if value is None:
-            encoded[name] = None
-        elif name in _BOOL_SETTINGS:
-            if not isinstance(value, bool):
-                raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-            encoded[name] = int(value)
-        elif name in _INT_SETTINGS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
-            encoded[name] = value
-        else:
-            if not isinstance(value, str):
-                raise TypeError(f"{name} must be a str, got {type(value).__name__}")
-            encoded[name] = value
-    return encoded
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
+    """The settings as SQLite stores them (booleans as 0/1), once storage/columns.py has checked names and values
+    (the names become SQL)."""
+    return {
+        name: int(value) if isinstance(value, bool) else value for name, value in check_guild_settings(fields).items()
+    }
 
 
 class SQLiteGuildStore:
@@ -73,14 +56,14 @@ class SQLiteGuildStore:
             for name in GUILD_SETTING_COLUMNS:
                 value = row[name]
                 if value is not None:
-                    values[name] = bool(value) if name in _BOOL_SETTINGS else value
+                    values[name] = bool(value) if name in BOOL_SETTINGS else value
             values["updated_at"] = from_text(row["updated_at"])
             values["updated_by"] = row["updated_by"]
         return GuildSettings(guild_id=guild_id, **values)
 
     async def update(self, guild_id: int, *, now: datetime, by: int | None = None, **fields: Any) -> GuildSettings:
         """Set scalar settings (None restores a default); one upsert."""
-        encoded = _check(fields)
+        encoded = _encode(fields)
         if encoded:
             names = ", ".join(encoded)
             placeholders = ", ".join(f":{name}" for name in encoded)

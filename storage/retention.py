@@ -30,7 +30,8 @@ from pathlib import Path
 
 import aiosqlite
 
-from storage.models import FINAL_STATES, JobState, MemberUsage, Usage, UsageDay
+from storage.columns import FINAL_LIST, UNFINISHED_WHERE
+from storage.models import JobState, MemberUsage, Usage, UsageDay
 from storage.sqlite_common import to_text, unavailable_on_error
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,13 @@ log = logging.getLogger(__name__)
 PRUNE_BATCH = 500
 NANO = 1_000_000_000
 
-# Sorted so the text matches the jobs_unfinished partial index in 0001_jobs.sql word for word.
-_FINAL_LIST = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
-_UNFINISHED_WHERE = f"state NOT IN ({_FINAL_LIST})"
-
+# FINAL_LIST and UNFINISHED_WHERE (storage/columns.py) are word for word the WHERE of the partial indexes.
 _PRUNE_SQL = (
     "DELETE FROM jobs WHERE id IN ("  # noqa: S608 - constants only
-    f"SELECT id FROM jobs WHERE state IN ({_FINAL_LIST}) AND coalesce(finished_at, created_at) < :before"
+    f"SELECT id FROM jobs WHERE state IN ({FINAL_LIST}) AND coalesce(finished_at, created_at) < :before"
     " ORDER BY id LIMIT :batch) RETURNING id"
 )
-UNFINISHED_COUNT_SQL = f"SELECT state, count(*) FROM jobs WHERE {_UNFINISHED_WHERE} GROUP BY state"  # noqa: S608
+UNFINISHED_COUNT_SQL = f"SELECT state, count(*) FROM jobs WHERE {UNFINISHED_WHERE} GROUP BY state"  # noqa: S608
 
 # Live rows, summed exactly as the trigger folds them (whole billionths of a dollar per job).
 _LIVE = (

@@ -14,7 +14,6 @@ datetimes are refused rather than guessed at.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import sqlite3
 import threading
@@ -28,22 +27,22 @@ import aiosqlite
 
 from storage import retention
 from storage.base import JobNotFoundError
+from storage.columns import (
+    ACTIVE_LIST,
+    BOOL_COLUMNS,
+    COLUMNS,
+    CREATE_STATES,
+    DATETIME_COLUMNS,
+    ORIGIN_COLUMNS,
+    SELECT_LIST,
+    UNFINISHED_WHERE,
+    check_fields,
+    expected_states,
+    job_from_values,
+)
 from storage.guilds import SQLiteGuildStore
 from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
-from storage.models import (
-    ACTIVE_STATES,
-    FINAL_STATES,
-    STATE_TIMESTAMP,
-    FailureKind,
-    GuildLoad,
-    Job,
-    JobOrigin,
-    JobState,
-    NewJob,
-    Spend,
-    Timing,
-    Usage,
-)
+from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, NewJob, Spend, Timing, Usage
 from storage.spend import spend as read_spend
 from storage.sqlite_common import StoreUnavailableError, from_text, to_text, unavailable_on_error
 
@@ -55,46 +54,24 @@ __all__ = ["SQLiteJobStore", "SchemaTooNewError", "StoreUnavailableError"]
 log = logging.getLogger(__name__)
 
 
-# Column names come from the dataclasses, never from callers: the jobs table
-# names its columns after Job's and JobOrigin's fields.
-_ORIGIN_COLUMNS = tuple(field.name for field in dataclasses.fields(JobOrigin))
-_JOB_COLUMNS = tuple(field.name for field in dataclasses.fields(Job) if field.name != "origin")
-_COLUMNS = _JOB_COLUMNS + _ORIGIN_COLUMNS
-_SELECT = ", ".join(_COLUMNS)
-_DATETIME_COLUMNS = frozenset(
-    field.name for field in dataclasses.fields(Job) + dataclasses.fields(JobOrigin) if "datetime" in str(field.type)
-)
-_BOOL_COLUMNS = frozenset(
-    field.name for field in dataclasses.fields(Job) + dataclasses.fields(JobOrigin) if str(field.type) == "bool"
-)
-# What a job is (its inputs, identity and lineage) never changes after create();
-# state and updated_at change only through transition() and every write.
-_FIXED_COLUMNS = frozenset(
-    {"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed", "exempt", "post_nonce"}
-)
-_SETTABLE_COLUMNS = frozenset(_COLUMNS) - _FIXED_COLUMNS - {"parent_id"}
-
-# Sorted so the text matches the partial indexes of live jobs (0004_delivery_stage.sql).
-_FINAL_LIST = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
-_UNFINISHED_WHERE = f"state NOT IN ({_FINAL_LIST})"
-_UNFINISHED_SQL = f"SELECT {_SELECT} FROM jobs WHERE {_UNFINISHED_WHERE} ORDER BY created_at, id"  # noqa: S608 - constants only
-_CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
-_ACTIVE_LIST = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
+# Column lists, the settable-field check and the row mapping are storage/columns.py's, shared with PostgreSQL.
+# The WHERE is the text of the partial indexes of live jobs (0004_delivery_stage.sql), so the planner uses them.
+UNFINISHED_SQL = f"SELECT {SELECT_LIST} FROM jobs WHERE {UNFINISHED_WHERE} ORDER BY created_at, id"  # noqa: S608
 _GUILD_LOAD_COUNTS = (
-    f"SUM(user_id = :user AND state IN ({_ACTIVE_LIST})), SUM(user_id = :user AND state = 'waiting'),"
-    f" SUM(state IN ({_ACTIVE_LIST})), SUM(state = 'waiting')"
+    f"SUM(user_id = :user AND state IN ({ACTIVE_LIST})), SUM(user_id = :user AND state = 'waiting'),"
+    f" SUM(state IN ({ACTIVE_LIST})), SUM(state = 'waiting')"
 )
-_GUILD_LOAD_SQL = f"SELECT {_GUILD_LOAD_COUNTS} FROM jobs WHERE guild_id = :guild AND {_UNFINISHED_WHERE}"  # noqa: S608 - constants only
+_GUILD_LOAD_SQL = f"SELECT {_GUILD_LOAD_COUNTS} FROM jobs WHERE guild_id = :guild AND {UNFINISHED_WHERE}"  # noqa: S608 - constants only
 
 
 def _encode(column: str, value: Any) -> Any:
     if value is None:
         return None
-    if column in _DATETIME_COLUMNS:
+    if column in DATETIME_COLUMNS:
         if not isinstance(value, datetime):
             raise TypeError(f"{column} must be a datetime or None, got {type(value).__name__}")
         return to_text(value, column)
-    if column in _BOOL_COLUMNS:
+    if column in BOOL_COLUMNS:
         if not isinstance(value, bool):
             raise TypeError(f"{column} must be a bool, got {type(value).__name__}")
         return int(value)
@@ -104,34 +81,14 @@ def _encode(column: str, value: Any) -> Any:
 
 
 def _row_to_job(row: sqlite3.Row) -> Job:
-    values: dict[str, Any] = {}
-    for column in _COLUMNS:
-        value = row[column]
-        if value is not None and column in _DATETIME_COLUMNS:
-            value = from_text(value)
-        elif column in _BOOL_COLUMNS:
-            value = bool(value)
-        values[column] = value
-    origin = JobOrigin(**{column: values.pop(column) for column in _ORIGIN_COLUMNS})
-    values["state"] = JobState(values["state"])
-    if values["failure_kind"] is not None:
-        values["failure_kind"] = FailureKind(values["failure_kind"])
-    return Job(origin=origin, **values)
-
-
-def _check_fields(fields: dict[str, Any]) -> None:
-    unknown = sorted(set(fields) - _SETTABLE_COLUMNS)
-    if unknown:
-        raise TypeError(
-            f"cannot set job field(s) {', '.join(unknown)}; settable: {', '.join(sorted(_SETTABLE_COLUMNS))}"
-        )
-
-
-def _states(expect: JobState | Collection[JobState]) -> list[str]:
-    states = [expect] if isinstance(expect, JobState) else list(expect)
-    if not states:
-        raise ValueError("expect names no state")
-    return [JobState(state).value for state in states]
+    """The row with SQLite's text datetimes and 0/1 booleans turned back into Python's, as a `Job`."""
+    values = {column: row[column] for column in COLUMNS}
+    for column in DATETIME_COLUMNS:
+        if values[column] is not None:
+            values[column] = from_text(values[column])
+    for column in BOOL_COLUMNS:
+        values[column] = bool(values[column])
+    return job_from_values(values)
 
 
 class SQLiteJobStore:
@@ -208,7 +165,7 @@ class SQLiteJobStore:
 
         Raises JobNotFoundError if `new.parent_id` names no job.
         """
-        if state not in _CREATE_STATES:
+        if state not in CREATE_STATES:
             raise ValueError(f"a job starts in submitting or waiting, not {state}")
         stamp = to_text(now, "now")
         values: dict[str, Any] = {
@@ -223,11 +180,11 @@ class SQLiteJobStore:
             "created_at": stamp,
             "updated_at": stamp,
         }
-        for column in _ORIGIN_COLUMNS:
+        for column in ORIGIN_COLUMNS:
             values[column] = _encode(column, getattr(new.origin, column))
         names = ", ".join(values)
         placeholders = ", ".join(f":{name}" for name in values)
-        sql = f"INSERT INTO jobs ({names}) VALUES ({placeholders}) RETURNING {_SELECT}"  # noqa: S608 - whitelisted names
+        sql = f"INSERT INTO jobs ({names}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608 - whitelisted names
         try:
             with unavailable_on_error(self.path):
                 rows = list(await self._db.execute_fetchall(sql, values))
@@ -256,13 +213,13 @@ class SQLiteJobStore:
         over the stamp. Fields set to None are cleared.
         """
         state = JobState(state)
-        _check_fields(fields)
+        check_fields(fields)
         assignments = {"state": ":state", "updated_at": ":now"}
         params: dict[str, Any] = {"job_id": job_id, "state": state.value, "now": to_text(now, "now")}
         stamped = STATE_TIMESTAMP[state]
         if stamped is not None and stamped != "created_at":
             assignments[stamped] = f"CASE WHEN state = :state AND {stamped} IS NOT NULL THEN {stamped} ELSE :now END"
-        job = await self._update(job_id, assignments, params, fields, _states(expect))
+        job = await self._update(job_id, assignments, params, fields, expected_states(expect))
         if job is not None:
             log.info("job %d -> %s", job_id, state.value, extra={"job_id": job_id, "state": state.value})
         return job
@@ -274,10 +231,10 @@ class SQLiteJobStore:
 
         None when the job does not exist or is not in an expected state.
         """
-        _check_fields(fields)
+        check_fields(fields)
         params: dict[str, Any] = {"job_id": job_id, "now": to_text(now, "now")}
         return await self._update(
-            job_id, {"updated_at": ":now"}, params, fields, None if expect is None else _states(expect)
+            job_id, {"updated_at": ":now"}, params, fields, None if expect is None else expected_states(expect)
         )
 
     async def _update(
@@ -297,7 +254,7 @@ class SQLiteJobStore:
             names = [f":expect_{index}" for index in range(len(expect))]
             params.update(zip((name[1:] for name in names), expect, strict=True))
             where += f" AND state IN ({', '.join(names)})"
-        sql = f"UPDATE jobs SET {sets} WHERE {where} RETURNING {_SELECT}"  # noqa: S608 - whitelisted names
+        sql = f"UPDATE jobs SET {sets} WHERE {where} RETURNING {SELECT_LIST}"  # noqa: S608 - whitelisted names
         with unavailable_on_error(self.path):
             rows = list(await self._db.execute_fetchall(sql, params))
         return _row_to_job(rows[0]) if rows else None
@@ -337,7 +294,7 @@ class SQLiteJobStore:
     async def unfinished(self) -> Sequence[Job]:
         """Every job not in a final state, oldest first: what a restart resumes."""
         with unavailable_on_error(self.path):
-            rows = await self._db.execute_fetchall(_UNFINISHED_SQL)
+            rows = await self._db.execute_fetchall(UNFINISHED_SQL)
         return [_row_to_job(row) for row in rows]
 
     async def owing_delivery(self) -> Sequence[Job]:
@@ -347,9 +304,7 @@ class SQLiteJobStore:
 
     async def channel_unfinished(self, channel_id: int) -> Sequence[Job]:
         """A channel's live jobs, oldest first (a deleted channel ends them)."""
-        return await self._select(
-            f"WHERE channel_id = ? AND {_UNFINISHED_WHERE} ORDER BY created_at, id", (channel_id,)
-        )
+        return await self._select(f"WHERE channel_id = ? AND {UNFINISHED_WHERE} ORDER BY created_at, id", (channel_id,))
 
     async def recent_timings(self, model: str, *, limit: int = 50) -> Sequence[Timing]:
         """Queue and run durations of the newest completed jobs of `model`, newest first.
@@ -406,7 +361,7 @@ class SQLiteJobStore:
 
     async def guild_unfinished(self, guild_id: int) -> list[Job]:
         """A server's jobs not in a final state, oldest first: its slots in use and its waiting line."""
-        return await self._select(f"WHERE guild_id = ? AND {_UNFINISHED_WHERE} ORDER BY created_at, id", (guild_id,))
+        return await self._select(f"WHERE guild_id = ? AND {UNFINISHED_WHERE} ORDER BY created_at, id", (guild_id,))
 
     async def guild_load(self, guild_id: int, user_id: int) -> GuildLoad:
         """One aggregate over the server's unfinished jobs: admission runs before the 3 s acknowledgement,
@@ -459,7 +414,7 @@ class SQLiteJobStore:
 
     async def _select(self, where: str, params: Sequence[Any]) -> list[Job]:
         with unavailable_on_error(self.path):
-            rows = await self._db.execute_fetchall(f"SELECT {_SELECT} FROM jobs {where}", params)  # noqa: S608 - constant clauses
+            rows = await self._db.execute_fetchall(f"SELECT {SELECT_LIST} FROM jobs {where}", params)  # noqa: S608 - constant clauses
         return [_row_to_job(row) for row in rows]
 
 

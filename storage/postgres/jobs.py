@@ -8,8 +8,10 @@ can therefore write at once without ever seeing half of another's change.
 Semantics match `storage.sqlite.SQLiteJobStore` method for method (its
 docstrings are the reference; the store tests run against both): datetimes are
 timestamptz and come back timezone-aware in UTC, naive ones are refused; a
+transition is a compare-and-set on the state (`WHERE id = $n AND state =
+ANY($m)`), returning None to the loser of a race or for an unknown id; a
 transition into the state a job is already in keeps the first stamp;
-JobNotFoundError for an unknown id or parent. Text is ordered byte-wise
+JobNotFoundError for an unknown parent. Text is ordered byte-wise
 (`COLLATE "C"`), as SQLite does, whatever the database's locale.
 
 Column lists come from `storage.columns` (derived from the dataclasses), and
@@ -19,7 +21,7 @@ each query is written once, here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -35,14 +37,15 @@ from storage.columns import (
     SELECT_LIST,
     UNFINISHED_WHERE,
     check_fields,
+    expected_states,
     job_from_values,
 )
 from storage.migrate import SchemaTooNewError
-from storage.models import STATE_TIMESTAMP, GuildLoad, Job, JobState, NewJob, Timing, Usage
+from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, NewJob, Spend, Timing, Usage
+from storage.postgres import reports
 from storage.postgres.connect import aware, create_pool, redact_url, unavailable_on_error
 from storage.postgres.guilds import PostgresGuildStore
 from storage.postgres.migrate import bundled_migrations, migrate, schema_version
-from storage.postgres.reports import guild_load, usage
 from storage.sqlite_common import StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -90,6 +93,8 @@ def _encode(column: str, value: Any) -> Any:
         return aware(value, column)
     if column in BOOL_COLUMNS and not isinstance(value, bool):
         raise TypeError(f"{column} must be a bool, got {type(value).__name__}")
+    if column == "failure_kind":
+        return FailureKind(value).value
     return value
 
 
@@ -162,7 +167,9 @@ class PostgresJobStore:
 
     # Writes: one statement each, committed when the method returns.
 
-    async def create(self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING) -> Job:
+    async def create(
+        self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING, post_nonce: str | None = None
+    ) -> Job:
         """Insert a job in state `submitting` (or `waiting`, for a slot); JobNotFoundError if the parent is unknown."""
         if state not in CREATE_STATES:
             raise ValueError(f"a job starts in submitting or waiting, not {state}")
@@ -174,6 +181,8 @@ class PostgresJobStore:
             "seed": new.seed,
             "state": JobState(state).value,
             "parent_id": new.parent_id,
+            "exempt": new.exempt,
+            "post_nonce": post_nonce,
             "created_at": stamp,
             "updated_at": stamp,
         }
@@ -194,12 +203,18 @@ class PostgresJobStore:
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 
-    async def transition(self, job_id: int, state: JobState, *, now: datetime, **fields: Any) -> Job:
-        """Move a job to `state`, stamp that state's timestamp and `updated_at`, and set `fields` in one UPDATE.
+    async def transition(
+        self, job_id: int, state: JobState, *, expect: JobState | Collection[JobState], now: datetime, **fields: Any
+    ) -> Job | None:
+        """Compare-and-set: move the job to `state` only if it is in one of the `expect`ed states.
 
-        A transition to the state the job is already in keeps the first stamp;
-        `created_at` is never moved; an explicit field wins over the stamp;
-        fields set to None are cleared.
+        The job as written, or None when it was not in an expected state or does
+        not exist. Under READ COMMITTED the second of two racing UPDATEs waits
+        for the first's row lock, re-checks `state` on the committed row and
+        matches nothing: the loser changes nothing. The state's column records
+        when the job *entered* it (a repeated state keeps the first stamp,
+        `created_at` never moves); an explicit field wins over the stamp; fields
+        set to None are cleared.
         """
         state = JobState(state)
         check_fields(fields)
@@ -207,29 +222,39 @@ class PostgresJobStore:
         entered, stamp = args(state.value), args(aware(now, "now"))
         assignments = {"state": entered, "updated_at": stamp}
         stamped = STATE_TIMESTAMP[state]
-        if stamped != "created_at":
+        if stamped is not None and stamped != "created_at":
             assignments[stamped] = (
                 f"CASE WHEN state = {entered} AND {stamped} IS NOT NULL THEN {stamped} ELSE {stamp} END"
             )
-        job = await self._update(job_id, assignments, args, fields)
-        log.info("job %d -> %s", job_id, state.value, extra={"job_id": job_id, "state": state.value})
+        job = await self._update(job_id, assignments, args, fields, expected_states(expect))
+        if job is not None:
+            log.info("job %d -> %s", job_id, state.value, extra={"job_id": job_id, "state": state.value})
         return job
 
-    async def update(self, job_id: int, *, now: datetime, **fields: Any) -> Job:
-        """Set `fields` and `updated_at` without changing the state."""
+    async def update(
+        self, job_id: int, *, now: datetime, expect: JobState | Collection[JobState] | None = None, **fields: Any
+    ) -> Job | None:
+        """Set `fields` and `updated_at` without changing the state; with `expect`, only in those states.
+
+        None when the job does not exist or is not in an expected state.
+        """
         check_fields(fields)
         args = _Args()
-        return await self._update(job_id, {"updated_at": args(aware(now, "now"))}, args, fields)
+        states = None if expect is None else expected_states(expect)
+        return await self._update(job_id, {"updated_at": args(aware(now, "now"))}, args, fields, states)
 
-    async def _update(self, job_id: int, assignments: dict[str, str], args: _Args, fields: dict[str, Any]) -> Job:
+    async def _update(
+        self, job_id: int, assignments: dict[str, str], args: _Args, fields: dict[str, Any], expect: list[str] | None
+    ) -> Job | None:
         for column, value in fields.items():
             assignments[column] = args(_encode(column, value))
         sets = ", ".join(f"{column} = {expression}" for column, expression in assignments.items())
-        sql = f"UPDATE jobs SET {sets} WHERE id = {args(job_id)} RETURNING {SELECT_LIST}"  # noqa: S608 - checked names
+        where = f"id = {args(job_id)}"
+        if expect is not None:
+            where += f" AND state = ANY({args(expect)}::text[])"
+        sql = f"UPDATE jobs SET {sets} WHERE {where} RETURNING {SELECT_LIST}"  # noqa: S608 - checked names
         row = await self._fetchrow(sql, *args.values)
-        if row is None:
-            raise JobNotFoundError(job_id)
-        return _job(row)
+        return None if row is None else _job(row)
 
     async def acquire_lease(self, job_id: int, owner: str, *, until: datetime, now: datetime) -> bool:
         """Claim (or renew) the job for `owner` until `until`; False if another owner holds an unexpired lease.
@@ -256,14 +281,14 @@ class PostgresJobStore:
         """Every job not in a final state, oldest first: what a restart resumes."""
         return [_job(row) for row in await self._fetch(UNFINISHED_SQL)]
 
-    async def unannounced(self, *, since: datetime) -> Sequence[Job]:
-        """Jobs failed or cancelled since `since` whose end nobody was shown yet and that have a reply to show
-        it in, oldest first."""
-        return await self._select(
-            "WHERE state IN ('cancelled', 'failed') AND delivery IS NULL AND finished_at >= $1"
-            " AND (message_id IS NOT NULL OR interaction_token IS NOT NULL) ORDER BY finished_at, id",
-            aware(since, "since"),
-        )
+    async def owing_delivery(self) -> Sequence[Job]:
+        """Jobs that still owe their member something (an image, or the notice of their end), soonest first:
+        what the delivery worker resumes after a restart (index jobs_deliver_at)."""
+        return await self._select("WHERE deliver_at IS NOT NULL ORDER BY deliver_at, id")
+
+    async def channel_unfinished(self, channel_id: int) -> Sequence[Job]:
+        """A channel's live jobs, oldest first (a deleted channel ends them; index jobs_channel_unfinished)."""
+        return await self._select(f"WHERE channel_id = $1 AND {UNFINISHED_WHERE} ORDER BY created_at, id", channel_id)
 
     async def recent_timings(self, model: str, *, limit: int = 50) -> Sequence[Timing]:
         """Queue and run durations of the newest completed jobs of `model`, newest first (rows with missing or
@@ -311,7 +336,7 @@ class PostgresJobStore:
     async def guild_load(self, guild_id: int, user_id: int) -> GuildLoad:
         """One aggregate over the server's unfinished jobs (admission runs before the 3 s acknowledgement)."""
         with unavailable_on_error(self._url):
-            return await guild_load(self._pool, guild_id, user_id)
+            return await reports.guild_load(self._pool, guild_id, user_id)
 
     async def billable_since(self, user_id: int, guild_id: int, since: datetime) -> list[datetime]:
         """When a member's jobs in a server that count against a quota were created, oldest first (not cancelled,
@@ -329,9 +354,27 @@ class PostgresJobStore:
         )
 
     async def usage(self, guild_id: int, since: datetime, *, top: int = 5) -> Usage:
-        """Images a server made (reached `completed`) since `since`, per UTC day, and its `top` members."""
+        """Images a server made (reached `completed`) since `since`, per UTC day, and its `top` members;
+        pruned jobs count through their totals (storage/postgres/reports.py)."""
         with unavailable_on_error(self._url):
-            return await usage(self._pool, guild_id, aware(since, "since"), top=top)
+            return await reports.usage(self._pool, guild_id, aware(since, "since"), top=top)
+
+    # Retention: old finished jobs go, their usage stays (storage/postgres/reports.py).
+
+    async def prune(self, *, before: datetime) -> int:
+        """Delete jobs in a final state that finished before `before`, folding their usage into totals."""
+        with unavailable_on_error(self._url):
+            return await reports.prune(self._pool, before=aware(before, "before"))
+
+    async def spend(self, *, day: datetime, month: datetime) -> tuple[Spend, Spend]:
+        """The whole bot's spend since `day` and since `month`, for the operator's budget (reports.py)."""
+        with unavailable_on_error(self._url):
+            return await reports.spend(self._pool, day=aware(day, "day"), month=aware(month, "month"))
+
+    async def count_unfinished_by_state(self) -> dict[JobState, int]:
+        """Live jobs per non-final state, from a partial index of live jobs: cheap enough for every scrape."""
+        with unavailable_on_error(self._url):
+            return await reports.count_unfinished_by_state(self._pool)
 
 
 async def _check_version(conn: Connection, url: str) -> int:

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from storage.columns import UNFINISHED_WHERE
 from storage.models import GuildLoad, GuildSettings, JobOrigin, JobState, NewJob
 from storage.open import AnyJobStore
-from storage.sqlite import _UNFINISHED_WHERE, SQLiteJobStore
+from storage.sqlite import SQLiteJobStore
 
 ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
 
@@ -52,6 +53,7 @@ async def test_settings_change_at_once_per_server_and_none_restores_a_default(st
     assert again.member_daily == 25
     assert again.show_cost  # untouched
     assert again.default_aspect_ratio == "16:9"
+    assert (await store.guilds.update(GUILD, now=at(2), member_queue=4)).member_queue == 4
     assert await store.guilds.get(OTHER_GUILD) == GuildSettings(guild_id=OTHER_GUILD)
 
 
@@ -60,6 +62,8 @@ async def test_settings_refuse_unknown_names_and_nonsense_values(store: AnyJobSt
         await store.guilds.update(GUILD, now=T0, **{"guild_id = 1; --": 1})
     with pytest.raises(ValueError, match="at least 1"):
         await store.guilds.update(GUILD, now=T0, guild_concurrent=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        await store.guilds.update(GUILD, now=T0, member_queue=0)
     with pytest.raises(TypeError, match="bool"):
         await store.guilds.update(GUILD, now=T0, show_cost=1)
 
@@ -99,6 +103,21 @@ async def test_guild_unfinished_is_one_servers_live_jobs_oldest_first(store: Any
     await store.transition(done.id, JobState.DELIVERED, expect=ANY, now=at(0.5))
     await store.create(job(ALICE, guild=OTHER_GUILD), now=at(1))
     assert [j.id for j in await store.guild_unfinished(GUILD)] == [first.id, second.id]
+
+
+async def test_channel_unfinished_is_one_channels_live_jobs_oldest_first(store: AnyJobStore) -> None:
+    def in_channel(channel: int) -> NewJob:
+        return NewJob("m", "p", "1:1", 1, JobOrigin(guild_id=GUILD, channel_id=channel, user_id=ALICE))
+
+    second = await store.create(in_channel(5), now=at(2), state=JobState.WAITING)
+    first = await store.create(in_channel(5), now=at(1))
+    delivering = await store.create(in_channel(5), now=at(3))
+    await store.transition(delivering.id, JobState.DELIVERING, expect=ANY, now=at(3.5))
+    for end in (JobState.DELIVERED, JobState.UNDELIVERABLE):
+        done = await store.create(in_channel(5), now=at(0))
+        await store.transition(done.id, end, expect=ANY, now=at(0.5))
+    await store.create(in_channel(6), now=at(1))
+    assert [j.id for j in await store.channel_unfinished(5)] == [first.id, second.id, delivering.id]
 
 
 async def test_guild_load_counts_a_servers_live_jobs_without_loading_them(store: AnyJobStore) -> None:
@@ -177,7 +196,7 @@ def test_the_server_queue_query_uses_its_partial_index(tmp_path: Path) -> None:
     asyncio.run(make())
     with sqlite3.connect(path) as db:
         plan = db.execute(
-            f"EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE guild_id = ? AND {_UNFINISHED_WHERE} ORDER BY created_at",  # noqa: S608
+            f"EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE guild_id = ? AND {UNFINISHED_WHERE} ORDER BY created_at",  # noqa: S608
             (GUILD,),
         ).fetchall()
     db.close()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from storage.base import JobNotFoundError
-from storage.models import Job, JobOrigin, JobState, NewJob, Timing
+from storage.models import FailureKind, Job, JobOrigin, JobState, NewJob, Timing
 from storage.open import AnyJobStore
 
 ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
@@ -94,6 +94,37 @@ async def test_every_field_and_the_origin_round_trip(store: AnyJobStore) -> None
     assert TOKEN not in repr(moved)
     assert TOKEN not in str(moved)
     assert TOKEN not in repr(await store.get(created.id))
+
+
+async def test_the_delivery_stage_round_trips(store: AnyJobStore) -> None:
+    job = await store.create(new_job(exempt=True), now=at(0), post_nonce="nonce-1")
+    assert (job.exempt, job.post_nonce, job.delivery_attempts, job.failure_kind) == (True, "nonce-1", 0, None)
+    made = await store.transition(job.id, JobState.COMPLETED, expect=JobState.SUBMITTING, now=at(1))
+    owed = {"deliver_at": at(3), "delivery_attempts": 1, "delivery_error": "Discord answered 503"}
+    delivering = await store.transition(job.id, JobState.DELIVERING, expect=JobState.COMPLETED, now=at(2), **owed)
+    assert made is not None
+    expected = dataclasses.replace(made, state=JobState.DELIVERING, updated_at=at(2), **owed)  # type: ignore[arg-type]
+    assert delivering == expected, "delivering has no stamp of its own"
+    failed = await store.transition(job.id, JobState.FAILED, expect=ANY, now=at(4), failure_kind=FailureKind.REFUSED)
+    assert failed is not None
+    assert failed.failure_kind is FailureKind.REFUSED
+    assert (await store.get(job.id)) == failed
+    with pytest.raises(ValueError, match="'sometimes'"):
+        await store.update(job.id, now=at(5), failure_kind="sometimes")
+    with pytest.raises(TypeError, match="exempt"):
+        await store.update(job.id, now=at(5), exempt=False)  # what the job is never changes
+    with pytest.raises(TypeError, match="post_nonce"):
+        await store.update(job.id, now=at(5), post_nonce="another")
+
+
+async def test_owing_delivery_is_soonest_first_and_only_what_is_owed(store: AnyJobStore) -> None:
+    ids = [(await store.create(new_job(str(n)), now=at(n))).id for n in range(4)]
+    await store.update(ids[0], now=at(5), deliver_at=at(20))
+    await store.update(ids[1], now=at(5), deliver_at=at(10))
+    await store.update(ids[2], now=at(5), deliver_at=at(10))
+    await store.update(ids[3], now=at(5), deliver_at=at(1))
+    await store.update(ids[3], now=at(6), deliver_at=None)  # delivered: nothing owed
+    assert [job.id for job in await store.owing_delivery()] == [ids[1], ids[2], ids[0]]
 
 
 async def test_get_unknown_job_is_none(store: AnyJobStore) -> None:
@@ -341,3 +372,25 @@ async def test_concurrent_writers_on_one_connection_do_not_collide(store: AnyJob
     jobs = await asyncio.gather(*(store.create(new_job(str(n)), now=at(n)) for n in range(20)))
     await asyncio.gather(*(store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(30)) for job in jobs))
     assert (await store.count_by_state())[JobState.IN_QUEUE] == 20
+
+
+async def test_spend_counts_every_job_that_may_be_billed_today_and_this_month(store: AnyJobStore) -> None:
+    day, month = at(0), at(-10 * 86400)
+
+    async def made(when: float, state: JobState, *, cost: float | None = None, sent: bool = True) -> None:
+        job = await store.create(new_job(), now=at(when))
+        if state is JobState.DELIVERED:
+            await store.transition(job.id, JobState.COMPLETED, expect=ANY, now=at(when), request_id="r", cost_usd=cost)
+        await store.transition(job.id, state, expect=ANY, now=at(when), request_id="r" if sent else None)
+
+    await made(60, JobState.DELIVERED, cost=0.03)
+    await made(60, JobState.IN_PROGRESS)  # billed, no cost yet
+    await made(60, JobState.CANCELLED)  # never billed
+    await made(60, JobState.FAILED, sent=False)  # never reached RunComfy
+    await made(-3 * 86400, JobState.DELIVERED, cost=0.05)  # this month, not today
+    await made(-30 * 86400, JobState.DELIVERED, cost=0.07)  # before this month
+    today, this_month = await store.spend(day=day, month=month)
+    assert (today.images, round(today.cost_usd, 6), today.unpriced) == (2, 0.03, 1)
+    assert (this_month.images, round(this_month.cost_usd, 6), this_month.unpriced) == (3, 0.08, 1)
+    await store.prune(before=at(-86400))  # the one of three days ago is folded into the totals
+    assert await store.spend(day=day, month=month) == (today, this_month)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -12,7 +13,7 @@ import pytest
 from storage.columns import COLUMNS
 from storage.migrate import Migration, SchemaTooNewError
 from storage.migrate import bundled_migrations as sqlite_migrations
-from storage.models import GUILD_SETTING_COLUMNS
+from storage.models import GUILD_SETTING_COLUMNS, JobState
 from storage.postgres.jobs import PostgresJobStore
 from storage.postgres.migrate import MIGRATION_LOCK, bundled_migrations, latest_version, migrate, schema_version
 from storage.sqlite import SQLiteJobStore, StoreUnavailableError
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.postgres
 
 # Migrations only PostgreSQL has: what several processes need and one SQLite process does not.
 POSTGRES_ONLY = {"processes_and_budget"}
+# Where each SQLite migration is in PostgreSQL, by version: the PostgreSQL-only ones shift those after them.
+SQLITE_TO_POSTGRES = {1: 1, 2: 2, 3: 3, 4: 5, 5: 6, 6: 7}
 
 
 async def columns(url: str, table: str) -> list[str]:
@@ -38,6 +41,8 @@ def test_every_sqlite_migration_has_its_postgres_translation_in_the_same_order()
     sqlite_names = [migration.name for migration in sqlite_migrations()]
     postgres_names = [migration.name for migration in bundled_migrations()]
     assert [name for name in postgres_names if name not in POSTGRES_ONLY] == sqlite_names
+    postgres_versions = {migration.name: migration.version for migration in bundled_migrations()}
+    assert {m.version: postgres_versions[m.name] for m in sqlite_migrations()} == SQLITE_TO_POSTGRES
 
 
 async def test_a_fresh_database_is_migrated_to_the_latest_version(empty_postgres_url: str) -> None:
@@ -120,3 +125,35 @@ async def test_a_migration_held_up_elsewhere_gives_up_with_a_sentence(empty_post
     finally:
         await holder.close()
         await waiter.close()
+
+
+async def test_rows_from_before_the_delivery_stage_move_to_it(empty_postgres_url: str) -> None:
+    """0005 turns what the previous release wrote into what it means now, as SQLite's 0004 does."""
+    before = next(m.version for m in bundled_migrations() if m.name == "delivery_stage") - 1
+    old, later = datetime(2025, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, 0, 5, tzinfo=UTC)
+    raw = await asyncpg.connect(empty_postgres_url)
+    try:
+        assert await migrate(raw, bundled_migrations()[:before]) == before
+        rows = [
+            ("completed", None, None, None),  # made before the restart, never delivered
+            ("failed", later, "undeliverable", 77),  # made, nowhere to go
+            ("failed", later, None, 78),  # failed, never shown
+            ("failed", later, "notified", 79),  # failed and shown
+        ]
+        await raw.executemany(
+            "INSERT INTO jobs (state, model, prompt, aspect_ratio, seed, created_at, updated_at, finished_at,"
+            " delivery, message_id) VALUES ($1, 'm', 'p', '1:1', 1, $2, $2, $3, $4, $5)",
+            [(state, old, finished, delivery, message_id) for state, finished, delivery, message_id in rows],
+        )
+    finally:
+        await raw.close()
+    async with await PostgresJobStore.open(empty_postgres_url) as store:
+        jobs = [await store.get(job_id) for job_id in (1, 2, 3, 4)]
+        assert [(job.state, job.deliver_at) for job in jobs if job is not None] == [
+            (JobState.COMPLETED, old),
+            (JobState.UNDELIVERABLE, None),
+            (JobState.FAILED, later),
+            (JobState.FAILED, None),
+        ]
+        assert [job.id for job in await store.owing_delivery()] == [1, 3]
+        assert [job.id for job in await store.unfinished()] == [1]

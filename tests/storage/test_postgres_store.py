@@ -21,9 +21,11 @@ from storage.open import open_store
 from storage.postgres.budget import SharedRequestBudget
 from storage.postgres.connect import redact_url, scrub
 from storage.postgres.jobs import UNFINISHED_SQL, PostgresJobStore
+from storage.postgres.reports import UNFINISHED_COUNT_SQL
 from storage.sqlite import SQLiteJobStore, StoreUnavailableError
 from tests.pgserver import PostgresServer, find_bindir
 from tests.storage.test_job_store import ORIGIN, at, new_job
+from tests.storage.test_retention import GUILD, NOW, RETENTION, days_ago, history
 
 pytestmark = pytest.mark.postgres
 
@@ -56,12 +58,16 @@ async def test_live_job_queries_use_their_partial_indexes(postgres_url: str) -> 
     try:
         await raw.execute("SET enable_seqscan = off")
         plan = "\n".join(row[0] for row in await raw.fetch("EXPLAIN " + UNFINISHED_SQL))
+        count = "\n".join(row[0] for row in await raw.fetch("EXPLAIN " + UNFINISHED_COUNT_SQL))
         guild = await raw.fetch(f"EXPLAIN SELECT id FROM jobs WHERE guild_id = 1 AND {UNFINISHED_WHERE}")  # noqa: S608
+        channel = await raw.fetch(f"EXPLAIN SELECT id FROM jobs WHERE channel_id = 1 AND {UNFINISHED_WHERE}")  # noqa: S608
     finally:
         await raw.close()
-    # Either partial index serves (they share the WHERE); a full index or a seq scan would mean it drifted.
-    assert re.search(r"Index.* on jobs_(guild_)?unfinished", plan), plan
+    # Any partial index of live jobs serves (they share the WHERE); a full index or a seq scan would mean it drifted.
+    assert re.search(r"Index.* on jobs_(guild_|channel_)?unfinished", plan), plan
+    assert re.search(r"Index.* on jobs_(guild_|channel_)?unfinished", count), count
     assert "jobs_guild_unfinished" in "\n".join(row[0] for row in guild)
+    assert "jobs_channel_unfinished" in "\n".join(row[0] for row in channel)
 
 
 async def test_a_write_is_visible_to_another_process_when_the_method_returns(postgres_url: str) -> None:
@@ -69,10 +75,28 @@ async def test_a_write_is_visible_to_another_process_when_the_method_returns(pos
         await PostgresJobStore.open(postgres_url) as first,
         await PostgresJobStore.open(postgres_url) as second,
     ):
-        job = await first.create(new_job(origin=ORIGIN), now=at(0))
-        job = await first.transition(job.id, JobState.IN_QUEUE, now=at(1), request_id="req-1")
+        created = await first.create(new_job(origin=ORIGIN), now=at(0))
+        job = await first.transition(
+            created.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=at(1), request_id="req-1"
+        )
+        assert job is not None
         assert await second.get(job.id) == job
         assert await second.by_request_id("req-1") == job
+
+
+async def test_processes_pruning_at_once_delete_and_fold_each_job_once(postgres_url: str) -> None:
+    # Every process prunes daily: a row is deleted, and folded by the trigger, once (SKIP LOCKED spreads the rows).
+    stores = [await PostgresJobStore.open(postgres_url) for _ in range(3)]
+    try:
+        await history(stores[0])
+        report = await stores[0].usage(GUILD, days_ago(365))
+        pruned = await asyncio.gather(*(store.prune(before=NOW - RETENTION) for store in stores))
+        assert sum(pruned) == 8
+        for store in stores:
+            assert await store.usage(GUILD, days_ago(365)) == report
+    finally:
+        for store in stores:
+            await store.close()
 
 
 async def test_racing_pools_claim_each_lease_exactly_once(postgres_url: str) -> None:
@@ -106,7 +130,9 @@ from storage.postgres.jobs import PostgresJobStore
 async def main():
     store = await PostgresJobStore.open(sys.argv[1])
     job = await store.create(NewJob("m", "crash", "1:1", 1, JobOrigin(interaction_token="t")), now=datetime.now(UTC))
-    await store.transition(job.id, JobState.IN_QUEUE, now=datetime.now(UTC), request_id="req-crash")
+    await store.transition(
+        job.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=datetime.now(UTC), request_id="req-crash"
+    )
     print(job.id, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -144,7 +170,7 @@ async def test_a_server_that_goes_away_makes_the_store_unavailable_not_broken() 
             with pytest.raises(StoreUnavailableError) as caught:
                 await store.get(job.id)
             with pytest.raises(StoreUnavailableError):
-                await store.transition(job.id, JobState.FAILED, now=at(1))
+                await store.transition(job.id, JobState.FAILED, expect=JobState.SUBMITTING, now=at(1))
             with pytest.raises(StoreUnavailableError):
                 await store.count_by_state()
         finally:

@@ -1,4 +1,7 @@
-"""Retention: old finished jobs are deleted, usage reports do not notice, live jobs are counted from the index."""
+"""Retention: old finished jobs are deleted, usage reports do not notice, live jobs are counted from the index.
+
+Each test that takes `store` runs against SQLite and PostgreSQL (tests/storage/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiosqlite
+import asyncpg
 import pytest
 
 from storage import retention
 from storage.models import JobOrigin, JobState, NewJob
+from storage.open import AnyJobStore
+from storage.postgres import reports
 from storage.sqlite import SQLiteJobStore
 
 NOW = datetime(2025, 6, 30, 15, 30, tzinfo=UTC)
@@ -31,14 +37,14 @@ def new_job(user: int | None, guild: int | None, parent_id: int | None = None) -
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteJobStore]:
     opened = await SQLiteJobStore.open(tmp_path / "jobs.sqlite3")
     yield opened
     await opened.close()
 
 
 async def made(
-    store: SQLiteJobStore,
+    store: AnyJobStore,
     age_days: float,
     *,
     user: int | None = ALICE,
@@ -62,7 +68,7 @@ async def made(
     return job.id
 
 
-async def history(store: SQLiteJobStore) -> dict[str, int]:
+async def history(store: AnyJobStore) -> dict[str, int]:
     """A server's year: old and recent images, every kind of price, members, the CLI, failures, live jobs."""
     ids: dict[str, int] = {}
     ids["old alice"] = await made(store, 200, cost=0.03)
@@ -84,7 +90,7 @@ async def history(store: SQLiteJobStore) -> dict[str, int]:
     return ids
 
 
-async def test_a_usage_report_is_the_same_before_and_after_pruning(store: SQLiteJobStore) -> None:
+async def test_a_usage_report_is_the_same_before_and_after_pruning(store: AnyJobStore) -> None:
     await history(store)
     windows = [days_ago(365), days_ago(160), days_ago(90), days_ago(7)]
     before = {since: await store.usage(GUILD, since) for since in windows}
@@ -101,7 +107,7 @@ async def test_a_usage_report_is_the_same_before_and_after_pruning(store: SQLite
         assert await store.usage(GUILD, since) == before[since], since
 
 
-async def test_the_report_still_has_the_pruned_days_and_members(store: SQLiteJobStore) -> None:
+async def test_the_report_still_has_the_pruned_days_and_members(store: AnyJobStore) -> None:
     await history(store)
     await store.prune(before=NOW - RETENTION)
     report = await store.usage(GUILD, days_ago(365))
@@ -120,7 +126,7 @@ async def test_the_report_still_has_the_pruned_days_and_members(store: SQLiteJob
     ]
 
 
-async def test_pruning_keeps_live_and_recent_jobs_and_unlinks_rerolls(store: SQLiteJobStore) -> None:
+async def test_pruning_keeps_live_and_recent_jobs_and_unlinks_rerolls(store: AnyJobStore) -> None:
     ids = await history(store)
     await store.prune(before=NOW - RETENTION)
     assert await store.get(ids["old alice"]) is None
@@ -134,27 +140,36 @@ async def test_pruning_keeps_live_and_recent_jobs_and_unlinks_rerolls(store: SQL
     assert reroll.parent_id is None
 
 
-async def test_jobs_without_a_server_are_folded_under_zero(store: SQLiteJobStore) -> None:
+async def test_jobs_without_a_server_are_folded_under_zero(store: AnyJobStore) -> None:
     await made(store, 100, user=None, guild=None, cost=0.2)
     await store.prune(before=NOW - RETENTION)
-    with sqlite3.connect(store.path) as raw:
-        rows = raw.execute("SELECT guild_id, user_id, day, images, cost_nanousd FROM usage_totals").fetchall()
-    raw.close()
+    sql = "SELECT guild_id, user_id, day, images, cost_nanousd FROM usage_totals"
+    if isinstance(store, SQLiteJobStore):
+        with sqlite3.connect(store.path) as raw:
+            rows = raw.execute(sql).fetchall()
+        raw.close()
+    else:
+        rows = [(*row[:2], row[2].isoformat(), *row[3:]) for row in await store.pool.fetch(sql)]  # day is a DATE
     assert rows == [(0, 0, "2025-03-22", 1, 200_000_000)]
 
 
-async def test_a_large_prune_runs_in_batches_on_any_connection(store: SQLiteJobStore) -> None:
+async def test_a_large_prune_runs_in_batches_on_any_connection(store: AnyJobStore) -> None:
     for age in range(100, 107):
         await made(store, age, cost=0.01)
     report = await store.usage(GUILD, days_ago(365))
-    async with aiosqlite.connect(store.path, isolation_level=None) as db:
-        await db.execute("PRAGMA foreign_keys = ON")
-        assert await retention.prune(db, store.path, before=NOW - RETENTION, batch=3) == 7
+    if isinstance(store, SQLiteJobStore):
+        async with aiosqlite.connect(store.path, isolation_level=None) as db:
+            await db.execute("PRAGMA foreign_keys = ON")
+            assert await retention.prune(db, store.path, before=NOW - RETENTION, batch=3) == 7
+    else:
+        async with store.pool.acquire() as conn:  # any connection: the trigger folds, not the store
+            assert len(await conn.fetch("DELETE FROM jobs WHERE finished_at < $1 RETURNING id", days_ago(103))) == 3
+        assert await reports.prune(store.pool, before=NOW - RETENTION, batch=2) == 4
     assert await store.usage(GUILD, days_ago(365)) == report
     assert sum((await store.count_by_state()).values()) == 0
 
 
-async def test_unfinished_counts_match_a_full_count(store: SQLiteJobStore) -> None:
+async def test_unfinished_counts_match_a_full_count(store: AnyJobStore) -> None:
     await history(store)
     waiting = await store.create(new_job(BOB, GUILD), now=NOW, state=JobState.WAITING)
     await store.create(new_job(CAROL, GUILD), now=NOW)
@@ -165,9 +180,25 @@ async def test_unfinished_counts_match_a_full_count(store: SQLiteJobStore) -> No
     assert waiting.state is JobState.WAITING
 
 
-async def test_the_unfinished_count_reads_a_partial_index_of_live_jobs(store: SQLiteJobStore) -> None:
-    """Either partial index on the unfinished clause (jobs_unfinished, jobs_guild_unfinished) holds live rows only."""
-    with sqlite3.connect(store.path) as raw:
+async def test_the_unfinished_count_reads_a_partial_index_of_live_jobs(sqlite_store: SQLiteJobStore) -> None:
+    """Any partial index on the unfinished clause (jobs_unfinished, jobs_guild_unfinished, ...) holds live rows only."""
+    with sqlite3.connect(sqlite_store.path) as raw:
         plan = " ".join(str(row) for row in raw.execute("EXPLAIN QUERY PLAN " + retention.UNFINISHED_COUNT_SQL))
     raw.close()
     assert re.search(r"USING (COVERING )?INDEX jobs_(guild_|channel_)?unfinished", plan), plan
+
+
+@pytest.mark.postgres
+async def test_postgres_rounds_each_cost_as_sqlite_does(postgres_url: str) -> None:
+    """Folded totals and live sums must be the same integers on both backends, halves and float noise included."""
+    costs = [None, 0.0, 0.03, 0.031, 0.1 + 0.2, 2.5e-9, 1.5e-9, 0.5e-9, 1.0000000005, 0.0305, 12.3456789125, -2.5e-9]
+    with sqlite3.connect(":memory:") as raw:
+        expected = [
+            raw.execute("SELECT CAST(round(coalesce(?, 0) * 1e9) AS INTEGER)", (c,)).fetchone()[0] for c in costs
+        ]
+    raw.close()
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        assert [await conn.fetchval("SELECT nanousd($1)", cost) for cost in costs] == expected
+    finally:
+        await conn.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from storage.models import JobState
-from storage.sqlite import _UNFINISHED_SQL, SQLiteJobStore, StoreUnavailableError
+from storage.sqlite import UNFINISHED_SQL, SQLiteJobStore, StoreUnavailableError
 from tests.storage.test_job_store import ORIGIN, at, new_job
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ async def test_ids_are_never_reused(store: SQLiteJobStore, db_path: Path) -> Non
 async def test_unfinished_query_uses_the_partial_index(store: SQLiteJobStore, db_path: Path) -> None:
     # Guards against FINAL_STATES and the index in 0001_jobs.sql drifting apart.
     with sqlite3.connect(db_path) as raw:
-        plan = " ".join(str(row) for row in raw.execute("EXPLAIN QUERY PLAN " + _UNFINISHED_SQL))
+        plan = " ".join(str(row) for row in raw.execute("EXPLAIN QUERY PLAN " + UNFINISHED_SQL))
     raw.close()
     assert "jobs_unfinished" in plan
 
