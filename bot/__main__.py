@@ -29,6 +29,10 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 # Commands whose own output says it all: INFO lines from libraries would only bury it.
 QUIET_COMMANDS = frozenset({"generate", "check", "health"})
+# The whole fix in one line: which setting, which value, where, and that the bot must be restarted to serve it.
+HEALTH_PORT_UNSET = (
+    "error: HEALTH_PORT is not set: set HEALTH_PORT=8080 in .env (the bot serves /healthz there) and restart the bot"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,7 +64,7 @@ def _settings_error(error: ValidationError) -> str:
 
 def _health(settings: Settings) -> int:
     if settings.health_port is None:
-        print("error: HEALTH_PORT is not set, so the bot serves no health endpoint", file=sys.stderr)  # noqa: T201
+        print(HEALTH_PORT_UNSET, file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
     return asyncio.run(health.probe(settings, sys.stdout))
 
