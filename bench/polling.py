@@ -30,6 +30,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +91,7 @@ class TimedClient(RunComfyClient):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.detected: dict[str, float] = {}
         self.started_seen: dict[str, float] = {}
+        self.polls: Counter[str] = Counter()  # status and result calls per request id
 
     def _saw(self, request_id: str, state: UpstreamState) -> None:
         if state is UpstreamState.RUNNING and request_id not in self.started_seen:
@@ -98,11 +100,13 @@ class TimedClient(RunComfyClient):
             self.detected[request_id] = asyncio.get_running_loop().time()
 
     async def status(self, request_id: str) -> RequestStatus:
+        self.polls[request_id] += 1
         answer = await super().status(request_id)
         self._saw(request_id, answer.state)
         return answer
 
     async def result(self, request_id: str, *, include_cost: bool = False) -> RequestResult:
+        self.polls[request_id] += 1
         answer = await super().result(request_id, include_cost=include_cost)
         self._saw(request_id, answer.state)
         return answer
@@ -120,6 +124,8 @@ class Outcome:
     timeline: list[tuple[float, float]] = field(repr=False)
     real_seconds: float
     start_lag: float = math.nan
+    # Per job in submission order: (detection delay, API calls: its submit and its polls, refused ones included).
+    per_job: list[tuple[float, int]] = field(default_factory=list, repr=False)
 
     @property
     def calls_per_job(self) -> float:
@@ -154,8 +160,20 @@ def policy_for(strategy: str, tuning: dict[str, float]) -> PollPolicy:
     return AdaptivePolicy(**{**options, **tuning})  # type: ignore[arg-type]
 
 
-async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int, db: Path, count: int) -> Outcome:
-    """Submit `count` jobs with seeded arrivals under `strategy`; wait until every one is delivered or failed."""
+async def run_jobs(
+    profile: Profile,
+    strategy: str,
+    opts: Options,
+    *,
+    seed: int,
+    db: Path,
+    count: int,
+    policy: PollPolicy | None = None,
+) -> Outcome:
+    """Submit `count` jobs with seeded arrivals under `strategy`; wait until every one is delivered or failed.
+
+    `policy` replaces the strategy's own (a caller that wants to look at what it learned).
+    """
     config = EmulatorConfig(
         queue_time=profile.queue,
         run_time=profile.run,
@@ -175,9 +193,8 @@ async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int,
             allowed_hosts=["127.0.0.1"],
         )
         store = await SQLiteJobStore.open(db)
-        manager = JobManager(
-            client, store, model=config.model_id, policy=policy_for(strategy, opts.tuning), clock=loop_clock()
-        )
+        policy = policy or policy_for(strategy, opts.tuning)
+        manager = JobManager(client, store, model=config.model_id, policy=policy, clock=loop_clock())
         settled: set[int] = set()
         failed = 0
         all_done = asyncio.Event()
@@ -222,6 +239,11 @@ async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int,
         ]
         delays = [client.detected[rid] - finished[rid] for rid in emulator.jobs if rid in client.detected]
         timeline = [(job.queue_wait, job.run_time) for job in emulator.jobs.values()]
+        per_job = [
+            (client.detected[rid] - finished[rid], 1 + client.polls[rid])
+            for rid in emulator.jobs  # insertion order: the order of submission
+            if rid in client.detected
+        ]
         return Outcome(
             strategy=strategy,
             jobs=count,
@@ -233,6 +255,7 @@ async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int,
             timeline=timeline,
             real_seconds=time.perf_counter() - started,
             start_lag=percentile(start_lags, 50),
+            per_job=per_job,
         )
 
 
