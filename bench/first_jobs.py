@@ -87,13 +87,13 @@ async def derive_prior(profile: Profile, opts: Options, args: argparse.Namespace
     levels = [(i + 0.5) / points for i in range(points)]
 
     def quantiles(values: list[float]) -> str:
-        return ", ".join(f"{percentile(values, 100 * q):.2f}" for q in levels)
+        return " ".join(f"{percentile(values, 100 * q):.2f}" for q in levels)
 
     speed = policy.seconds_per_position if isinstance(policy, AdaptivePolicy) else None
     return (
         f"# {len(timings)} jobs of the {profile.name} profile ({profile.describe()})\n"
-        f"queue=({quantiles([t.queue_seconds for t in timings])}),\n"
-        f"run=({quantiles([t.run_seconds for t in timings])}),\n"
+        f'queue=_seconds("{quantiles([t.queue_seconds for t in timings])}"),\n'
+        f'run=_seconds("{quantiles([t.run_seconds for t in timings])}"),\n'
         f"seconds_per_position={speed if speed is None else round(speed, 2)},"
     )
 

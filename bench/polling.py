@@ -46,6 +46,7 @@ from bot.polling import AdaptivePolicy, FixedPolicy, PollPolicy
 from bot.runcomfy import RequestResult, RequestStatus, RunComfyClient, UpstreamState
 from bot.settings import Settings
 from storage.models import JobOrigin, NewJob
+from storage.polling_memory import PollingMemory, SQLitePollingMemory
 from storage.sqlite import SQLiteJobStore
 
 TOKEN = "bench-token"  # noqa: S105 (the emulator's stand-in token)
@@ -152,12 +153,18 @@ class Options:
     tuning: dict[str, float]
 
 
+def polling_memory(store: SQLiteJobStore) -> PollingMemory:
+    """The store's polling memory: `store.polling` once SQLiteJobStore offers it, until then one over its connection."""
+    memory: PollingMemory | None = getattr(store, "polling", None)
+    return memory if memory is not None else SQLitePollingMemory(store._db, store.path)
+
+
 def policy_for(strategy: str, tuning: dict[str, float]) -> PollPolicy:
     if strategy.startswith("fixed "):
         return FixedPolicy(float(strategy.removeprefix("fixed ").removesuffix(" s")))
     settings = Settings(_env_file=None)  # type: ignore[call-arg]  # production defaults, not this shell's env
     options = {"min_interval": settings.poll_min_interval_seconds, "max_interval": settings.poll_max_interval_seconds}
-    return AdaptivePolicy(**{**options, **tuning})  # type: ignore[arg-type]
+    return AdaptivePolicy.for_model(EmulatorConfig().model_id, **{**options, **tuning})
 
 
 async def run_jobs(
@@ -194,7 +201,12 @@ async def run_jobs(
         )
         store = await SQLiteJobStore.open(db)
         policy = policy or policy_for(strategy, opts.tuning)
-        manager = JobManager(client, store, model=config.model_id, policy=policy, clock=loop_clock())
+        clock = loop_clock()
+        memory = polling_memory(store)
+        # What JobManager.start does once it is wired to the memory: take back the saved queue speed.
+        saved = await memory.queue_speed(config.model_id)
+        policy.recall_queue_speed(saved.seconds_per_position if saved else None)
+        manager = JobManager(client, store, model=config.model_id, policy=policy, clock=clock)
         settled: set[int] = set()
         failed = 0
         all_done = asyncio.Event()
@@ -232,6 +244,10 @@ async def run_jobs(
             await asyncio.wait_for(all_done.wait(), timeout=3600)
         finally:
             await manager.stop()
+            # ...and what its stop does: keep the queue speed for the next start.
+            speed = policy.queue_speed_to_save(clock(), final=True)
+            if speed is not None:
+                await memory.save_queue_speed(config.model_id, speed, now=clock())
             await store.close()
         finished = emulator.finished_at_monotonic
         start_lags = [

@@ -13,7 +13,7 @@ import pytest
 from bot.emulator import Duration, Emulator, Fault
 from bot.events import JobCancelled, JobCompleted, JobEvent, JobFailed, JobQueued, JobRunning
 from bot.jobs import RESTARTED_WHILE_SUBMITTING, CancelOutcome, JobManager
-from bot.polling import FixedPolicy
+from bot.polling import PRIORS, FixedPolicy
 from bot.runcomfy import RunComfyClient
 from storage.models import JobOrigin, JobState, NewJob
 from storage.sqlite import SQLiteJobStore
@@ -348,7 +348,7 @@ async def test_adaptive_policy_learns_from_stored_history(
     emulator: Emulator, client: RunComfyClient, store: SQLiteJobStore
 ) -> None:
     now = datetime.now(UTC)
-    for index in range(5):
+    for index in range(len(PRIORS[MODEL].run)):  # as many as the shipped prior has points: it is then replaced
         job = await store.create(new_job(seed=index), now=now)
         await store.transition(job.id, JobState.IN_QUEUE, now=now)
         await store.transition(job.id, JobState.IN_PROGRESS, now=now + timedelta(seconds=1))

@@ -1,0 +1,2 @@
+-- 0004: placeholder. Another branch brings its own 0004 at the same time; this
+-- file only keeps the numbers without gaps until the merge renumbers them.

@@ -1,0 +1,2 @@
+-- 0005: placeholder. Another branch brings its own 0005 at the same time; this
+-- file only keeps the numbers without gaps until the merge renumbers them.
