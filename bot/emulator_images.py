@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import math
 import random
 import struct
 import threading
@@ -59,10 +60,20 @@ _NOISE = [v // 16 for v in _LEVELS]
 _SHADE = [v * 2 // 7 for v in _LEVELS] * 3  # the panel behind the prompt: 2/7 of the picture's light
 
 
-@lru_cache(maxsize=1)
-def _small_gradient() -> Image.Image:
-    """A 64 px ramp: rotating it costs a sixteenth of Pillow's 256 px one, and a linear ramp scales up losslessly."""
-    return Image.linear_gradient("L").resize((64, 64), Image.Resampling.BILINEAR)
+@lru_cache(maxsize=256)
+def _ramp(angle: float) -> Image.Image:
+    """A linear ramp at `angle` degrees, small: a linear ramp scales up to any size without loss.
+
+    Rotated with room to spare, then cut to the square inside the turned one,
+    so no corner is left unfilled (an unfilled corner, scaled up 40 times to a
+    full-size render, shows as a staircase).
+    """
+    turned = Image.linear_gradient("L").resize((64, 64), Image.Resampling.BILINEAR)
+    turned = turned.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
+    theta = math.radians(angle)
+    inner = int(64 / (abs(math.cos(theta)) + abs(math.sin(theta)))) - 2  # the turned square's inscribed one
+    left, top = (turned.width - inner) // 2, (turned.height - inner) // 2
+    return turned.crop((left, top, left + inner, top + inner))
 
 
 def _fresh_noise(width: int, height: int, rng: random.Random) -> Image.Image:
@@ -83,8 +94,7 @@ def render_png(prompt: str, seed: int, aspect_ratio: str, *, full_size: bool = F
     width, height = image_size(aspect_ratio, full_size=full_size)
     rng = random.Random(digest)  # noqa: S311 (pictures, not secrets)
 
-    ramp = _small_gradient().rotate(digest[0] * 360 / 256, resample=Image.Resampling.BILINEAR, expand=False)
-    ramp = ramp.resize((width, height), Image.Resampling.BILINEAR)
+    ramp = _ramp(digest[0] * 360 / 256).resize((width, height), Image.Resampling.BILINEAR)
     start, end = digest[1:4], digest[4:7]
     tint = [a + (b - a) * v // 255 for a, b in zip(start, end, strict=True) for v in _LEVELS]
     image = ramp.convert("RGB").point(tint)
