@@ -17,7 +17,7 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip check
 	touch $@
 
-.PHONY: install run emulator try test lint lock
+.PHONY: install run emulator try test lint lock pictures
 install: $(BIN)/.installed
 
 run: install ## run the bot (needs DISCORD_TOKEN and RUNCOMFY_API_TOKEN in .env)
@@ -41,6 +41,9 @@ try: install ## one image from the built-in emulator, no token needed
 
 test: install ## the whole test suite
 	$(BIN)/python -m pytest -q
+
+pictures: install ## the README's pictures (docs/pictures/*.png): the bot against the fakes, shot by headless Chromium
+	$(BIN)/python -m tools.pictures
 
 lint: install
 	$(BIN)/ruff check .
