@@ -77,7 +77,7 @@ async def one_install(profile: Profile, opts: Options, seed: int, args: argparse
     return await run_jobs(profile, OURS, opts, seed=seed, db=db, count=args.jobs)
 
 
-async def derive_prior(profile: Profile, opts: Options, args: argparse.Namespace, points: int = 20) -> str:
+async def derive_prior(profile: Profile, opts: Options, args: argparse.Namespace, points: int = 10) -> str:
     """Run `--train` jobs from an empty database; the timings the store then holds, as `points` quantiles."""
     db = opts.workdir / f"prior-{profile.name}.sqlite3"
     policy = policy_for(OURS, {})

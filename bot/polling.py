@@ -38,6 +38,9 @@ PRIOR_QUEUE_SECONDS = (0.5, 1.0, 2.0, 4.0)
 # How long the queue speed may stay unsaved while it drifts by less than QUEUE_SPEED_CHANGE.
 QUEUE_SPEED_SAVE_SECONDS = 60.0
 QUEUE_SPEED_CHANGE = 0.1
+# A prior yields to samples that fall outside its central 1 - 2 × PRIOR_BAND more often than this chance allows.
+PRIOR_BAND = 0.1
+PRIOR_DOUBT = 0.01
 # Past this share of what was seen the samples say too little: the tail is extrapolated instead.
 TAIL_QUANTILE = 0.975
 
@@ -65,17 +68,15 @@ def _seconds(text: str) -> tuple[float, ...]:
 
 # Derived with `python -m bench.first_jobs --derive-prior` (200 jobs of bench/polling.py's "typical"
 # profile: queue lognormal(median 1.5 s, σ 0.6), run lognormal(median 8 s, σ 0.3), 1 s per queue
-# position). RunComfy publishes no durations for ImagineArt 1.5: that profile is the project's stated
-# assumption for it, so this prior is exactly as right as the profile; real timings replace it.
+# position), 10 quantiles each: a prior worth ten jobs, so a model that behaves otherwise is learned
+# after ten (sooner when it plainly disagrees, see Samples). RunComfy publishes no durations for
+# ImagineArt 1.5: that profile is the project's stated assumption for it, so this prior is exactly as
+# right as the profile. No queue speed is shipped: on that profile few jobs are seen counting down, and
+# two derivations gave 0.84 and 1.72 s for a true 1 s; the first countdown measured sets it instead.
 PRIORS: dict[str, Prior] = {
     DEFAULT_MODEL: Prior(
-        queue=_seconds(
-            "2.80 2.80 2.80 2.80 2.80 2.80 2.80 2.80 2.81 2.81 2.81 2.81 2.81 2.81 2.81 2.81 2.81 3.12 3.63 4.51"
-        ),
-        run=_seconds(
-            "4.83 4.85 5.00 5.03 5.19 5.46 5.68 6.12 6.45 6.65 7.06 7.34 7.74 8.18 8.92 9.35 9.63 10.11 10.74 12.38"
-        ),
-        seconds_per_position=0.84,
+        queue=_seconds("2.81 2.81 2.81 2.81 2.81 2.81 2.81 2.81 2.84 4.62"),
+        run=_seconds("4.60 4.76 5.26 5.89 6.42 7.12 7.90 8.65 9.62 11.19"),
         source="bench/polling.py typical profile as AdaptivePolicy records it (bench/first_jobs.py --derive-prior)",
     ),
 }
@@ -141,6 +142,11 @@ class Samples:
     (its own quantiles, so its shape is kept), and after K it is gone. A blend
     weighted by counts: early samples correct the prior without one of them
     standing for the whole distribution.
+
+    A prior that is wrong would slow every job it still weighs on, so it
+    yields at once when the samples plainly disagree with it: when more of
+    them fall outside its central 80 % than chance allows (binomial tail below
+    `PRIOR_DOUBT`, about one right prior in forty is dropped early by chance).
     """
 
     def __init__(self, prior: Iterable[float], size: int = 200) -> None:
@@ -149,18 +155,27 @@ class Samples:
         if not self._prior:
             raise ValueError("a prior needs at least one duration")
         self._sorted: list[float] = list(self._prior)
+        self._band = (_interpolate(self._prior, PRIOR_BAND), _interpolate(self._prior, 1.0 - PRIOR_BAND))
+        self._outside = 0
+        self.blending = True
 
     def add(self, value: float) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            oldest = self._recent[0]
-            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
-        self._recent.append(value)
-        left = len(self._prior) - len(self._recent)
-        if left >= 0:  # still blending: the prior shrinks by one point
-            points = [_interpolate(self._prior, (i + 0.5) / left) for i in range(left)] if left else []
-            self._sorted = sorted([*points, *self._recent])
-        else:
+        if not self.blending:
+            if len(self._recent) == self._recent.maxlen:
+                del self._sorted[bisect.bisect_left(self._sorted, self._recent[0])]
+            self._recent.append(value)
             bisect.insort(self._sorted, value)
+            return
+        self._recent.append(value)
+        low, high = self._band
+        self._outside += not low <= value <= high
+        left = len(self._prior) - len(self._recent)
+        if left <= 0 or _binomial_tail(len(self._recent), self._outside, 2 * PRIOR_BAND) < PRIOR_DOUBT:
+            self.blending = False  # learned enough, or the prior is plainly wrong: only samples from here on
+            self._sorted = sorted(self._recent)
+        else:  # the prior shrinks by one point
+            points = [_interpolate(self._prior, (i + 0.5) / left) for i in range(left)]
+            self._sorted = sorted([*points, *self._recent])
 
     @property
     def learned(self) -> int:
@@ -238,6 +253,7 @@ class AdaptivePolicy:
     _lag_weight: float = 0.0
     _saved_speed: float | None = None
     _saved_at: datetime | None = None
+    _speed_seen: bool = False  # seconds_per_position was measured here or recalled, not only shipped
 
     @classmethod
     def for_model(cls, model: str, **options: Any) -> AdaptivePolicy:
@@ -263,8 +279,9 @@ class AdaptivePolicy:
         before = self._progress.get(job_id)
         if before is not None and position < before.position:
             rate = (now - before.seen_at).total_seconds() / (before.position - position)
-            spp = self.seconds_per_position
+            spp = self.seconds_per_position if self._speed_seen else None  # a shipped guess yields to the first rate
             self.seconds_per_position = rate if spp is None else 0.7 * spp + 0.3 * rate
+            self._speed_seen = True
         if before is None or position != before.position:
             self._progress[job_id] = _QueueProgress(position, now)
 
@@ -276,6 +293,7 @@ class AdaptivePolicy:
         if seconds_per_position is not None and seconds_per_position > 0:
             self.seconds_per_position = seconds_per_position
             self._saved_speed = seconds_per_position
+            self._speed_seen = True
 
     def queue_speed_to_save(self, now: datetime, *, final: bool = False) -> float | None:
         """The queue speed, when it is worth a write: new, moved by 10 %, or changed a minute ago.
@@ -358,6 +376,11 @@ class AdaptivePolicy:
             base = max(elapsed, self.min_interval)
             return catch * base / (1.0 - catch)
         return samples.quantile(done + catch * (1.0 - done)) - elapsed
+
+
+def _binomial_tail(trials: int, hits: int, chance: float) -> float:
+    """P(at least `hits` of `trials` happen) when each happens with `chance`."""
+    return sum(math.comb(trials, k) * chance**k * (1 - chance) ** (trials - k) for k in range(hits, trials + 1))
 
 
 def _interpolate(data: list[float], q: float) -> float:

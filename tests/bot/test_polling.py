@@ -45,9 +45,10 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def blank(**options: float) -> AdaptivePolicy:
+def blank(**options: float | None) -> AdaptivePolicy:
     """A policy whose one-point priors the first learned timing replaces: it knows only what a test teaches it."""
-    return AdaptivePolicy(queue=Samples([1.0]), run=Samples([8.0]), seconds_per_position=None, **options)  # type: ignore[arg-type]
+    options.setdefault("seconds_per_position", None)  # nothing shipped
+    return AdaptivePolicy(queue=Samples([1.0]), run=Samples([8.0]), **options)  # type: ignore[arg-type]
 
 
 def test_samples_interpolate_cdf_and_quantiles() -> None:
@@ -74,14 +75,26 @@ def test_learned_samples_replace_the_prior_one_by_one_keeping_its_shape() -> Non
     prior = [float(v) for v in range(10, 110, 10)]  # 10 points: 10..100 s
     samples = Samples(prior)
     assert samples.median() == pytest.approx(55.0)
-    samples.add(1.0)  # one real sample: nine prior points are left, still spread over 10..100
+    samples.add(30.0)  # one real sample: nine prior points are left, still spread over 10..100
     assert samples.learned == 1
-    assert samples.quantile(0.0) == 1.0
     assert samples.quantile(1.0) == pytest.approx(95.0)  # the prior's top quantile at nine points
-    assert 40.0 < samples.median() < 55.0  # the prior still outweighs one sample nine to one
-    for _ in range(9):
-        samples.add(1.0)
-    assert samples.quantile(1.0) == 1.0  # ten real samples: the prior is gone
+    assert 30.0 < samples.median() < 55.0  # the prior still outweighs one sample nine to one
+    for value in (40.0, 50.0, 60.0, 30.0, 40.0, 50.0, 60.0, 45.0):
+        samples.add(value)
+        assert samples.blending
+    samples.add(55.0)
+    assert not samples.blending  # ten real samples: the prior is gone
+    assert (samples.quantile(0.0), samples.quantile(1.0)) == (30.0, 60.0)
+
+
+def test_a_prior_the_samples_plainly_contradict_yields_at_once() -> None:
+    samples = Samples([float(v) for v in range(10, 110, 10)])
+    samples.add(1.0)
+    samples.add(2.0)
+    assert samples.blending  # two surprises in a row happen by chance (4 %)
+    samples.add(1.5)
+    assert not samples.blending  # three do not (0.8 %): only what was learned counts now
+    assert samples.quantile(1.0) == 2.0
 
 
 def test_known_models_start_from_their_prior_and_others_from_a_guess() -> None:
@@ -122,6 +135,18 @@ def test_the_queue_speed_goes_out_to_be_saved_when_it_is_worth_a_write() -> None
     policy.observe_position(1, 15, at(16.1 + 4.5))
     assert policy.queue_speed_to_save(at(20.6)) is None  # 0.5 % off what was saved
     assert policy.queue_speed_to_save(at(20.6), final=True) == policy.seconds_per_position  # a clean stop
+
+
+def test_a_shipped_queue_speed_yields_to_the_first_measured_one_a_recalled_one_is_averaged() -> None:
+    guessed = blank(min_interval=0.1, max_interval=30, seconds_per_position=5.0)
+    guessed.observe_position(1, 20, T0)
+    guessed.observe_position(1, 18, at(4))
+    assert guessed.seconds_per_position == pytest.approx(2.0)  # measured here: the guess is gone
+    recalled = blank(min_interval=0.1, max_interval=30)
+    recalled.recall_queue_speed(5.0)  # measured by the last process on this queue: one rate only corrects it
+    recalled.observe_position(1, 20, T0)
+    recalled.observe_position(1, 18, at(4))
+    assert recalled.seconds_per_position == pytest.approx(0.7 * 5.0 + 0.3 * 2.0)
 
 
 def test_a_recalled_queue_speed_is_used_and_not_saved_again() -> None:
@@ -257,8 +282,7 @@ def test_the_queue_speed_survives_a_restart(tmp_path: Path) -> None:
 
     first = run_virtual(saved, 50)
     assert first is not None
-    assert first != PRIORS[DEFAULT_MODEL].seconds_per_position  # learned from the countdowns, not the prior
-    assert 1.0 < first < 4.0
+    assert 1.0 < first < 4.0  # learned from the countdowns
 
     restarted = AdaptivePolicy.for_model(DEFAULT_MODEL)
     no_queue = Profile("no queue", Duration.constant(0.0), Duration.constant(1.0), 2.0)  # nothing to learn from
