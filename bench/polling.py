@@ -30,6 +30,7 @@ import random
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,7 @@ class TimedClient(RunComfyClient):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.detected: dict[str, float] = {}
         self.started_seen: dict[str, float] = {}
+        self.polls: Counter[str] = Counter()  # status and result calls per request id
 
     def _saw(self, request_id: str, state: UpstreamState) -> None:
         if state is UpstreamState.RUNNING and request_id not in self.started_seen:
@@ -99,11 +101,13 @@ class TimedClient(RunComfyClient):
             self.detected[request_id] = asyncio.get_running_loop().time()
 
     async def status(self, request_id: str) -> RequestStatus:
+        self.polls[request_id] += 1
         answer = await super().status(request_id)
         self._saw(request_id, answer.state)
         return answer
 
     async def result(self, request_id: str, *, include_cost: bool = False) -> RequestResult:
+        self.polls[request_id] += 1
         answer = await super().result(request_id, include_cost=include_cost)
         self._saw(request_id, answer.state)
         return answer
@@ -121,6 +125,8 @@ class Outcome:
     timeline: list[tuple[float, float]] = field(repr=False)
     real_seconds: float
     start_lag: float = math.nan
+    # Per job in submission order: (detection delay, API calls: its submit and its polls, refused ones included).
+    per_job: list[tuple[float, int]] = field(default_factory=list, repr=False)
 
     @property
     def calls_per_job(self) -> float:
@@ -152,7 +158,7 @@ def policy_for(strategy: str, tuning: dict[str, float]) -> PollPolicy:
         return FixedPolicy(float(strategy.removeprefix("fixed ").removesuffix(" s")))
     settings = Settings(_env_file=None)  # type: ignore[call-arg]  # production defaults, not this shell's env
     options = {"min_interval": settings.poll_min_interval_seconds, "max_interval": settings.poll_max_interval_seconds}
-    return AdaptivePolicy(**{**options, **tuning})  # type: ignore[arg-type]
+    return AdaptivePolicy.for_model(EmulatorConfig().model_id, **{**options, **tuning})
 
 
 class Discard:
@@ -168,8 +174,20 @@ class Discard:
         return RecoveredReply(Reply.NEVER)
 
 
-async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int, db: Path, count: int) -> Outcome:
-    """Submit `count` jobs with seeded arrivals under `strategy`; wait until every one is delivered or failed."""
+async def run_jobs(
+    profile: Profile,
+    strategy: str,
+    opts: Options,
+    *,
+    seed: int,
+    db: Path,
+    count: int,
+    policy: PollPolicy | None = None,
+) -> Outcome:
+    """Submit `count` jobs with seeded arrivals under `strategy`; wait until every one is delivered or failed.
+
+    `policy` replaces the strategy's own (a caller that wants to look at what it learned).
+    """
     config = EmulatorConfig(
         queue_time=profile.queue,
         run_time=profile.run,
@@ -189,9 +207,9 @@ async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int,
             allowed_hosts=["127.0.0.1"],
         )
         store = await SQLiteJobStore.open(db)
-        manager = JobManager(
-            client, store, model=config.model_id, policy=policy_for(strategy, opts.tuning), clock=loop_clock()
-        )
+        policy = policy or policy_for(strategy, opts.tuning)
+        clock = loop_clock()
+        manager = JobManager(client, store, model=config.model_id, policy=policy, clock=clock)
         settled: set[int] = set()
         failed = 0
         all_done = asyncio.Event()
@@ -226,7 +244,7 @@ async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int,
                 )
             await asyncio.wait_for(all_done.wait(), timeout=3600)
         finally:
-            await manager.stop()
+            await manager.stop()  # keeps the queue speed for the next start, as the bot's stop does
             await store.close()
         finished = emulator.finished_at_monotonic
         start_lags = [
@@ -234,6 +252,11 @@ async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int,
         ]
         delays = [client.detected[rid] - finished[rid] for rid in emulator.jobs if rid in client.detected]
         timeline = [(job.queue_wait, job.run_time) for job in emulator.jobs.values()]
+        per_job = [
+            (client.detected[rid] - finished[rid], 1 + client.polls[rid])
+            for rid in emulator.jobs  # insertion order: the order of submission
+            if rid in client.detected
+        ]
         return Outcome(
             strategy=strategy,
             jobs=count,
@@ -245,6 +268,7 @@ async def run_jobs(profile: Profile, strategy: str, opts: Options, *, seed: int,
             timeline=timeline,
             real_seconds=time.perf_counter() - started,
             start_lag=percentile(start_lags, 50),
+            per_job=per_job,
         )
 
 

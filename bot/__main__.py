@@ -19,7 +19,7 @@ import discord
 from pydantic import ValidationError
 from rich.console import Console
 
-from bot import app, cli, doctor, emulator, health
+from bot import app, cli, doctor, emulator_cli, health
 from bot.logs import Redactor, level_number, setup_logging
 from bot.settings import MissingSettingError, Settings
 from storage.migrate import SchemaTooNewError
@@ -29,6 +29,10 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 # Commands whose own output says it all: INFO lines from libraries would only bury it.
 QUIET_COMMANDS = frozenset({"generate", "check", "health"})
+# The whole fix in one line: which setting, which value, where, and that the bot must be restarted to serve it.
+HEALTH_PORT_UNSET = (
+    "error: HEALTH_PORT is not set: set HEALTH_PORT=8080 in .env (the bot serves /healthz there) and restart the bot"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", help="register the slash commands with Discord")
     sync.add_argument("--global", dest="global_", action="store_true", help="everywhere (once per release)")
     cli.configure_parser(commands.add_parser("generate", help="make one image from the terminal"))
-    emulator.configure_parser(commands.add_parser("emulator", help="serve a local RunComfy stand-in"))
+    emulator_cli.configure_parser(commands.add_parser("emulator", help="serve a local RunComfy stand-in"))
     commands.add_parser("check", help="check tokens, database, permissions; print the invite URL")
     commands.add_parser("health", help="ask the running bot's health endpoint (exit 0 when healthy)")
     return parser
@@ -60,7 +64,7 @@ def _settings_error(error: ValidationError) -> str:
 
 def _health(settings: Settings) -> int:
     if settings.health_port is None:
-        print("error: HEALTH_PORT is not set, so the bot serves no health endpoint", file=sys.stderr)  # noqa: T201
+        print(HEALTH_PORT_UNSET, file=sys.stderr)  # noqa: T201
         return EXIT_USAGE
     return asyncio.run(health.probe(settings, sys.stdout))
 
@@ -90,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "generate":
             return asyncio.run(cli.generate(args, settings, stderr))
         if command == "emulator":
-            asyncio.run(emulator.serve(args))
+            asyncio.run(emulator_cli.serve(args))
             return 0
         if command == "sync":
             return _sync(settings, args.global_)
@@ -101,7 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         return app.run_bot(settings)
     except ValidationError as error:
         print(_settings_error(error), file=sys.stderr)  # noqa: T201
-    except (MissingSettingError, cli.UsageError, health.EndpointUnavailableError) as error:
+    except (
+        MissingSettingError,
+        cli.UsageError,
+        health.EndpointUnavailableError,
+        emulator_cli.EmulatorStartError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)  # noqa: T201
     except discord.LoginFailure:
         print(f"error: Discord rejected DISCORD_TOKEN: {doctor.DISCORD_LOGIN_FIX}", file=sys.stderr)  # noqa: T201

@@ -10,13 +10,11 @@ rate in the mutable `EmulatorConfig` or scripted with `inject()`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import logging
 import math
 import random
-import sys
 import time
 import uuid
 from collections import Counter, deque
@@ -32,8 +30,6 @@ from bot.emulator_config import (
     Duration,
     EmulatorConfig,
     Fault,
-    config_from_args,
-    configure_parser,
 )
 from bot.emulator_images import file_response, render_png
 from bot.emulator_jobs import EmulatedJob, SubmitRecord
@@ -46,8 +42,6 @@ __all__ = [
     "EmulatorConfig",
     "Fault",
     "SubmitRecord",
-    "configure_parser",
-    "serve",
 ]
 
 log = logging.getLogger(__name__)
@@ -470,17 +464,3 @@ def _input_schema(max_prompt_chars: int) -> dict[str, Any]:
             "seed": {"title": "Seed", "type": "integer", "default": 0, "minimum": 0, "maximum": SEED_MAX},
         },
     }
-
-
-async def serve(args: argparse.Namespace) -> None:
-    """`python -m bot emulator`: serve until cancelled (Ctrl-C), after one line with the URL and token."""
-    emulator = Emulator(config_from_args(args), token=args.token, seed=args.seed)
-    await emulator.start(host=args.host, port=args.port)
-    try:
-        sys.stdout.write(
-            f"RunComfy emulator for {emulator.config.model_id} at {emulator.url} (token: {emulator.token})\n"
-        )
-        sys.stdout.flush()
-        await asyncio.Event().wait()
-    finally:
-        await emulator.close()

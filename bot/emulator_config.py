@@ -1,7 +1,8 @@
 """The emulator's switches: one mutable config object, also exposed as CLI flags.
 
 Tests change `EmulatorConfig` fields while the server runs (every request reads
-them afresh); `python -m bot emulator` builds the same object from flags.
+them afresh); `python -m bot emulator` builds the same object from flags
+(bot/emulator_cli.py).
 `Fault` describes one scripted misbehaviour for `Emulator.inject`.
 """
 
@@ -57,6 +58,13 @@ class Duration:
         else:
             value = rng.lognormvariate(math.log(self.a), self.b) if self.a > 0 else 0.0
         return max(0.0, min(value, self.cap))
+
+    def __str__(self) -> str:
+        """The `parse` syntax, so `--help` shows a default the way it is typed."""
+        numbers = [self.a] if self.kind == "constant" else [self.a, self.b]
+        if self.kind == "lognormal" and math.isfinite(self.cap):
+            numbers.append(self.cap)
+        return f"{self.kind}:{','.join(f'{n:g}' for n in numbers)}"
 
     @classmethod
     def parse(cls, text: str) -> Duration:
@@ -179,90 +187,3 @@ class EmulatorConfig:
     balance_usd: float | None = None  # None: unlimited; else each submit spends base_price_usd
     extra_tokens: tuple[str, ...] = ()  # other valid accounts (their jobs answer 403001 to us)
     max_prompt_chars: int = PROMPT_MAX
-
-
-def _rate(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a rate is between 0 and 1, not {text}")
-    return value
-
-
-def _optional(text: str) -> str | None:
-    return None if text.lower() in ("", "none", "no") else text
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the emulator's flags (including --host and --port) to `parser`."""
-    d = EmulatorConfig()
-    add = parser.add_argument
-    add("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    add("--port", type=int, default=8188, help="port (0 picks a free one; default 8188)")
-    add("--token", default="emulator-token", help="the bearer token clients must send")
-    add("--seed", type=int, default=0, help="seed of the random draws (timings, failures, faults)")
-    add("--model-id", default=d.model_id)
-    add("--queue-time", type=Duration.parse, default=d.queue_time, metavar="DIST", help="e.g. lognormal:1,0.5,10")
-    add("--run-time", type=Duration.parse, default=d.run_time, metavar="DIST", help="e.g. uniform:3,6 or constant:4")
-    add("--queue-position-start", type=int, default=None)
-    add("--seconds-per-queue-position", type=float, default=d.seconds_per_queue_position)
-    add("--failure-rate", type=_rate, default=0.0, help="share of jobs that fail upstream")
-    add("--failure-message", default=d.failure_message)
-    add("--output-shape", choices=("images", "image", "nested"), default=d.output_shape)
-    add("--unknown-state", type=_optional, default=None, help="state string shown instead of queued/running")
-    add("--expire-after", type=float, default=None, help="seconds after finishing until request ids expire")
-    add("--rate-429", type=_rate, default=0.0)
-    add("--retry-after", type=_optional, default=d.retry_after, help="Retry-After of 429s ('none' to omit)")
-    add("--rate-429-bare", type=_rate, default=0.0, help="share of calls answered 429 without Retry-After")
-    add("--rate-5xx", type=_rate, default=0.0)
-    add("--status-5xx", type=int, default=d.status_5xx)
-    add("--slow-rate", type=_rate, default=0.0)
-    add("--slow-seconds", type=float, default=d.slow_seconds)
-    add("--drop-rate", type=_rate, default=0.0, help="share of calls whose connection is closed unanswered")
-    add("--malformed-rate", type=_rate, default=0.0)
-    add("--error-code-rate", type=_rate, default=0.0, help="share of calls answered 200 with an error_code")
-    add("--error-code", type=int, default=d.error_code)
-    add("--result-kind", choices=("png", "html", "empty", "truncated", "huge", "redirect", "bomb"), default="png")
-    add("--redirect-url", default=None)
-    add("--huge-bytes", type=int, default=d.huge_bytes)
-    add("--no-content-length", action="store_true", help="stream huge results without Content-Length")
-    add("--full-size", action="store_true", help="serve ~4 MP images instead of 256 px previews")
-    add("--base-price", type=float, default=d.base_price_usd)
-    add("--cost-shape", choices=("cost", "cost_usd", "billing"), default=d.cost_shape)
-    add("--balance", type=float, default=None, help="account balance in USD (default unlimited)")
-    add("--max-prompt-chars", type=int, default=d.max_prompt_chars)
-
-
-def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
-    """The EmulatorConfig the flags of `configure_parser` describe."""
-    return EmulatorConfig(
-        model_id=args.model_id,
-        queue_time=args.queue_time,
-        run_time=args.run_time,
-        queue_position_start=args.queue_position_start,
-        seconds_per_queue_position=args.seconds_per_queue_position,
-        failure_rate=args.failure_rate,
-        failure_message=args.failure_message,
-        output_shape=args.output_shape,
-        unknown_state=args.unknown_state,
-        expire_after=args.expire_after,
-        rate_429=args.rate_429,
-        retry_after=args.retry_after,
-        rate_429_bare=args.rate_429_bare,
-        rate_5xx=args.rate_5xx,
-        status_5xx=args.status_5xx,
-        slow_rate=args.slow_rate,
-        slow_seconds=args.slow_seconds,
-        drop_rate=args.drop_rate,
-        malformed_rate=args.malformed_rate,
-        error_code_rate=args.error_code_rate,
-        error_code=args.error_code,
-        result_kind=args.result_kind,
-        redirect_url=args.redirect_url,
-        huge_bytes=args.huge_bytes,
-        huge_content_length=not args.no_content_length,
-        full_size=args.full_size,
-        base_price_usd=args.base_price,
-        cost_shape=args.cost_shape,
-        balance_usd=args.balance,
-        max_prompt_chars=args.max_prompt_chars,
-    )

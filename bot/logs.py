@@ -1,6 +1,9 @@
 """Log lines an operator can read, or a machine can parse, and never a secret in either.
 
-`LOG_FORMAT=text` (the default) is discord.py's own `setup_logging` look;
+`LOG_FORMAT=text` (the default) is discord.py's own `setup_logging` look,
+coloured only for a person at a terminal: discord.py alone also colours inside
+Docker, where the lines end up in `docker compose logs` files and collectors as
+raw escape codes. `NO_COLOR` (https://no-color.org) turns colour off anywhere;
 `LOG_FORMAT=json` writes one JSON object per line with the facts passed as
 `extra=` (`job_id`, `state`, `request_id`, ...) as top-level keys, so
 `jq 'select(.job_id == 42)'` follows one job through its states.
@@ -14,9 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -105,17 +109,49 @@ def level_number(name: str) -> int:
     return value if isinstance(value, int) else logging.INFO
 
 
+def wants_colour(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True only when `stream` is a terminal and `NO_COLOR` is unset or empty.
+
+    Escape codes help a person reading a terminal and spoil everything else: a
+    file, a pipe to `jq` or `grep`, a log collector. `NO_COLOR` is a convention
+    shared by many programs (https://no-color.org), not a setting of this bot,
+    so it is read here rather than through `Settings`.
+    """
+    env = os.environ if environ is None else environ  # noqa: TID251 (a terminal convention, see above)
+    if env.get("NO_COLOR"):
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+# discord.py's own layout for streams that cannot show colour, spelled out so the choice is ours.
+PLAIN_TEXT = logging.Formatter("[{asctime}] [{levelname:<8}] {name}: {message}", "%Y-%m-%d %H:%M:%S", style="{")
+
+
 def setup_logging(
-    *, level: int = logging.INFO, fmt: str = "text", secrets: Iterable[str] = (), stream: TextIO | None = None
+    *,
+    level: int = logging.INFO,
+    fmt: str = "text",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> logging.Handler:
-    """Configure the root logger once for the process; returns the handler (tests read its stream)."""
+    """Configure the root logger once for the process; returns the handler (tests read its stream).
+
+    Text lines are coloured when `wants_colour(stream, environ)` says so (the
+    process's environment when `environ` is None); JSON lines never are.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(level)
-    else:
+    elif wants_colour(handler.stream, environ):
         discord.utils.setup_logging(handler=handler, level=level, root=True)
+    else:
+        discord.utils.setup_logging(handler=handler, formatter=PLAIN_TEXT, level=level, root=True)
     handler.addFilter(RedactingFilter(Redactor(secrets)))
     return handler

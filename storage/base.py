@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from storage.models import GuildLoad, GuildSettings, Job, JobState, NewJob, Spend, Timing, Usage
+from storage.polling_memory import PollingMemory
 
 
 class JobNotFoundError(LookupError):
@@ -44,6 +45,11 @@ class JobStore(Protocol):
     @property
     def guilds(self) -> GuildStore:
         """Per-server settings, kept in the same database as the jobs."""
+        ...
+
+    @property
+    def polling(self) -> PollingMemory:
+        """What the polling policy learned that no job row keeps (the queue's speed)."""
         ...
 
     async def create(

@@ -43,6 +43,7 @@ from storage.columns import (
 from storage.guilds import SQLiteGuildStore
 from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
 from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, NewJob, Spend, Timing, Usage
+from storage.polling_memory import SQLitePollingMemory
 from storage.spend import spend as read_spend
 from storage.sqlite_common import StoreUnavailableError, from_text, to_text, unavailable_on_error
 
@@ -101,6 +102,7 @@ class SQLiteJobStore:
         self.schema_version = schema_version
         self.read_only = read_only
         self.guilds = SQLiteGuildStore(db, path)
+        self.polling = SQLitePollingMemory(db, path)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False, busy_timeout_ms: int = 5000) -> SQLiteJobStore:

@@ -119,8 +119,10 @@ class JobManager:
     def from_settings(
         cls, client: RunComfyClient, store: JobStore, settings: Settings, *, clock: Clock | None = None
     ) -> JobManager:
-        policy = AdaptivePolicy(
-            min_interval=settings.poll_min_interval_seconds, max_interval=settings.poll_max_interval_seconds
+        policy = AdaptivePolicy.for_model(
+            settings.runcomfy_model,
+            min_interval=settings.poll_min_interval_seconds,
+            max_interval=settings.poll_max_interval_seconds,
         )
         return cls(
             client,
@@ -153,6 +155,7 @@ class JobManager:
         self.delivery.destination = destination
         if isinstance(self.policy, AdaptivePolicy):
             self.policy.learn_all(await self.store.recent_timings(self.model, limit=200))
+        await self.upstream.recall_queue_speed()
         resumed = 0
         guilds: set[int] = set()
         for job in await self.store.unfinished():
@@ -198,6 +201,7 @@ class JobManager:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.delivery.close()
         await self.prices.close()
+        await self.upstream.save_queue_speed(final=True)
 
     @property
     def pending(self) -> int:

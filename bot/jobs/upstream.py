@@ -26,7 +26,7 @@ from bot.jobs.events import JobCompleted, JobQueued, JobRunning
 from bot.jobs.ledger import Ledger
 from bot.jobs.worker import Worker
 from bot.model_spec import model_inputs
-from bot.polling import AdaptivePolicy, PollPolicy
+from bot.polling import PollPolicy
 from bot.runcomfy import (
     BalanceError,
     RequestResult,
@@ -36,6 +36,7 @@ from bot.runcomfy import (
     UpstreamState,
 )
 from storage.models import FailureKind, Job, JobState, Timing
+from storage.sqlite_common import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class Upstream:
             now = self.clock.now()
             if status.queue_position is not None:
                 self.policy.observe_position(job.id, status.queue_position, now)
+                await self.save_queue_speed()
             if status.queue_position != job.queue_position:
                 moved = await self.ledger.note(
                     job.id,
@@ -360,9 +362,27 @@ class Upstream:
         self._unknown_since.pop(job_id, None)
         self._overdue.discard(job_id)
 
-    def learn_from(self, timings: list[Timing]) -> None:
-        if isinstance(self.policy, AdaptivePolicy):
-            self.policy.learn_all(timings)
+    # -- the queue's speed, kept across restarts -------------------------------------
+
+    async def recall_queue_speed(self) -> None:
+        """Take back how fast RunComfy's queue moved before the restart (a hint: none is fine)."""
+        try:
+            saved = await self.ledger.store.polling.queue_speed(self.client.model)
+        except StoreUnavailableError as error:
+            log.info("queue speed not read back (%s): learned again from the next countdown", error.reason)
+            return
+        self.policy.recall_queue_speed(saved.seconds_per_position if saved else None)
+
+    async def save_queue_speed(self, *, final: bool = False) -> None:
+        """Keep the queue's speed when the policy says it moved enough to be worth a write (and at stop)."""
+        now = self.clock.now()
+        speed = self.policy.queue_speed_to_save(now, final=final)
+        if speed is None:
+            return
+        try:
+            await self.ledger.store.polling.save_queue_speed(self.client.model, speed, now=now)
+        except StoreUnavailableError as error:
+            log.info("queue speed not saved (%s)", error.reason)
 
 
 def _request_id(job: Job) -> str:

@@ -46,6 +46,7 @@ from storage.postgres import reports
 from storage.postgres.connect import aware, create_pool, redact_url, unavailable_on_error
 from storage.postgres.guilds import PostgresGuildStore
 from storage.postgres.migrate import bundled_migrations, migrate, schema_version
+from storage.postgres.polling_memory import PostgresPollingMemory
 from storage.sqlite_common import StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ class PostgresJobStore:
         self.where = redact_url(url)
         self.schema_version = schema_version
         self.guilds = PostgresGuildStore(pool, url)
+        self.polling = PostgresPollingMemory(pool, url)
 
     @property
     def pool(self) -> Pool:

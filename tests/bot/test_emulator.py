@@ -15,9 +15,7 @@ import pytest
 from multidict import CIMultiDictProxy
 from PIL import Image
 
-from bot import emulator as emulator_module
-from bot.emulator import Duration, Emulator, EmulatorConfig, Fault, configure_parser
-from bot.emulator_config import config_from_args
+from bot.emulator import Duration, Emulator, EmulatorConfig, Fault
 from bot.emulator_images import image_size, render_png
 from bot.model_spec import RATIO_VALUES, RENDER_SIZES
 from tests.bot.conftest import TOKEN
@@ -499,70 +497,3 @@ async def test_unfinished_jobs_have_no_file(emulator: Emulator, session: aiohttp
     emulator.config.queue_time = Duration.constant(5)
     async with await fetch_file(emulator, session) as resp:
         assert resp.status == 404
-
-
-# -- command line ------------------------------------------------------------------------------
-
-
-def test_flags_build_the_config() -> None:
-    parser = argparse.ArgumentParser()
-    configure_parser(parser)
-    args = parser.parse_args(
-        [
-            "--port=0",
-            "--queue-time=uniform:1,2",
-            "--run-time=lognormal:8,0.3,30",
-            "--failure-rate=0.1",
-            "--rate-429=0.2",
-            "--retry-after=none",
-            "--rate-5xx=0.05",
-            "--drop-rate=0.01",
-            "--malformed-rate=0.02",
-            "--error-code-rate=0.03",
-            "--slow-rate=0.04",
-            "--slow-seconds=3",
-            "--expire-after=60",
-            "--output-shape=nested",
-            "--unknown-state=warming_up",
-            "--result-kind=huge",
-            "--no-content-length",
-            "--full-size",
-            "--base-price=0.04",
-            "--cost-shape=billing",
-        ]
-    )
-    config = config_from_args(args)
-    assert config.queue_time == Duration.uniform(1, 2)
-    assert config.run_time == Duration.lognormal(8, 0.3, 30)
-    assert (config.failure_rate, config.rate_429, config.retry_after, config.rate_5xx) == (0.1, 0.2, None, 0.05)
-    assert (config.drop_rate, config.malformed_rate, config.error_code_rate) == (0.01, 0.02, 0.03)
-    assert (config.slow_rate, config.slow_seconds, config.expire_after) == (0.04, 3.0, 60.0)
-    assert (config.output_shape, config.unknown_state, config.result_kind) == ("nested", "warming_up", "huge")
-    assert (config.huge_content_length, config.full_size) == (False, True)
-    assert (config.base_price_usd, config.cost_shape) == (0.04, "billing")
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--failure-rate=2"])
-
-
-async def test_serve_prints_url_and_token_then_serves_until_cancelled(
-    session: aiohttp.ClientSession, capsys: pytest.CaptureFixture[str]
-) -> None:
-    parser = argparse.ArgumentParser()
-    configure_parser(parser)
-    args = parser.parse_args(["--port=0", "--token=cli-token", "--queue-time=0", "--run-time=0"])
-    task = asyncio.create_task(emulator_module.serve(args))
-    line = ""
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        line += capsys.readouterr().out
-        if line.endswith("\n"):
-            break
-    assert "cli-token" in line
-    url = line.split(" at ", 1)[1].split()[0]
-    async with session.get(f"{url}/v1/models/{args.model_id}", headers={"Authorization": "Bearer cli-token"}) as resp:
-        assert resp.status == 200
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    with pytest.raises(aiohttp.ClientConnectionError):
-        await session.get(url)

@@ -19,7 +19,7 @@ from bot.jobs.events import (
     JobRunning,
 )
 from bot.jobs.manager import JobManager
-from bot.polling import FixedPolicy
+from bot.polling import PRIORS, FixedPolicy
 from bot.runcomfy import RunComfyClient
 from storage.models import FailureKind, JobState
 from storage.sqlite import SQLiteJobStore
@@ -291,7 +291,7 @@ async def test_adaptive_policy_learns_from_stored_history(
     emulator: Emulator, client: RunComfyClient, store: SQLiteJobStore
 ) -> None:
     now = datetime.now(UTC)
-    for index in range(5):
+    for index in range(len(PRIORS[MODEL].run)):  # as many as the shipped prior has points: it is then replaced
         job = await store.create(new_job(seed=index), now=now)
         await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=now)
         await store.transition(job.id, JobState.IN_PROGRESS, expect=ANY, now=now + timedelta(seconds=1))

@@ -174,7 +174,7 @@ async def test_run_with_a_rejected_token_is_one_line_and_status_2(
     [
         ({"SHARD_IDS": "1"}, "error: settings: SHARD_IDS needs SHARD_COUNT"),
         ({"HEALTH_PORT": "eighty"}, "error: HEALTH_PORT: "),
-        ({}, "error: HEALTH_PORT is not set"),
+        ({}, "error: HEALTH_PORT is not set: set HEALTH_PORT=8080 in .env (the bot serves /healthz there) and restart"),
     ],
 )
 async def test_bad_settings_are_one_line_and_status_2(tmp_path: Path, env: dict[str, str], expected: str) -> None:
