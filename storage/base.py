@@ -1,17 +1,19 @@
 """The `JobStore` protocol: what the job manager and the cogs need from a database.
 
-SQLite (`storage.sqlite.SQLiteJobStore`) implements it for one process; a
-PostgreSQL store can implement the same methods for several processes sharing
-jobs through the lease columns.
+SQLite (`storage.sqlite.SQLiteJobStore`) implements it for one process;
+PostgreSQL (`storage.postgres.jobs.PostgresJobStore`) for several processes
+sharing jobs, which it adds `JobLeases` for: each live job is held by one
+process at a time, and a process that dies leaves its jobs to the others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from datetime import datetime
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from storage.models import GuildLoad, GuildSettings, Job, JobState, NewJob, Spend, Timing, Usage
+from storage.models import GuildLoad, GuildSettings, Job, JobState, Lease, NewJob, Spend, Timing, Usage
 from storage.polling_memory import PollingMemory
 
 
@@ -41,6 +43,49 @@ class GuildStore(Protocol):
     async def clear_terms(self, guild_id: int) -> GuildSettings: ...
 
 
+class JobLeases(Protocol):
+    """Which process holds which live job, in a database several processes share.
+
+    A live job is one not in a final state or still owing its member an image
+    or a notice (`deliver_at` set). Its holder renews the lease while it runs;
+    a job whose lease ran out (its process died) or was given up is an orphan,
+    which any live process may claim. Claims are compare-and-set on the lease,
+    so two processes never both win a job.
+    """
+
+    async def claim(self, job_ids: Collection[int], owner: str, *, until: datetime, now: datetime) -> list[Job]:
+        """Take those of `job_ids` that are live and whose lease is free or ran out; the jobs as claimed."""
+        ...
+
+    async def adopt(self, previous: str, owner: str, *, until: datetime) -> list[Job]:
+        """Take every live job `previous` holds (a process restarted in place of a dead one); the jobs taken."""
+        ...
+
+    async def renew(self, owner: str, *, until: datetime) -> int:
+        """Extend every lease `owner` holds on a live job to `until`; how many."""
+        ...
+
+    async def release(self, owner: str) -> int:
+        """Give up every lease `owner` holds (a clean stop), so others take the jobs at once; how many."""
+        ...
+
+    async def orphans(self, *, now: datetime, limit: int) -> list[Job]:
+        """Live Discord jobs (those with a channel) whose lease is free or ran out, oldest first."""
+        ...
+
+    async def next_expiry(self, owner: str) -> datetime | None:
+        """When the next lease of another process runs out (a free one counts as already run out), or None."""
+        ...
+
+    async def publish(self, message: str) -> None:
+        """Tell every process listening (`subscribe`) something, such as "a job of yours was cancelled"."""
+        ...
+
+    async def subscribe(self, listener: Callable[[str], None]) -> None:
+        """Hear every `publish`ed message, this process's own included, until the store closes."""
+        ...
+
+
 class JobStore(Protocol):
     @property
     def guilds(self) -> GuildStore:
@@ -52,20 +97,48 @@ class JobStore(Protocol):
         """What the polling policy learned that no job row keeps (the queue's speed)."""
         ...
 
+    @property
+    def leases(self) -> JobLeases | None:
+        """Leases on jobs when several processes share this database (PostgreSQL); None for one process (SQLite)."""
+        ...
+
+    def exclusive(self, key: int) -> AbstractAsyncContextManager[None]:
+        """Held by one task at a time among every process using this database (a server's line, the budget)."""
+        ...
+
+    async def once(self, key: str, *, now: datetime, window: timedelta) -> bool:
+        """True for the first call with `key` within `window` (whichever process makes it), False for the rest."""
+        ...
+
     async def create(
-        self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING, post_nonce: str | None = None
+        self,
+        new: NewJob,
+        *,
+        now: datetime,
+        state: JobState = JobState.SUBMITTING,
+        post_nonce: str | None = None,
+        lease: Lease | None = None,
     ) -> Job:
-        """Insert a job in state `submitting` (or `waiting`); written before any request leaves the bot."""
+        """Insert a job in state `submitting` (or `waiting`), held by `lease` when given; written before any
+        request leaves the bot."""
         ...
 
     async def get(self, job_id: int) -> Job | None: ...
 
     async def transition(
-        self, job_id: int, state: JobState, *, expect: JobState | Collection[JobState], now: datetime, **fields: Any
+        self,
+        job_id: int,
+        state: JobState,
+        *,
+        expect: JobState | Collection[JobState],
+        now: datetime,
+        owner: str | None = None,
+        **fields: Any,
     ) -> Job | None:
-        """Compare-and-set: move the job to `state` only if it is in an `expect`ed state; stamp that state's
-        timestamp and `updated_at` and set `fields` in one write. The job as written, or None when it was not in
-        an expected state (or does not exist): the loser of a race changes nothing.
+        """Compare-and-set: move the job to `state` only if it is in an `expect`ed state (and, with `owner`, only
+        while `owner` holds its lease); stamp that state's timestamp and `updated_at` and set `fields` in one
+        write. The job as written, or None when it was not in an expected state, is held by another process, or
+        does not exist: the loser of a race changes nothing.
 
         `fields` are Job attribute names (e.g. request_id, queue_position, error,
         result_url, deliver_at, delivery, cost_usd); origin fields may be given
@@ -74,10 +147,16 @@ class JobStore(Protocol):
         ...
 
     async def update(
-        self, job_id: int, *, now: datetime, expect: JobState | Collection[JobState] | None = None, **fields: Any
+        self,
+        job_id: int,
+        *,
+        now: datetime,
+        expect: JobState | Collection[JobState] | None = None,
+        owner: str | None = None,
+        **fields: Any,
     ) -> Job | None:
-        """Set `fields` without changing the state (only in the `expect`ed states, when given); None when the job
-        does not exist or was not in an expected state."""
+        """Set `fields` without changing the state (only in the `expect`ed states, and only while `owner` holds
+        the lease, when given); None when the job does not exist or the conditions did not hold."""
         ...
 
     async def by_message_id(self, message_id: int) -> Job | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Mapping
+from datetime import timedelta
 from typing import Any, Protocol
 
 from storage.models import (
@@ -51,6 +52,17 @@ CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
 FINAL_LIST = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
 ACTIVE_LIST = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
 UNFINISHED_WHERE = f"state NOT IN ({FINAL_LIST})"
+# Jobs a process must hold a lease on: not finished, or still owing their member an image or a notice.
+LIVE_WHERE = f"({UNFINISHED_WHERE} OR deliver_at IS NOT NULL)"
+
+# `once()` keys (a reroll's "already started") are kept this long, whatever their window, then cleared.
+ONCE_KEPT = timedelta(days=1)
+
+
+def check_once_window(window: timedelta) -> None:
+    """A `once()` window must be positive and shorter than keys are kept, or a key could be cleared too soon."""
+    if not timedelta(0) < window <= ONCE_KEPT:
+        raise ValueError(f"a once() window must be within (0, {ONCE_KEPT}], got {window}")
 
 
 def check_fields(fields: Mapping[str, Any]) -> None:

@@ -117,6 +117,15 @@ class NewJob:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """Which process works on a job, and until when (PostgreSQL, several processes): a job is created holding
+    its creator's lease, and only the holder may change it."""
+
+    owner: str
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """One row of the jobs table. Timestamps are timezone-aware UTC."""
 

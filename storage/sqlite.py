@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -33,16 +33,18 @@ from storage.columns import (
     COLUMNS,
     CREATE_STATES,
     DATETIME_COLUMNS,
+    ONCE_KEPT,
     ORIGIN_COLUMNS,
     SELECT_LIST,
     UNFINISHED_WHERE,
     check_fields,
+    check_once_window,
     expected_states,
     job_from_values,
 )
 from storage.guilds import SQLiteGuildStore
 from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
-from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, NewJob, Spend, Timing, Usage
+from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, Lease, NewJob, Spend, Timing, Usage
 from storage.polling_memory import SQLitePollingMemory
 from storage.spend import spend as read_spend
 from storage.sqlite_common import StoreUnavailableError, from_text, to_text, unavailable_on_error
@@ -61,6 +63,11 @@ UNFINISHED_SQL = f"SELECT {SELECT_LIST} FROM jobs WHERE {UNFINISHED_WHERE} ORDER
 _GUILD_LOAD_COUNTS = (
     f"SUM(user_id = :user AND state IN ({ACTIVE_LIST})), SUM(user_id = :user AND state = 'waiting'),"
     f" SUM(state IN ({ACTIVE_LIST})), SUM(state = 'waiting')"
+)
+# Insert the key, or take over one older than the window; RETURNING is empty when a live key is in the way.
+_ONCE_SQL = (
+    "INSERT INTO once_keys (key, at) VALUES (:key, :at)"
+    " ON CONFLICT (key) DO UPDATE SET at = excluded.at WHERE once_keys.at <= :cutoff RETURNING key"
 )
 _GUILD_LOAD_SQL = f"SELECT {_GUILD_LOAD_COUNTS} FROM jobs WHERE guild_id = :guild AND {UNFINISHED_WHERE}"  # noqa: S608 - constants only
 
@@ -103,6 +110,26 @@ class SQLiteJobStore:
         self.read_only = read_only
         self.guilds = SQLiteGuildStore(db, path)
         self.polling = SQLitePollingMemory(db, path)
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    @property
+    def leases(self) -> None:
+        """One process owns a SQLite file's jobs (or processes split by shard each resume their own): no leases."""
+        return None
+
+    def exclusive(self, key: int) -> asyncio.Lock:
+        """One task at a time per key; one process uses the file, so a lock in memory is the database's."""
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def once(self, key: str, *, now: datetime, window: timedelta) -> bool:
+        """True for the first call with `key` within `window`: one UPSERT that only rewrites a key older than the
+        window, so of two callers racing only one sees its row come back. Keys a day old are cleared on the way."""
+        check_once_window(window)
+        stamp, cutoff = to_text(now, "now"), to_text(now - window, "now")
+        with unavailable_on_error(self.path):
+            await self._db.execute("DELETE FROM once_keys WHERE at <= ?", (to_text(now - ONCE_KEPT, "now"),))
+            rows = list(await self._db.execute_fetchall(_ONCE_SQL, {"key": key, "at": stamp, "cutoff": cutoff}))
+        return bool(rows)
 
     @classmethod
     async def open(cls, path: Path, *, read_only: bool = False, busy_timeout_ms: int = 5000) -> SQLiteJobStore:
@@ -161,9 +188,16 @@ class SQLiteJobStore:
     # Writes: one statement each, committed when the method returns.
 
     async def create(
-        self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING, post_nonce: str | None = None
+        self,
+        new: NewJob,
+        *,
+        now: datetime,
+        state: JobState = JobState.SUBMITTING,
+        post_nonce: str | None = None,
+        lease: Lease | None = None,
     ) -> Job:
-        """Insert a job in state `submitting` (or `waiting`); written before any request leaves the bot.
+        """Insert a job in state `submitting` (or `waiting`), held by `lease` when given; written before any
+        request leaves the bot.
 
         Raises JobNotFoundError if `new.parent_id` names no job.
         """
@@ -181,6 +215,8 @@ class SQLiteJobStore:
             "post_nonce": post_nonce,
             "created_at": stamp,
             "updated_at": stamp,
+            "lease_owner": lease.owner if lease else None,
+            "lease_until": to_text(lease.until, "lease.until") if lease else None,
         }
         for column in ORIGIN_COLUMNS:
             values[column] = _encode(column, getattr(new.origin, column))
@@ -202,13 +238,21 @@ class SQLiteJobStore:
         return job
 
     async def transition(
-        self, job_id: int, state: JobState, *, expect: JobState | Collection[JobState], now: datetime, **fields: Any
+        self,
+        job_id: int,
+        state: JobState,
+        *,
+        expect: JobState | Collection[JobState],
+        now: datetime,
+        owner: str | None = None,
+        **fields: Any,
     ) -> Job | None:
-        """Compare-and-set: move the job to `state` only if it is in one of the `expect`ed states.
+        """Compare-and-set: move the job to `state` only if it is in one of the `expect`ed states (and, with
+        `owner`, only while `owner` holds its lease).
 
         Returns the job as written, or None when it was not in an expected state
-        (another step got there first) or does not exist: the loser of a race
-        changes nothing. One UPDATE stamps the state's timestamp and
+        (another step got there first), is held by another owner, or does not
+        exist: the loser of a race changes nothing. One UPDATE stamps the state's timestamp and
         `updated_at` and sets `fields`. The state's column records when the job
         *entered* it: moving to the state it is already in keeps the first
         stamp, and `created_at` is never moved. A field given explicitly wins
@@ -221,23 +265,29 @@ class SQLiteJobStore:
         stamped = STATE_TIMESTAMP[state]
         if stamped is not None and stamped != "created_at":
             assignments[stamped] = f"CASE WHEN state = :state AND {stamped} IS NOT NULL THEN {stamped} ELSE :now END"
-        job = await self._update(job_id, assignments, params, fields, expected_states(expect))
+        job = await self._update(job_id, assignments, params, fields, expected_states(expect), owner)
         if job is not None:
             log.info("job %d -> %s", job_id, state.value, extra={"job_id": job_id, "state": state.value})
         return job
 
     async def update(
-        self, job_id: int, *, now: datetime, expect: JobState | Collection[JobState] | None = None, **fields: Any
+        self,
+        job_id: int,
+        *,
+        now: datetime,
+        expect: JobState | Collection[JobState] | None = None,
+        owner: str | None = None,
+        **fields: Any,
     ) -> Job | None:
-        """Set `fields` and `updated_at` without changing the state; with `expect`, only in those states.
+        """Set `fields` and `updated_at` without changing the state; with `expect`, only in those states; with
+        `owner`, only while it holds the lease.
 
-        None when the job does not exist or is not in an expected state.
+        None when the job does not exist or a condition did not hold.
         """
         check_fields(fields)
         params: dict[str, Any] = {"job_id": job_id, "now": to_text(now, "now")}
-        return await self._update(
-            job_id, {"updated_at": ":now"}, params, fields, None if expect is None else expected_states(expect)
-        )
+        states = None if expect is None else expected_states(expect)
+        return await self._update(job_id, {"updated_at": ":now"}, params, fields, states, owner)
 
     async def _update(
         self,
@@ -246,6 +296,7 @@ class SQLiteJobStore:
         params: dict[str, Any],
         fields: dict[str, Any],
         expect: list[str] | None,
+        owner: str | None,
     ) -> Job | None:
         for column, value in fields.items():
             assignments[column] = f":f_{column}"
@@ -256,36 +307,13 @@ class SQLiteJobStore:
             names = [f":expect_{index}" for index in range(len(expect))]
             params.update(zip((name[1:] for name in names), expect, strict=True))
             where += f" AND state IN ({', '.join(names)})"
+        if owner is not None:
+            params["owner"] = owner
+            where += " AND lease_owner = :owner"
         sql = f"UPDATE jobs SET {sets} WHERE {where} RETURNING {SELECT_LIST}"  # noqa: S608 - whitelisted names
         with unavailable_on_error(self.path):
             rows = list(await self._db.execute_fetchall(sql, params))
         return _row_to_job(rows[0]) if rows else None
-
-    async def acquire_lease(self, job_id: int, owner: str, *, until: datetime, now: datetime) -> bool:
-        """Claim (or renew) the job for `owner` until `until`; False if another owner holds an unexpired lease.
-
-        One conditional UPDATE, so two processes racing for the same job cannot
-        both win. Also False for an unknown job. `updated_at` is left alone: a
-        lease is bookkeeping, not a change to the job.
-        """
-        sql = (
-            "UPDATE jobs SET lease_owner = :owner, lease_until = :until WHERE id = :job_id"
-            " AND (lease_until IS NULL OR lease_until < :now OR lease_owner = :owner) RETURNING id"
-        )
-        params = {"job_id": job_id, "owner": owner, "until": to_text(until, "until"), "now": to_text(now, "now")}
-        with unavailable_on_error(self.path):
-            rows = list(await self._db.execute_fetchall(sql, params))
-        return bool(rows)
-
-    async def release_lease(self, job_id: int, owner: str) -> bool:
-        """Give the job up early; False if `owner` did not hold it."""
-        sql = (
-            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL"
-            " WHERE id = :job_id AND lease_owner = :owner RETURNING id"
-        )
-        with unavailable_on_error(self.path):
-            rows = list(await self._db.execute_fetchall(sql, {"job_id": job_id, "owner": owner}))
-        return bool(rows)
 
     # Reads.
 

@@ -42,6 +42,7 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.ReadOnlySQLTransactionError,
 )
 _SCHEMES = ("postgresql", "postgres")
+APPLICATION_NAME = "imagine-bot"  # how an operator tells the bot's connections apart in pg_stat_activity
 _PASSWORD_PARAM = re.compile(r"(?i)((?:^|&)(?:ssl)?password=)[^&]*")
 # Greedy up to the last "@" before any "?": everything before it is the user part.
 _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^?#]*)@")
@@ -117,6 +118,13 @@ def aware(value: datetime, name: str) -> datetime:
     return value
 
 
+async def connect(url: str) -> asyncpg.Connection[asyncpg.Record]:
+    """One connection outside the pool (for advisory locks and LISTEN), named like the pool's."""
+    check_url(url)
+    with unavailable_on_error(url):
+        return await asyncpg.connect(url, server_settings={"application_name": APPLICATION_NAME})
+
+
 async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, **options: Any) -> Pool:
     """A connection pool on `url`, connected (so a wrong URL fails here, as StoreUnavailableError or ValueError).
 
@@ -125,7 +133,7 @@ async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, **opti
     statement or an explicit transaction, so any pooled connection will do.
     """
     check_url(url)
-    settings = {"application_name": "imagine-bot", **options.pop("server_settings", {})}
+    settings = {"application_name": APPLICATION_NAME, **options.pop("server_settings", {})}
     try:
         with unavailable_on_error(url):
             return await asyncpg.create_pool(

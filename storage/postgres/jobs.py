@@ -20,9 +20,11 @@ each query is written once, here.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -33,18 +35,22 @@ from storage.columns import (
     BOOL_COLUMNS,
     CREATE_STATES,
     DATETIME_COLUMNS,
+    ONCE_KEPT,
     ORIGIN_COLUMNS,
     SELECT_LIST,
     UNFINISHED_WHERE,
     check_fields,
+    check_once_window,
     expected_states,
     job_from_values,
 )
 from storage.migrate import SchemaTooNewError
-from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, NewJob, Spend, Timing, Usage
+from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, Lease, NewJob, Spend, Timing, Usage
 from storage.postgres import reports
-from storage.postgres.connect import aware, create_pool, redact_url, unavailable_on_error
+from storage.postgres.connect import aware, connect, create_pool, redact_url, unavailable_on_error
+from storage.postgres.control import Control
 from storage.postgres.guilds import PostgresGuildStore
+from storage.postgres.leases import PostgresJobLeases
 from storage.postgres.migrate import bundled_migrations, migrate, schema_version
 from storage.postgres.polling_memory import PostgresPollingMemory
 from storage.sqlite_common import StoreUnavailableError
@@ -57,11 +63,11 @@ log = logging.getLogger(__name__)
 
 _SELECT = f"SELECT {SELECT_LIST} FROM jobs"  # noqa: S608 - constant column names
 UNFINISHED_SQL = f"{_SELECT} WHERE {UNFINISHED_WHERE} ORDER BY created_at, id"
-_LEASE_SQL = (
-    "UPDATE jobs SET lease_owner = $2, lease_until = $3 WHERE id = $1"
-    " AND (lease_until IS NULL OR lease_until < $4 OR lease_owner = $2) RETURNING id"
+# Insert the key, or take over one older than the window; no row comes back when a live key is in the way.
+_ONCE_SQL = (
+    "INSERT INTO once_keys AS o (key, at) VALUES ($1, $2)"
+    " ON CONFLICT (key) DO UPDATE SET at = EXCLUDED.at WHERE o.at <= $3 RETURNING key"
 )
-_RELEASE_SQL = "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE id = $1 AND lease_owner = $2 RETURNING id"
 _TIMINGS_SQL = (
     "SELECT queued_at, started_at, completed_at FROM jobs"
     " WHERE model = $1 AND completed_at IS NOT NULL AND queued_at IS NOT NULL AND started_at IS NOT NULL"
@@ -114,6 +120,21 @@ class PostgresJobStore:
         self.schema_version = schema_version
         self.guilds = PostgresGuildStore(pool, url)
         self.polling = PostgresPollingMemory(pool, url)
+        self._control = Control(url, functools.partial(connect, url))
+        self.leases = PostgresJobLeases(pool, url, self._control)
+
+    def exclusive(self, key: int) -> AbstractAsyncContextManager[None]:
+        """A PostgreSQL advisory lock on `key`, so one task of all processes holds it (storage/postgres/control.py)."""
+        return self._control.exclusive(key)
+
+    async def once(self, key: str, *, now: datetime, window: timedelta) -> bool:
+        """True for the first call with `key` within `window`, from any process: one UPSERT that rewrites only a
+        key older than the window, so of two processes racing only one sees its row come back."""
+        check_once_window(window)
+        now = aware(now, "now")
+        with unavailable_on_error(self._url):
+            await self._pool.execute("DELETE FROM once_keys WHERE at <= $1", now - ONCE_KEPT)
+            return await self._pool.fetchrow(_ONCE_SQL, key, now, now - window) is not None
 
     @property
     def pool(self) -> Pool:
@@ -146,6 +167,7 @@ class PostgresJobStore:
 
     async def close(self) -> None:
         """Close the pool, waiting for borrowed connections to come back; closing twice is harmless."""
+        await self._control.close()
         await self._pool.close()
 
     async def __aenter__(self) -> Self:
@@ -170,9 +192,16 @@ class PostgresJobStore:
     # Writes: one statement each, committed when the method returns.
 
     async def create(
-        self, new: NewJob, *, now: datetime, state: JobState = JobState.SUBMITTING, post_nonce: str | None = None
+        self,
+        new: NewJob,
+        *,
+        now: datetime,
+        state: JobState = JobState.SUBMITTING,
+        post_nonce: str | None = None,
+        lease: Lease | None = None,
     ) -> Job:
-        """Insert a job in state `submitting` (or `waiting`, for a slot); JobNotFoundError if the parent is unknown."""
+        """Insert a job in state `submitting` (or `waiting`, for a slot), held by `lease` when given;
+        JobNotFoundError if the parent is unknown."""
         if state not in CREATE_STATES:
             raise ValueError(f"a job starts in submitting or waiting, not {state}")
         stamp = aware(now, "now")
@@ -187,6 +216,8 @@ class PostgresJobStore:
             "post_nonce": post_nonce,
             "created_at": stamp,
             "updated_at": stamp,
+            "lease_owner": lease.owner if lease else None,
+            "lease_until": aware(lease.until, "lease.until") if lease else None,
         }
         for column in ORIGIN_COLUMNS:
             values[column] = _encode(column, getattr(new.origin, column))
@@ -206,14 +237,22 @@ class PostgresJobStore:
         return job
 
     async def transition(
-        self, job_id: int, state: JobState, *, expect: JobState | Collection[JobState], now: datetime, **fields: Any
+        self,
+        job_id: int,
+        state: JobState,
+        *,
+        expect: JobState | Collection[JobState],
+        now: datetime,
+        owner: str | None = None,
+        **fields: Any,
     ) -> Job | None:
-        """Compare-and-set: move the job to `state` only if it is in one of the `expect`ed states.
+        """Compare-and-set: move the job to `state` only if it is in one of the `expect`ed states (and, with
+        `owner`, only while `owner` holds its lease).
 
-        The job as written, or None when it was not in an expected state or does
+        The job as written, or None when a condition did not hold or the job does
         not exist. Under READ COMMITTED the second of two racing UPDATEs waits
-        for the first's row lock, re-checks `state` on the committed row and
-        matches nothing: the loser changes nothing. The state's column records
+        for the first's row lock, re-checks `state` and `lease_owner` on the
+        committed row and matches nothing: the loser changes nothing. The state's column records
         when the job *entered* it (a repeated state keeps the first stamp,
         `created_at` never moves); an explicit field wins over the stamp; fields
         set to None are cleared.
@@ -228,25 +267,38 @@ class PostgresJobStore:
             assignments[stamped] = (
                 f"CASE WHEN state = {entered} AND {stamped} IS NOT NULL THEN {stamped} ELSE {stamp} END"
             )
-        job = await self._update(job_id, assignments, args, fields, expected_states(expect))
+        job = await self._update(job_id, assignments, args, fields, expected_states(expect), owner)
         if job is not None:
             log.info("job %d -> %s", job_id, state.value, extra={"job_id": job_id, "state": state.value})
         return job
 
     async def update(
-        self, job_id: int, *, now: datetime, expect: JobState | Collection[JobState] | None = None, **fields: Any
+        self,
+        job_id: int,
+        *,
+        now: datetime,
+        expect: JobState | Collection[JobState] | None = None,
+        owner: str | None = None,
+        **fields: Any,
     ) -> Job | None:
-        """Set `fields` and `updated_at` without changing the state; with `expect`, only in those states.
+        """Set `fields` and `updated_at` without changing the state; with `expect`, only in those states; with
+        `owner`, only while it holds the lease.
 
-        None when the job does not exist or is not in an expected state.
+        None when the job does not exist or a condition did not hold.
         """
         check_fields(fields)
         args = _Args()
         states = None if expect is None else expected_states(expect)
-        return await self._update(job_id, {"updated_at": args(aware(now, "now"))}, args, fields, states)
+        return await self._update(job_id, {"updated_at": args(aware(now, "now"))}, args, fields, states, owner)
 
     async def _update(
-        self, job_id: int, assignments: dict[str, str], args: _Args, fields: dict[str, Any], expect: list[str] | None
+        self,
+        job_id: int,
+        assignments: dict[str, str],
+        args: _Args,
+        fields: dict[str, Any],
+        expect: list[str] | None,
+        owner: str | None,
     ) -> Job | None:
         for column, value in fields.items():
             assignments[column] = args(_encode(column, value))
@@ -254,24 +306,11 @@ class PostgresJobStore:
         where = f"id = {args(job_id)}"
         if expect is not None:
             where += f" AND state = ANY({args(expect)}::text[])"
+        if owner is not None:
+            where += f" AND lease_owner = {args(owner)}"
         sql = f"UPDATE jobs SET {sets} WHERE {where} RETURNING {SELECT_LIST}"  # noqa: S608 - checked names
         row = await self._fetchrow(sql, *args.values)
         return None if row is None else _job(row)
-
-    async def acquire_lease(self, job_id: int, owner: str, *, until: datetime, now: datetime) -> bool:
-        """Claim (or renew) the job for `owner` until `until`; False if another owner holds an unexpired lease.
-
-        One conditional UPDATE: under READ COMMITTED the second of two racing
-        processes waits for the first's row lock, re-checks the condition on the
-        committed row and loses. Also False for an unknown job; `updated_at` is
-        left alone.
-        """
-        row = await self._fetchrow(_LEASE_SQL, job_id, owner, aware(until, "until"), aware(now, "now"))
-        return row is not None
-
-    async def release_lease(self, job_id: int, owner: str) -> bool:
-        """Give the job up early; False if `owner` did not hold it."""
-        return await self._fetchrow(_RELEASE_SQL, job_id, owner) is not None
 
     # Reads.
 

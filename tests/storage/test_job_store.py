@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from storage.base import JobNotFoundError
-from storage.models import FailureKind, Job, JobOrigin, JobState, NewJob, Timing
+from storage.models import FailureKind, Job, JobOrigin, JobState, Lease, NewJob, Timing
 from storage.open import AnyJobStore
 
 ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
@@ -350,22 +350,63 @@ async def test_children_are_the_rerolls_oldest_first(store: AnyJobStore) -> None
     assert await store.children(second.id) == []
 
 
-async def test_leases_between_two_owners(store: AnyJobStore) -> None:
-    job = await store.create(new_job(), now=at(0))
-    assert await store.acquire_lease(job.id, "a", until=at(30), now=at(0))
-    assert not await store.acquire_lease(job.id, "b", until=at(40), now=at(10))
-    assert await store.acquire_lease(job.id, "a", until=at(60), now=at(20)), "the holder renews"
-    assert not await store.acquire_lease(job.id, "b", until=at(90), now=at(59))
-    assert await store.acquire_lease(job.id, "b", until=at(90), now=at(61)), "an expired lease is free"
-    assert not await store.acquire_lease(job.id, "a", until=at(120), now=at(62))
-    held = await store.get(job.id)
-    assert held is not None
-    assert (held.lease_owner, held.lease_until, held.updated_at) == ("b", at(90), at(0))
+async def test_a_write_naming_an_owner_needs_its_lease(store: AnyJobStore) -> None:
+    """Every write of the job manager names its process when processes share the database: one that lost the
+    job to another process changes nothing."""
+    job = await store.create(new_job(), now=at(0), state=JobState.WAITING, lease=Lease("a", at(30)))
+    assert (job.lease_owner, job.lease_until) == ("a", at(30))
+    assert await store.transition(job.id, JobState.SUBMITTING, expect=JobState.WAITING, now=at(1), owner="b") is None
+    assert await store.update(job.id, now=at(1), expect=None, owner="b", queue_position=3) is None
+    unchanged = await store.get(job.id)
+    assert unchanged is not None
+    assert (unchanged.state, unchanged.queue_position, unchanged.updated_at) == (JobState.WAITING, None, at(0))
 
-    assert not await store.release_lease(job.id, "a")
-    assert await store.release_lease(job.id, "b")
-    assert await store.acquire_lease(job.id, "a", until=at(120), now=at(63)), "a released lease is free"
-    assert not await store.acquire_lease(404, "a", until=at(120), now=at(63))
+    moved = await store.transition(job.id, JobState.SUBMITTING, expect=JobState.WAITING, now=at(2), owner="a")
+    assert moved is not None
+    assert moved.state is JobState.SUBMITTING
+    noted = await store.update(job.id, now=at(3), expect=JobState.SUBMITTING, owner="a", queue_position=2)
+    assert noted is not None
+    assert noted.queue_position == 2
+    # Without an owner (one process, or a fact such as "the reply was deleted") the lease is not looked at.
+    assert await store.update(job.id, now=at(4), expect=None, deleted_at=at(4)) is not None
+
+
+async def test_once_lets_one_caller_through_per_window(store: AnyJobStore) -> None:
+    window = timedelta(seconds=10)
+    assert await store.once("reroll:1:2", now=at(0), window=window)
+    assert not await store.once("reroll:1:2", now=at(5), window=window), "within the window"
+    assert await store.once("reroll:1:3", now=at(5), window=window), "another key"
+    assert await store.once("reroll:1:2", now=at(10), window=window), "the window is over"
+    assert not await store.once("reroll:1:2", now=at(19), window=window)
+    assert await store.once("reroll:1:2", now=at(10 + 86_400), window=window), "day-old keys are cleared"
+
+
+async def test_once_between_racing_callers_lets_exactly_one_through(store: AnyJobStore) -> None:
+    answers = await asyncio.gather(*(store.once("k", now=at(0), window=timedelta(seconds=10)) for _ in range(8)))
+    assert answers.count(True) == 1
+
+
+async def test_once_refuses_a_window_longer_than_keys_are_kept(store: AnyJobStore) -> None:
+    with pytest.raises(ValueError, match="window"):
+        await store.once("k", now=at(0), window=timedelta(days=2))
+
+
+async def test_exclusive_lets_one_task_in_at_a_time(store: AnyJobStore) -> None:
+    inside: list[int] = []
+    most = 0
+
+    async def hold(n: int) -> None:
+        nonlocal most
+        async with store.exclusive(42):
+            inside.append(n)
+            most = max(most, len(inside))
+            await asyncio.sleep(0.005)
+            inside.remove(n)
+
+    await asyncio.gather(*(hold(n) for n in range(6)))
+    assert most == 1
+    async with store.exclusive(42), store.exclusive(43):  # another key is another lock
+        pass
 
 
 async def test_concurrent_writers_on_one_connection_do_not_collide(store: AnyJobStore) -> None:

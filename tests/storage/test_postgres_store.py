@@ -99,28 +99,6 @@ async def test_processes_pruning_at_once_delete_and_fold_each_job_once(postgres_
             await store.close()
 
 
-async def test_racing_pools_claim_each_lease_exactly_once(postgres_url: str) -> None:
-    stores = [await PostgresJobStore.open(postgres_url, max_size=3) for _ in range(6)]
-    try:
-        jobs = [await stores[0].create(new_job(str(n)), now=at(0)) for n in range(10)]
-        claims = await asyncio.gather(
-            *(
-                store.acquire_lease(job.id, f"process-{index}", until=at(60), now=at(1))
-                for job in jobs
-                for index, store in enumerate(stores)
-            )
-        )
-        for number, job in enumerate(jobs):
-            won = claims[number * len(stores) : (number + 1) * len(stores)]
-            assert won.count(True) == 1, f"job {job.id} was claimed {won.count(True)} times"
-            held = await stores[1].get(job.id)
-            assert held is not None
-            assert held.lease_owner == f"process-{won.index(True)}"
-    finally:
-        for store in stores:
-            await store.close()
-
-
 CRASHING_WRITER = """
 import asyncio, os, signal, sys
 from datetime import UTC, datetime

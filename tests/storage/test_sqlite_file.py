@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -148,7 +149,7 @@ async def test_read_only_store_reads_but_refuses_writes(db_path: Path) -> None:
         with pytest.raises(StoreUnavailableError):
             await readonly.transition(job.id, JobState.FAILED, expect=JobState.SUBMITTING, now=at(1))
         with pytest.raises(StoreUnavailableError):
-            await readonly.acquire_lease(job.id, "a", until=at(9), now=at(1))
+            await readonly.once("reroll:1:2", now=at(1), window=timedelta(seconds=10))
     assert file_bytes(db_path) == before
 
 
