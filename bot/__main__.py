@@ -23,6 +23,7 @@ from bot import app, cli, doctor, emulator_cli, health
 from bot.logs import Redactor, level_number, setup_logging
 from bot.settings import MissingSettingError, Settings
 from storage.migrate import SchemaTooNewError
+from storage.postgres.registry import ShardsTakenError
 from storage.sqlite import StoreUnavailableError
 
 EXIT_FAILURE = 1
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.UsageError,
         health.EndpointUnavailableError,
         emulator_cli.EmulatorStartError,
+        ShardsTakenError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)  # noqa: T201
     except discord.LoginFailure:

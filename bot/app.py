@@ -8,9 +8,12 @@ a subscriber. Commands are not synced blindly on every start (Discord allows
 development; globally with `python -m bot sync --global`, once per release.
 
 With `SHARD_COUNT` set the bot is an `AutoShardedBot` running the shards in
-`SHARD_IDS` (all of them by default), and resumes only the jobs of guilds on
-those shards, so several processes can split one bot. SIGTERM and SIGINT stop
-it gracefully (see bot/shutdown.py).
+`SHARD_IDS` (all of them by default), so several processes can split one bot.
+On one SQLite file each resumes only the jobs of guilds on its shards; with
+`DATABASE_URL` (PostgreSQL) they register their shards (bot/processes.py),
+share one RunComfy request budget, and hold jobs by lease, so a process that
+dies has its jobs taken over by the others. SIGTERM and SIGINT stop it
+gracefully (see bot/shutdown.py).
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ from bot.health import HealthServer
 from bot.images import ImageWorkers
 from bot.jobs import JobManager
 from bot.metrics import BotMetrics, MeteredRunComfyClient
+from bot.processes import Membership
 from bot.settings import Settings
 from cogs.access import guild_allowed, refuse
 from cogs.buttons import ImagineButton
 from cogs.failures import answer_failure
 from cogs.wiring import add_cogs, app_commands_to_sync, translator
 from storage.models import Job
-from storage.sqlite import SQLiteJobStore
+from storage.open import AnyJobStore, open_store
+from storage.postgres.budget import SharedRequestBudget
+from storage.postgres.jobs import PostgresJobStore
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +130,9 @@ class ImagineBot(commands.Bot):
         )
         self.session: aiohttp.ClientSession | None = None
         self.image_workers: ImageWorkers | None = None
-        self.store: SQLiteJobStore | None = None
+        self.store: AnyJobStore | None = None
+        self.membership: Membership | None = None  # with DATABASE_URL: this process in the registry
+        self.lost_shards = False
         self.jobs: JobManager | None = None
         self.health: HealthServer | None = None
         self.stopping = False
@@ -137,13 +145,22 @@ class ImagineBot(commands.Bot):
         self.session = open_session(settings)  # every result host checked and pinned (bot/download.py)
         self.image_workers = ImageWorkers.from_settings(settings)
         # Under Discord's 3 s to acknowledge: a command meeting a locked database gets an answer, not a timeout.
-        self.store = await SQLiteJobStore.open(settings.database_path, busy_timeout_ms=2000)
-        limiter = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
+        url = settings.database_url.get_secret_value() if settings.database_url else None
+        self.store = store = await open_store(
+            database_url=url, database_path=settings.database_path, busy_timeout_ms=2000
+        )
+        limiter: AsyncLimiter | SharedRequestBudget = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
+        owner: str | None = None
+        if isinstance(store, PostgresJobStore):
+            # Registered before the gateway connects: overlapping shards stop here, with one sentence.
+            self.membership = await Membership.join(store, settings, clock=self.clock, on_lost=self._lost_shards)
+            owner = self.membership.process_id
+            limiter = await SharedRequestBudget.open(store.pool, rate=settings.runcomfy_requests_per_second)
         token = settings.require("RUNCOMFY_API_TOKEN")
         client = MeteredRunComfyClient.metered(
             self.session, settings, token=token, limiter=limiter, metrics=self.metrics, image_workers=self.image_workers
         )
-        self.jobs = JobManager.from_settings(client, self.store, settings, clock=self.clock)
+        self.jobs = JobManager.from_settings(client, store, settings, clock=self.clock, owner=owner)
         self.add_dynamic_items(ImagineButton)
         destination = await add_cogs(
             self, self.jobs, self.store, model=settings.runcomfy_model, clock=self.clock, images=self.image_workers
@@ -159,7 +176,10 @@ class ImagineBot(commands.Bot):
         if settings.health_port is not None:
             self.health = HealthServer(self, settings.health_host, settings.health_port)
             await self.health.start()
-        await self.jobs.start(destination, resume=self.owns)
+        if self.membership is None:
+            await self.jobs.start(destination, resume=self.owns)
+        else:  # any process takes over any Discord job whose holder died, whatever its shard
+            await self.jobs.start(destination, predecessor=self.membership.predecessor)
 
     # -- which jobs are this process's -------------------------------------
 
@@ -173,6 +193,11 @@ class ImagineBot(commands.Bot):
     def owns(self, job: Job) -> bool:
         """Discord jobs of this process's shards are its to resume; CLI jobs (no channel) are not."""
         return job.origin.channel_id is not None and self.owns_guild(job.origin.guild_id)
+
+    def _lost_shards(self) -> None:
+        """Another process took this one's shards (it was silent for a lease): stop, exit status 1."""
+        self.lost_shards = True
+        self.request_shutdown("shards taken over by another process")
 
     # -- health --------------------------------------------------------------
 
@@ -253,6 +278,8 @@ class ImagineBot(commands.Bot):
         if self.jobs is not None:
             # Steps still running at the deadline are cancelled; their jobs resume on the next start.
             await self.jobs.stop(grace=max(0.5, deadline - loop.time() - 1.0))
+        if self.membership is not None:
+            await self.membership.leave()
         await super().close()
         if self.image_workers is not None:
             self.image_workers.close()
@@ -282,12 +309,13 @@ def build_bot(settings: Settings, **options: Any) -> ImagineBot:
 
 
 def run_bot(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT; exit status 0 on a clean shutdown."""
+    """Run until SIGTERM/SIGINT; exit status 0 on a clean shutdown, 1 when another process took the shards."""
     token = settings.require("DISCORD_TOKEN")
     settings.require("RUNCOMFY_API_TOKEN")
     point_discord_at(settings)
 
-    async def main() -> None:
+    async def main() -> bool:
+        """Whether the bot stopped because it lost its shards."""
         bot = build_bot(settings)
         loop = asyncio.get_running_loop()
         watchdog: list[asyncio.TimerHandle] = []
@@ -306,9 +334,9 @@ def run_bot(settings: Settings) -> int:
             await bot.closed()
             for timer in watchdog:
                 timer.cancel()
+        return bot.lost_shards
 
-    asyncio.run(main())
-    return 0
+    return 1 if asyncio.run(main()) else 0
 
 
 async def sync_commands(settings: Settings, *, global_: bool) -> int:

@@ -22,7 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from bot.jobs import JobManager
 from bot.metrics import BotMetrics
 from bot.settings import Settings
-from storage.sqlite import SQLiteJobStore, StoreUnavailableError
+from storage.open import AnyJobStore
+from storage.sqlite import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class EndpointUnavailableError(Exception):
 class Monitored(Protocol):
     """What the endpoint reads from the bot (ImagineBot provides it)."""
 
-    store: SQLiteJobStore | None
+    store: AnyJobStore | None
     jobs: JobManager | None
     metrics: BotMetrics
     stopping: bool

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -41,6 +40,7 @@ from bot.jobs.events import (
 )
 from bot.runcomfy import (
     CancelResult,
+    Limiter,
     ModelInfo,
     RequestResult,
     RequestStatus,
@@ -282,7 +282,7 @@ class MeteredRunComfyClient(RunComfyClient):
         settings: Settings,
         *,
         token: SecretStr | None,
-        limiter: AsyncLimiter | None,
+        limiter: Limiter | None,
         metrics: BotMetrics,
         image_workers: ImageWorkers | None = None,
     ) -> MeteredRunComfyClient:

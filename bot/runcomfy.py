@@ -20,7 +20,7 @@ import json
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -115,6 +115,13 @@ class _PreferRetryAfter(wait_base):
         return random.uniform(0.0, ceiling)  # noqa: S311 (jitter, not crypto)
 
 
+class Limiter(Protocol):
+    """The request budget every RunComfy call waits on: an `aiolimiter.AsyncLimiter` in one process, or
+    `storage.postgres.budget.SharedRequestBudget` when several processes share one budget."""
+
+    async def acquire(self, amount: float = 1) -> None: ...
+
+
 class RunComfyClient:
     """One model on one RunComfy endpoint; cheap to build, shares the app's session and limiter."""
 
@@ -125,7 +132,7 @@ class RunComfyClient:
         base_url: str,
         model: str,
         token: SecretStr | None,
-        limiter: AsyncLimiter | None = None,
+        limiter: Limiter | None = None,
         timeout: float = 30.0,
         max_retries: int = 4,
         allowed_hosts: Sequence[str] = ("*.runcomfy.net",),
@@ -159,7 +166,7 @@ class RunComfyClient:
         settings: Settings,
         *,
         token: SecretStr | None,
-        limiter: AsyncLimiter | None = None,
+        limiter: Limiter | None = None,
         image_workers: ImageWorkers | None = None,
     ) -> RunComfyClient:
         """Build from Settings; the token is explicit because `--emulator` swaps in the emulator's.

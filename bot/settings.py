@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from storage.postgres.connect import check_url, passwords
+
 DEFAULT_MODEL = "imagineart/imagineart-1.5-preview/text-to-image"
 MIB = 1024 * 1024
 
@@ -137,6 +139,16 @@ class Settings(BaseSettings):
     job_retention_days: int = Field(
         default=90, ge=0, description="finished jobs older than this are deleted, their usage totals kept; 0: keep all"
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host/db to share jobs between processes; unset: the SQLite file",
+    )
+    lease_seconds: float = Field(
+        default=30.0,
+        ge=3,
+        le=600,
+        description="with DATABASE_URL: a process silent this long loses its jobs and shards to the others",
+    )
 
     # Discord
     discord_guild_ids: Annotated[list[int], NoDecode] = Field(
@@ -187,6 +199,13 @@ class Settings(BaseSettings):
     def _lower_format(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_url(value.get_secret_value())  # the error names the URL without its password
+        return value
+
     @model_validator(mode="after")
     def _check_shards(self) -> Self:
         if self.shard_ids is None:
@@ -211,9 +230,13 @@ class Settings(BaseSettings):
         return value
 
     def secrets(self) -> list[str]:
-        """The secret values that are set: what log and output redaction must never let through."""
+        """The secret values that are set: what log and output redaction must never let through (the database
+        URL's password too, in every spelling)."""
         values = (self.discord_token, self.runcomfy_api_token)
-        return [value.get_secret_value() for value in values if value is not None and value.get_secret_value()]
+        found = [value.get_secret_value() for value in values if value is not None and value.get_secret_value()]
+        if self.database_url is not None:
+            found.extend(passwords(self.database_url.get_secret_value()))
+        return found
 
     @property
     def sharded(self) -> bool:

@@ -27,6 +27,9 @@ CANCEL_ANSWERS = {
     CancelOutcome.TOO_LATE: "Too late to cancel: RunComfy is already generating it, so it will finish (and is billed).",
     CancelOutcome.ALREADY_FINISHED: "That job has already finished.",
     CancelOutcome.UNKNOWN_JOB: "I don't know that job any more.",
+    CancelOutcome.UNREACHABLE: (
+        "I couldn't reach the part of the bot making this image just now. Try again in a minute."
+    ),
 }
 UNKNOWN_BUTTON = "That button belongs to an image I don't know (any more)."
 

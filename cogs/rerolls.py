@@ -12,15 +12,16 @@ only once that message exists does the job take its place in the line.
 
 One reroll per member and image within a few seconds: a double click, or a
 click plus a 🔄 reaction, arrives as separate Discord events a moment apart;
-without the gate each would start (and bill) a job.
+without the gate each would start (and bill) a job. The gate is a key in the
+database (`JobStore.once`), so it holds even when two processes see the
+events (during a restart, or with shards moving between processes).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Callable, Hashable
+from datetime import timedelta
 from typing import Any
 
 import discord
@@ -41,35 +42,12 @@ WINDOW_SECONDS = 10.0
 UNKNOWN_BUTTON = "That button belongs to an image I don't know (any more)."
 
 
-class Gate:
-    """At most `per` admissions of one key within `window` seconds (a sliding window)."""
-
-    def __init__(self, window: float = WINDOW_SECONDS, *, per: int = 1, clock: Callable[[], float] = time.monotonic):
-        self.window = window
-        self.per = per
-        self.clock = clock
-        self._seen: dict[Hashable, list[float]] = {}
-
-    def admit(self, *key: Hashable) -> bool:
-        """True if `key` was admitted fewer than `per` times within the window (and counts this one)."""
-        now = self.clock()
-        self._seen = {
-            seen: kept for seen, times in self._seen.items() if (kept := [t for t in times if now - t < self.window])
-        }
-        times = self._seen.setdefault(key, [])
-        if len(times) >= self.per:
-            return False
-        times.append(now)
-        return True
-
-
 class RerollCog(commands.Cog, name="Rerolls"):
     def __init__(self, bot: commands.Bot, jobs: JobManager, store: JobStore, courier: ReplyCourier) -> None:
         self.bot = bot
         self.jobs = jobs
         self.store = store
         self.courier = courier
-        self.gate = Gate()  # one reroll per member and image within a few seconds
 
     async def on_button(self, interaction: discord.Interaction[Any], action: str, job_id: int | None) -> None:
         job = await self.store.get(job_id) if job_id is not None else None
@@ -80,7 +58,7 @@ class RerollCog(commands.Cog, name="Rerolls"):
         if interaction.user.bot:
             await interaction.response.send_message("Bots can't reroll.", ephemeral=True)
             return
-        if not self.gate.admit(interaction.user.id, job.id):
+        if not await self.first_reroll(interaction.user.id, job):
             await interaction.response.send_message("Already rerolling that one for you.", ephemeral=True)
             return
         try:
@@ -102,13 +80,18 @@ class RerollCog(commands.Cog, name="Rerolls"):
             return
         if payload.guild_id is None or not (await self.store.guilds.get(payload.guild_id)).reaction_reroll:
             return
-        if not self.gate.admit(member.id, job.id):
+        if not await self.first_reroll(member.id, job):
             return
         refusal = await self.reroll(job, member.id, admin=member.guild_permissions.manage_guild)
         if refusal:
             log.info("reaction reroll of job %d refused: %s", job.id, refusal)
             with contextlib.suppress(discord.HTTPException):  # a reaction has no ephemeral reply; a DM is next
                 await member.send(f"Your 🔄 reroll was not started: {refusal}", allowed_mentions=render.NO_MENTIONS)
+
+    async def first_reroll(self, user_id: int, job: Job) -> bool:
+        """Whether this is the member's first reroll of the image within the window (button and 🔄 alike)."""
+        key = f"reroll:{user_id}:{job.origin.message_id or job.id}"
+        return await self.store.once(key, now=self.jobs.clock.now(), window=timedelta(seconds=WINDOW_SECONDS))
 
     async def reroll(self, source: Job, user_id: int, *, admin: bool) -> str | None:
         """Start a new job like `source` with a new seed, replying to it; a refusal sentence, or None."""

@@ -29,7 +29,7 @@ from bot.model_spec import PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError
 from cogs import render, reports
 from cogs.access import refuse
 from cogs.failures import answer_failure
-from cogs.rerolls import Gate
+from cogs.gates import Gate
 from cogs.starter import JobStarter
 from storage.base import JobStore
 from storage.models import Job, JobState

@@ -1,4 +1,4 @@
-"""Shared fixtures: a started fake Discord with the default test guild."""
+"""Shared fixtures: a started fake Discord with the default test guild, and a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeMember, Perm
+from tests.postgres_fixtures import empty_postgres_url, postgres_server, postgres_url
+
+__all__ = ["empty_postgres_url", "postgres_server", "postgres_url"]  # fixtures for every test folder
 
 
 @pytest.fixture

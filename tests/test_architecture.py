@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-JOB_WRITES = frozenset({"transition", "create", "acquire_lease", "release_lease", "prune"})
+JOB_WRITES = frozenset({"transition", "create", "claim", "adopt", "renew", "release", "prune"})
 
 
 def modules(folder: str) -> list[Path]:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, wait_random_exponential
 
@@ -175,8 +175,8 @@ class Delivery:
 
     async def step(self, job_id: int) -> None:
         job = await self.ledger.store.get(job_id)
-        if job is None or not job.owes_delivery or job.deliver_at is None:
-            self.forget(job_id)
+        if job is None or not job.owes_delivery or job.deliver_at is None or not self.ledger.mine(job):
+            self.forget(job_id)  # delivered, or another process holds it now
             return
         now = self.clock.now()
         if job.deliver_at > now:
@@ -270,7 +270,7 @@ class Delivery:
             self._on_channel_gone(job.origin.channel_id, outcome.reason)
 
     async def _delivered(self, job: Job, outcome: Delivered) -> None:
-        fields: dict[str, object] = {"delivery": outcome.how, "deliver_at": None, "delivery_error": None}
+        fields: dict[str, Any] = {"delivery": outcome.how, "deliver_at": None, "delivery_error": None}
         fields["interaction_token"] = None  # a secret nobody needs any more
         if outcome.message_id is not None:
             fields["message_id"] = outcome.message_id
@@ -287,7 +287,7 @@ class Delivery:
         self.forget(job.id)
 
     async def _give_up(self, job: Job, reason: str) -> None:
-        fields: dict[str, object] = {"deliver_at": None, "delivery_error": reason, "interaction_token": None}
+        fields: dict[str, Any] = {"deliver_at": None, "delivery_error": reason, "interaction_token": None}
         if job.state is JobState.DELIVERING:
             log.warning("job %d undeliverable: %s", job.id, reason, extra={"job_id": job.id})
             await self.ledger.move(

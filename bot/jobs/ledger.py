@@ -5,20 +5,26 @@ moves jobs through this object, so three rules hold everywhere: a write names
 the state it expects and reports whether it happened (the loser of a race, or
 a step acting on a stale row, changes nothing); a write that happened is told
 to every listener exactly once; and nothing outside `bot/jobs/` writes a job.
+
+When processes share the database (PostgreSQL), the ledger has an `owner`
+(this process): a job is created holding its lease, and every write about a
+live job names the owner, so a process that lost a job to another (its lease
+ran out) changes nothing. Facts any process may record (a reply was deleted,
+a finished job's message was removed) are written with `owned=False`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.clock import Clock
 from bot.jobs.events import JobCancelled, JobEvent, JobFailed, Listener
 from bot.runcomfy import ModerationError, RunComfyError
 from storage.base import JobStore
-from storage.models import FailureKind, Job, JobState, NewJob
+from storage.models import FailureKind, Job, JobState, Lease, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +32,23 @@ Expect = JobState | Collection[JobState]
 
 
 class Ledger:
-    def __init__(self, store: JobStore, clock: Clock) -> None:
+    def __init__(
+        self, store: JobStore, clock: Clock, *, owner: str | None = None, lease: timedelta = timedelta(seconds=30)
+    ) -> None:
+        """`owner`: this process's name when processes share the store (leases on); None for one process."""
         self.store = store
         self.clock = clock
+        self.owner = owner
+        self.lease_time = lease
         self._listeners: list[Listener] = []
+
+    def mine(self, job: Job) -> bool:
+        """Whether this process may change `job` (always, without leases)."""
+        return self.owner is None or job.lease_owner == self.owner
+
+    def lease(self) -> Lease | None:
+        """A fresh lease for this process (None without leases)."""
+        return None if self.owner is None else Lease(self.owner, self.clock.now() + self.lease_time)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Hear every event; returns the function that stops that."""
@@ -50,7 +69,7 @@ class Ledger:
                 log.exception("job %d: a listener failed on %s", event.job.id, type(event).__name__)
 
     async def create(self, new: NewJob, *, state: JobState, post_nonce: str | None, event: Event) -> Job:
-        job = await self.store.create(new, now=self.clock.now(), state=state, post_nonce=post_nonce)
+        job = await self.store.create(new, now=self.clock.now(), state=state, post_nonce=post_nonce, lease=self.lease())
         self.emit(event(job))
         return job
 
@@ -62,7 +81,7 @@ class Ledger:
         `event` builds the one event of this transition from the written row;
         None only for moves nobody needs to hear of (none today outside tests).
         """
-        job = await self.store.transition(job_id, to, expect=expect, now=self.clock.now(), **fields)
+        job = await self.store.transition(job_id, to, expect=expect, now=self.clock.now(), owner=self.owner, **fields)
         if job is None:
             log.debug("job %d: not moved to %s (no longer %s)", job_id, to.value, _names(expect))
             return None
@@ -71,11 +90,13 @@ class Ledger:
         return job
 
     async def note(
-        self, job_id: int, *, expect: Expect | None, event: Event | None = None, **fields: Any
+        self, job_id: int, *, expect: Expect | None, event: Event | None = None, owned: bool = True, **fields: Any
     ) -> Job | None:
         """Write fields that are not the state (a queue position, a message id, the next delivery attempt), only
-        while the job is in an expected state; an event when something must hear of it."""
-        job = await self.store.update(job_id, now=self.clock.now(), expect=expect, **fields)
+        while the job is in an expected state (and held by this process, unless `owned` is False: a fact any
+        process may record); an event when something must hear of it."""
+        owner = self.owner if owned else None
+        job = await self.store.update(job_id, now=self.clock.now(), expect=expect, owner=owner, **fields)
         if job is not None and event is not None:
             self.emit(event(job))
         return job

@@ -13,7 +13,11 @@ none of them and none overtakes another.
 Admission and every start decision for a server happen under that server's
 lock, held only for database work (never for a Discord call), so two commands
 at once cannot both take the last slot, and a burst of rerolls cannot hold up
-an `/imagine` past Discord's 3 seconds.
+an `/imagine` past Discord's 3 seconds. The locks are the store's
+(`exclusive`): in memory for SQLite, PostgreSQL advisory locks when processes
+share the database, so the operator's budget and a server's slots hold across
+processes too. A line starts only the jobs this process holds; the others'
+holders start theirs.
 
 When RunComfy says the operator's account has no credit (error 400002),
 nothing was created: the job goes back to its place, and no line starts
@@ -23,7 +27,6 @@ accepted again; waiting members are told why, and everything resumes by itself.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections import Counter
@@ -45,6 +48,8 @@ from storage.models import GuildSettings, Job, JobState, NewJob
 log = logging.getLogger(__name__)
 
 QUOTA_WINDOW = timedelta(hours=24)
+# The store lock key of the operator's budget; a server's lock is its id (a snowflake, always positive).
+BUDGET_LOCK = -1
 TOO_LONG_IN_LINE = (
     "It waited in this server's line for over {minutes} minutes, so it was not sent (nothing was charged)."
 )
@@ -97,8 +102,6 @@ class Line:
         self._spawn = spawn
         self.max_wait = timedelta(seconds=job_timeout)
         self.budget = budget
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._budget_lock = asyncio.Lock()  # the budget is the whole bot's: one admission at a time checks it
         self._confirmed: set[int] = set()  # waiting jobs whose reply exists (acknowledged in this process)
         self._shown: dict[int, tuple[int, WaitReason]] = {}  # waiting job -> the place its reply shows
         # Wakes a server's line when its oldest waiting job would pass the longest wait (or a probe is due).
@@ -109,9 +112,6 @@ class Line:
         self._probing: int | None = None  # the one job sent to see whether the credit is back
         self._guilds: set[int] = set()  # servers whose lines were seen, to wake them all when credit returns
 
-    def lock(self, guild_id: int) -> asyncio.Lock:
-        return self._locks.setdefault(guild_id, asyncio.Lock())
-
     async def enqueue(self, new: NewJob, settings: GuildSettings | None) -> Ticket:
         """Check the member's limits and write the job in `waiting`; LimitReachedError says why not.
 
@@ -121,7 +121,8 @@ class Line:
             job = await self._create(new, 1)
             return Ticket(job, 1)
         user_id = new.origin.user_id or 0
-        async with self.lock(settings.guild_id), self._budget_lock:
+        # The budget is the whole bot's: one admission at a time checks it (always after the server's lock).
+        async with self.store.exclusive(settings.guild_id), self.store.exclusive(BUDGET_LOCK):
             load = await self.store.guild_load(settings.guild_id, user_id)
             if not new.exempt:
                 # Of the member's jobs, those past their limit of jobs at once wait for one of their own.
@@ -187,7 +188,7 @@ class Line:
         their place; end those that waited too long."""
         starting: list[Job] = []
         self._guilds.add(guild_id)
-        async with self.lock(guild_id):
+        async with self.store.exclusive(guild_id):
             now = self.clock.now()
             paused = self.out_of_credit_since is not None
             may_probe = paused and self._probing is None and self._next_probe is not None and now >= self._next_probe
@@ -200,6 +201,9 @@ class Line:
             oldest: datetime | None = None
             for job in live:
                 if job.state is not JobState.WAITING or not self.ready(job):
+                    continue
+                if not self.ledger.mine(job):
+                    place += 1  # another process holds it: it counts in the line, its holder starts and shows it
                     continue
                 if now - job.created_at > self.max_wait:
                     minutes = round(self.max_wait.total_seconds() / 60)

@@ -13,6 +13,11 @@ event per transition):
 The store is the truth: every state is committed before the request or event
 that follows it, so a process killed anywhere resumes from the last written
 state and never pays for a job twice.
+
+When processes share a PostgreSQL database the manager has an `owner` (this
+process's name) and a `LeaseKeeper` (bot/jobs/leases.py): it works only on
+the jobs it holds, takes over those of a process that died, and hands a
+member's cancel or a deleted reply to the process holding the job.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from bot.jobs.events import (
     Listener,
     ReplyGone,
 )
+from bot.jobs.leases import LeaseKeeper
 from bot.jobs.ledger import Ledger
 from bot.jobs.line import RESTARTED_WHILE_WAITING, Line, Load, Ticket
 from bot.jobs.prices import PriceBook
@@ -73,12 +79,23 @@ class JobManager:
         budget: Budget | None = None,
         balance_probe_seconds: float = 300.0,
         max_concurrent_polls: int = 32,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
     ) -> None:
+        """`owner`: this process's name, when processes share the store (it must have leases); None for one."""
         self.client = client
         self.store = store
         self.model = model
         self.clock = clock or Clock()
-        self.ledger = Ledger(store, self.clock)
+        lease = timedelta(seconds=lease_seconds)
+        self.ledger = Ledger(store, self.clock, owner=owner, lease=lease)
+        self.keeper: LeaseKeeper | None = None
+        if owner is not None:
+            if store.leases is None:
+                raise ValueError("an owner needs a store several processes can share (PostgreSQL)")
+            self.keeper = LeaseKeeper(
+                store.leases, self.clock, owner, lease=lease, resume=self._resume, request=self._request, get=store.get
+            )
         self.policy: PollPolicy = policy or AdaptivePolicy()
         self.prices = PriceBook(client.model_info, self.clock)
         self.upstream = Upstream(
@@ -117,7 +134,13 @@ class JobManager:
 
     @classmethod
     def from_settings(
-        cls, client: RunComfyClient, store: JobStore, settings: Settings, *, clock: Clock | None = None
+        cls,
+        client: RunComfyClient,
+        store: JobStore,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        owner: str | None = None,
     ) -> JobManager:
         policy = AdaptivePolicy.for_model(
             settings.runcomfy_model,
@@ -136,6 +159,8 @@ class JobManager:
             retention_days=settings.job_retention_days,
             budget=Budget(settings.budget_images_per_day, settings.budget_usd_per_day, settings.budget_usd_per_month),
             balance_probe_seconds=settings.runcomfy_balance_probe_seconds,
+            owner=owner,
+            lease_seconds=settings.lease_seconds,
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -144,47 +169,66 @@ class JobManager:
         """Hear every event (called synchronously: return quickly); returns the function that stops that."""
         return self.ledger.subscribe(listener)
 
-    async def start(self, destination: Destination, resume: Callable[[Job], bool] = lambda job: True) -> int:
-        """Learn from finished jobs, pick up every unfinished job `resume` accepts, start the workers.
+    async def start(
+        self,
+        destination: Destination,
+        resume: Callable[[Job], bool] = lambda job: True,
+        *,
+        predecessor: str | None = None,
+    ) -> int:
+        """Learn from finished jobs, pick up the unfinished jobs that are this process's, start the workers.
 
-        Returns how many jobs were resumed. A job found in `submitting` may exist
-        upstream: it is failed with a clear message, never sent again. A waiting
-        job whose reply was never written down asks the destination whether the
-        reply exists. Images and notices still owed are delivered.
+        Returns how many jobs were resumed. One process (no owner): every job
+        `resume` accepts. Processes sharing the database: the jobs of
+        `predecessor` (the dead process this one replaces, if known), then every
+        orphan; `resume` is not asked, since any process may take any Discord
+        job. A job found in `submitting` may exist upstream: it is failed with a
+        clear message, never sent again. A waiting job whose reply was never
+        written down asks the destination whether the reply exists. Images and
+        notices still owed are delivered.
         """
         self.delivery.destination = destination
         if isinstance(self.policy, AdaptivePolicy):
             self.policy.learn_all(await self.store.recent_timings(self.model, limit=200))
         await self.upstream.recall_queue_speed()
-        resumed = 0
-        guilds: set[int] = set()
-        for job in await self.store.unfinished():
-            if not resume(job):
-                continue
-            resumed += 1
-            if job.state is JobState.WAITING:
-                if job.origin.message_id is None:
-                    self.spawn(self._recover(job, destination), f"recover-{job.id}")
-                elif job.origin.guild_id is not None:
-                    guilds.add(job.origin.guild_id)
-            elif job.state is JobState.SUBMITTING:
-                await self.ledger.fail(
-                    job, RESTARTED_WHILE_SUBMITTING, expect=JobState.SUBMITTING, kind=FailureKind.FINAL
-                )
-            elif job.state.is_upstream_pending:
-                self.upstream.resume(job)
-        for job in await self.store.owing_delivery():
-            if resume(job):
-                self.delivery.schedule(job)
+        if self.keeper is None:
+            found = {job.id: job for job in [*await self.store.unfinished(), *await self.store.owing_delivery()]}
+            jobs = [job for job in found.values() if resume(job)]
+            for job in jobs:
+                await self._resume(job)
+            resumed = len(jobs)
+        else:
+            await self.keeper.start()
+            resumed = 0
+            if predecessor is not None and self.store.leases is not None:
+                adopted = await self.store.leases.adopt(predecessor, self.keeper.owner, until=self.keeper.until())
+                for job in adopted:
+                    await self._resume(job)
+                resumed = len(adopted)
+            resumed += await self.keeper.take_over()
         for worker in (self.upstream.worker, self.delivery.worker, self.line.timer):
             worker.start()
-        for guild_id in sorted(guilds):
-            self.line.timer.schedule(guild_id, self.clock.now())
         if self.retention:
             self._housekeeping = asyncio.create_task(self._prune_daily(), name="prune-old-jobs")
         self._started = True
         log.info("job manager started, %d unfinished jobs resumed", resumed)
         return resumed
+
+    async def _resume(self, job: Job) -> None:
+        """Pick up a job this process now holds, found at a start or taken over from a process that died."""
+        if job.state is JobState.WAITING:
+            if job.origin.message_id is None:
+                self.spawn(self._recover(job), f"recover-{job.id}")
+            elif job.origin.guild_id is not None:
+                self.line.timer.schedule(job.origin.guild_id, self.clock.now())
+        elif job.state is JobState.SUBMITTING:
+            await self.ledger.fail(job, RESTARTED_WHILE_SUBMITTING, expect=JobState.SUBMITTING, kind=FailureKind.FINAL)
+        elif job.state.is_upstream_pending:
+            self.upstream.resume(job)
+        if job.owes_delivery:
+            self.delivery.schedule(job)
+        if job.deleted_at is not None and not job.state.is_final:
+            self.spawn(self._gone(job, REPLY_GONE), f"gone-{job.id}")  # deleted while its holder was away
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop every worker; in-flight steps get `grace` seconds to write their state, then are cancelled."""
@@ -193,6 +237,8 @@ class JobManager:
             await asyncio.gather(self._housekeeping, return_exceptions=True)
         for worker in (self.line.timer, self.upstream.worker, self.delivery.worker):
             await worker.stop(grace)
+        if self.keeper is not None:
+            await self.keeper.stop()  # after the workers: nothing more is written under these leases
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace)
         for task in list(self._tasks):
@@ -268,6 +314,10 @@ class JobManager:
         job = await self.store.get(job_id)
         if job is None:
             return CancelOutcome.UNKNOWN_JOB
+        if self.keeper is not None and not self.ledger.mine(job) and job.lease_owner is not None:
+            answer = await self.keeper.ask(job, "cancel")
+            known = {outcome.value: outcome for outcome in CancelOutcome}
+            return known.get(answer or "", CancelOutcome.UNREACHABLE)
         if job.state is JobState.WAITING:
             cancelled = await self.line.cancel(job)
             return CancelOutcome.CANCELLED if cancelled is not None else CancelOutcome.TOO_LATE
@@ -304,11 +354,16 @@ class JobManager:
                 job.id,
                 expect=None,
                 event=lambda row: ReplyGone(row, reason),
+                owned=False,  # a fact, whichever process heard it
                 deleted_at=job.deleted_at or self.clock.now(),
             )
             or job
         )
         log.info("job %d: %s", job.id, reason, extra={"job_id": job.id})
+        if not self.ledger.mine(gone):
+            if self.keeper is not None and gone.lease_owner is not None and not gone.state.is_final:
+                await self.keeper.tell(gone, "gone", reason=reason)  # its holder acts; a taker sees deleted_at
+            return
         if gone.state is JobState.WAITING:
             await self.ledger.cancel(gone, reason, expect=JobState.WAITING, notify=False)
         elif gone.state is JobState.IN_QUEUE and gone.request_id is not None:
@@ -327,7 +382,7 @@ class JobManager:
 
     async def mark_deleted(self, job_id: int) -> Job | None:
         """A member deleted the job's result message with its button: remembered for history and reports."""
-        return await self.ledger.note(job_id, expect=FINAL_STATES, deleted_at=self.clock.now())
+        return await self.ledger.note(job_id, expect=FINAL_STATES, owned=False, deleted_at=self.clock.now())
 
     def eta(self, job: Job) -> datetime | None:
         return self.policy.expected_finish(job)
@@ -368,11 +423,23 @@ class JobManager:
             self.delivery.schedule(job)
             self.line.wake(job)
 
-    async def _recover(self, job: Job, destination: Destination) -> None:
+    async def _request(self, job: Job, message: dict[str, Any]) -> str | None:
+        """Another process asked something of a job this process holds: a member's cancel (answered with its
+        outcome), or a deleted reply."""
+        op = message.get("op")
+        if op == "cancel":
+            return (await self.cancel(job.id)).value
+        if op == "gone":
+            await self._gone(job, str(message.get("reason") or REPLY_GONE))
+        return None
+
+    async def _recover(self, job: Job) -> None:
         """A waiting job whose reply was never written down: the process died around its acknowledgement. If the
         reply exists, keep the job's place; if it never did, nobody saw anything: drop it quietly; when nobody
         can tell, fail it with a clear word (shown where the reply would be)."""
-        found = await destination.recover_reply(job)
+        if self.delivery.destination is None:
+            raise RuntimeError("recovering a reply needs the destination start() was given")
+        found = await self.delivery.destination.recover_reply(job)
         if found.state is Reply.FOUND:
             log.info("job %d: reply found after a restart; it keeps its place", job.id, extra={"job_id": job.id})
             await self.confirm(job.id, found.message_id)

@@ -58,6 +58,7 @@ class CancelOutcome(StrEnum):
     TOO_LATE = "too_late"  # already generating upstream: it runs on and is billed
     ALREADY_FINISHED = "already_finished"
     UNKNOWN_JOB = "unknown_job"
+    UNREACHABLE = "unreachable"  # another process holds the job and did not answer in time
 
 
 class Upstream:
@@ -126,10 +127,24 @@ class Upstream:
             request_id=submitted.request_id,
         )
         if queued is None:
+            await self._orphaned_request(job, submitted.request_id)
             return job
         log.info("job %d queued as %s", job.id, submitted.request_id, extra={"job_id": job.id})
         self._schedule(queued, self.policy.delay(queued, self.clock.now()))
         return queued
+
+    async def _orphaned_request(self, job: Job, request_id: str) -> None:
+        """RunComfy took the request, but the job is no longer this process's to record it (another process
+        took it over while the submit was on its way, which only happens when this one stopped renewing its
+        leases): cancel it upstream while it is queued, so nobody pays for an image nobody will deliver."""
+        log.warning("job %d: submitted as %s but no longer held here; cancelling it", job.id, request_id)
+        try:
+            answer = await self.client.cancel(request_id)
+        except RunComfyError as error:
+            log.warning("job %d: cancelling %s failed: %s", job.id, request_id, error, extra={"job_id": job.id})
+            return
+        if not answer.cancelled:
+            log.warning("job %d: %s could not be cancelled (%s)", job.id, request_id, answer.outcome)
 
     async def _fail_no_credit(self, job: Job, error: RunComfyError) -> None:
         await self.fail(job, error, expect=JobState.SUBMITTING)
@@ -143,8 +158,8 @@ class Upstream:
 
     async def step(self, job_id: int) -> None:
         job = await self.ledger.store.get(job_id)
-        if job is None or not job.state.is_upstream_pending:
-            self.forget(job_id)
+        if job is None or not job.state.is_upstream_pending or not self.ledger.mine(job):
+            self.forget(job_id)  # finished, or another process holds it now
             return
         try:
             if self.clock.now() > self._deadline(job):

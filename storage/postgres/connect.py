@@ -71,7 +71,7 @@ def redact_url(url: str) -> str:
     return head + question + _PASSWORD_PARAM.sub(r"\1***", query)
 
 
-def _passwords(url: str) -> list[str]:
+def passwords(url: str) -> list[str]:
     """Every password spelling in `url` (raw and percent-decoded), longest first, to scrub from messages."""
     found = [_split(url)[2] or ""]
     found.extend(match.group(0).split("=", 1)[1] for match in _PASSWORD_PARAM.finditer(url.partition("?")[2]))
@@ -81,7 +81,7 @@ def _passwords(url: str) -> list[str]:
 
 def scrub(text: str, url: str) -> str:
     """`text` with any password from `url` replaced by `***`."""
-    for secret in _passwords(url):
+    for secret in passwords(url):
         text = text.replace(secret, "***")
     return text
 

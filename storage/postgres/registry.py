@@ -19,12 +19,21 @@ first's row. Heartbeats need no lock: a registration deleting a stale row and
 that row's own heartbeat meet on the row lock, and whichever commits first wins
 (the other re-checks the committed row under READ COMMITTED).
 
+A process restarted on the same host with the same shards (a crash, then
+the service manager starting it again) meets its own previous run, still
+"live" for up to a lease. `is_silent` tells the two cases apart by watching
+the holder's heartbeat for a little longer than a heartbeat interval: a dead
+process's does not move, and `register(..., replaces=holder)` then deletes
+that row (only if its heartbeat still has not moved) and takes its place; its
+jobs can be adopted at once instead of waiting for their leases to run out.
+
 Times are passed in (`now`), like everywhere in the stores: the hosts' clocks
 must agree to well within the lease, which NTP gives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +64,8 @@ _UPSERT_SQL = (
     " started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at"
     f" RETURNING {_COLUMNS}"
 )
+_DELETE_SILENT_SQL = "DELETE FROM processes WHERE process_id = $1 AND heartbeat_at = $2 RETURNING process_id"
+_ROW_SQL = f"SELECT {_COLUMNS} FROM processes WHERE process_id = $1"  # noqa: S608 - constant column names
 _HEARTBEAT_SQL = "UPDATE processes SET heartbeat_at = $2 WHERE process_id = $1 RETURNING process_id"
 _LIVE_SQL = f"SELECT {_COLUMNS} FROM processes WHERE heartbeat_at >= $1 ORDER BY shard_ids, process_id"  # noqa: S608
 
@@ -140,12 +151,22 @@ class ProcessRegistry:
         self.lease = lease
 
     async def register(
-        self, process_id: str, *, host: str, pid: int, shard_count: int, shard_ids: tuple[int, ...], now: datetime
+        self,
+        process_id: str,
+        *,
+        host: str,
+        pid: int,
+        shard_count: int,
+        shard_ids: tuple[int, ...],
+        now: datetime,
+        replaces: ProcessInfo | None = None,
     ) -> ProcessInfo:
         """Claim `shard_ids` of `shard_count` for this process; ShardsTakenError if a live process is in the way.
 
         Registering again under the same `process_id` replaces its own row
-        (a restart that kept its id). Stale rows of other processes are deleted.
+        (a restart that kept its id). Stale rows of other processes are deleted,
+        and so is `replaces` (a process `is_silent` found dead) if its heartbeat
+        is still the one seen then.
         """
         shard_ids = tuple(sorted(shard_ids))
         _check_shards(shard_count, shard_ids)
@@ -154,6 +175,10 @@ class ProcessRegistry:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", REGISTRATION_LOCK)
             for stale in await conn.fetch(_DELETE_STALE_SQL, now - self.lease, process_id):
                 log.warning("removed stale process %s on host %s from the registry", stale[0], stale[1])
+            if replaces is not None and await conn.fetchrow(
+                _DELETE_SILENT_SQL, replaces.process_id, replaces.heartbeat_at
+            ):
+                log.warning("replacing process %s, silent since %s", replaces.process_id, _since(replaces.heartbeat_at))
             row = await conn.fetchrow(_CONFLICT_SQL, process_id, shard_count, list(shard_ids))
             if row is not None:
                 holder = ProcessInfo.from_row(row)
@@ -164,6 +189,13 @@ class ProcessRegistry:
         me = ProcessInfo.from_row(row)
         log.info("registered process %s for shards %s of %d", process_id, ",".join(map(str, shard_ids)), shard_count)
         return me
+
+    async def is_silent(self, holder: ProcessInfo, *, wait: float) -> bool:
+        """Watch `holder` for `wait` seconds (longer than its heartbeat interval): True if its heartbeat did not
+        move (or its row went), so it is dead even though its lease has not run out yet."""
+        await asyncio.sleep(wait)
+        row = await self._pool.fetchrow(_ROW_SQL, holder.process_id)
+        return row is None or row["heartbeat_at"] == holder.heartbeat_at
 
     async def heartbeat(self, process_id: str, *, now: datetime) -> bool:
         """Say this process is alive; False if its row is gone (it was stale and another took over): stop."""

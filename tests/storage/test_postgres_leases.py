@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 
 import pytest
 
@@ -171,3 +172,11 @@ async def test_a_cancelled_wait_for_a_lock_leaves_it_free(stores: list[PostgresJ
             await waiter
     async with asyncio.timeout(2), stores[1].exclusive(5):
         pass
+
+
+async def test_once_holds_across_processes(stores: list[PostgresJobStore]) -> None:
+    """Two processes hearing the same 🔄 at the same moment: one reroll."""
+    answers = await asyncio.gather(
+        *(store.once("reroll:1:2", now=at(0), window=timedelta(seconds=10)) for store in stores * 3)
+    )
+    assert answers.count(True) == 1

@@ -1,7 +1,7 @@
-from cogs.rerolls import Gate
+from cogs.gates import Gate
 
 
-def test_one_reroll_per_member_and_image_within_the_window() -> None:
+def test_one_admission_per_key_within_the_window() -> None:
     now = [0.0]
     gate = Gate(window=10.0, clock=lambda: now[0])
     assert gate.admit(1, 42)
