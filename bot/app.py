@@ -145,9 +145,8 @@ class ImagineBot(commands.Bot):
         self.session = open_session(settings)  # every result host checked and pinned (bot/download.py)
         self.image_workers = ImageWorkers.from_settings(settings)
         # Under Discord's 3 s to acknowledge: a command meeting a locked database gets an answer, not a timeout.
-        url = settings.database_url.get_secret_value() if settings.database_url else None
         self.store = store = await open_store(
-            database_url=url, database_path=settings.database_path, busy_timeout_ms=2000
+            database_url=settings.postgres_url, database_path=settings.database_path, busy_timeout_ms=2000
         )
         limiter: AsyncLimiter | SharedRequestBudget = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
         owner: str | None = None

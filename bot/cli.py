@@ -27,7 +27,7 @@ from bot.model_spec import RATIO_VALUES, InvalidInputError, check_ratio, check_s
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from storage.models import Job, JobState, NewJob
-from storage.sqlite import SQLiteJobStore
+from storage.open import open_store
 
 EXIT_OK = 0
 EXIT_UPSTREAM = 1
@@ -167,7 +167,7 @@ async def generate(args: argparse.Namespace, settings: Settings, console: Consol
     async with (
         _runcomfy(settings, args.emulator) as (settings, token),
         open_session(settings) as session,
-        await SQLiteJobStore.open(settings.database_path) as store,
+        await open_store(database_url=settings.postgres_url, database_path=settings.database_path) as store,
     ):
         limiter = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
         workers = ImageWorkers.from_settings(settings)

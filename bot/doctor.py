@@ -30,6 +30,7 @@ from discord import app_commands
 
 from bot.app import INVITE_PERMISSIONS, INVITE_SCOPES, intents, invite_url, point_discord_at, without_voice
 from bot.doctor_backends import NETWORK_FIX, check_database, check_runcomfy, reach, shown_url
+from bot.doctor_postgres import check_postgres
 from bot.logs import Redactor
 from bot.settings import MissingSettingError, Settings
 
@@ -96,7 +97,10 @@ async def run_checks(settings: Settings, out: TextIO, *, ready_timeout: float = 
     report.note("imagine-bot check: settings from the environment and .env")
     application_id = await check_discord(settings, report, ready_timeout=ready_timeout)
     await check_runcomfy(settings, report)
-    await check_database(settings.database_path, report)
+    if settings.postgres_url is not None:
+        await check_postgres(settings.postgres_url, settings, report)
+    else:
+        await check_database(settings.database_path, report)
     if isinstance(application_id, int):
         report.ok(
             f"Invite URL (scopes {' '.join(INVITE_SCOPES)}; permissions={INVITE_PERMISSIONS.value} = "

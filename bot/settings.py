@@ -239,6 +239,11 @@ class Settings(BaseSettings):
         return found
 
     @property
+    def postgres_url(self) -> str | None:
+        """DATABASE_URL's text, to connect with (it may hold a password: pass it on, never print it)."""
+        return self.database_url.get_secret_value() if self.database_url is not None else None
+
+    @property
     def sharded(self) -> bool:
         return self.shard_count is not None
 

@@ -53,9 +53,11 @@ REGISTRATION_LOCK = 0x7368617264  # "shard"
 
 _COLUMNS = "process_id, host, pid, shard_count, shard_ids, started_at, heartbeat_at"
 _DELETE_STALE_SQL = "DELETE FROM processes WHERE heartbeat_at < $1 AND process_id <> $2 RETURNING process_id, host"
+# Rows older than the lease are deleted before this runs at registration; `check` passes that bound as $4.
 _CONFLICT_SQL = (
     f"SELECT {_COLUMNS} FROM processes WHERE process_id <> $1"  # noqa: S608 - constant column names
-    " AND (shard_count <> $2 OR shard_ids && $3::integer[]) ORDER BY started_at, process_id LIMIT 1"
+    " AND (shard_count <> $2 OR shard_ids && $3::integer[]) AND heartbeat_at >= $4"
+    " ORDER BY started_at, process_id LIMIT 1"
 )
 _UPSERT_SQL = (
     f"INSERT INTO processes ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $6)"  # noqa: S608 - constant column names
@@ -179,7 +181,7 @@ class ProcessRegistry:
                 _DELETE_SILENT_SQL, replaces.process_id, replaces.heartbeat_at
             ):
                 log.warning("replacing process %s, silent since %s", replaces.process_id, _since(replaces.heartbeat_at))
-            row = await conn.fetchrow(_CONFLICT_SQL, process_id, shard_count, list(shard_ids))
+            row = await conn.fetchrow(_CONFLICT_SQL, process_id, shard_count, list(shard_ids), now - self.lease)
             if row is not None:
                 holder = ProcessInfo.from_row(row)
                 raise ShardsTakenError(conflict_sentence(shard_count, shard_ids, holder), holder)
@@ -189,6 +191,15 @@ class ProcessRegistry:
         me = ProcessInfo.from_row(row)
         log.info("registered process %s for shards %s of %d", process_id, ",".join(map(str, shard_ids)), shard_count)
         return me
+
+    async def in_the_way(self, shard_count: int, shard_ids: tuple[int, ...], *, now: datetime) -> ProcessInfo | None:
+        """The live process that would keep a process with these shards from registering now, if any (read
+        only: what `python -m bot check` reports)."""
+        shard_ids = tuple(sorted(shard_ids))
+        _check_shards(shard_count, shard_ids)
+        now = aware(now, "now")
+        row = await self._pool.fetchrow(_CONFLICT_SQL, "", shard_count, list(shard_ids), now - self.lease)
+        return None if row is None else ProcessInfo.from_row(row)
 
     async def is_silent(self, holder: ProcessInfo, *, wait: float) -> bool:
         """Watch `holder` for `wait` seconds (longer than its heartbeat interval): True if its heartbeat did not

@@ -18,6 +18,9 @@ from bot.emulator import Emulator
 from bot.settings import Settings
 from storage.migrate import latest_version
 from storage.models import JobOrigin, JobState, NewJob
+from storage.postgres.jobs import PostgresJobStore
+from storage.postgres.migrate import bundled_migrations as pg_migrations
+from storage.postgres.registry import ProcessRegistry
 from storage.sqlite import SQLiteJobStore
 from tests.bot.conftest import TOKEN
 from tests.bot_settings import bot_settings
@@ -322,3 +325,44 @@ async def test_unreachable_hosts_are_named_without_blaming_the_tokens(
     assert "Reset Token" not in text
     assert "rejected" not in text
     assert not re.search(r"_NotSent|[A-Z][a-z]+(Error|Exception)\b", text), text
+
+
+# -- PostgreSQL (DATABASE_URL) ---------------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_a_shared_database_line_names_its_processes_and_a_shard_clash(
+    settings: Settings, fake_discord: FakeDiscord, postgres_url: str
+) -> None:
+    url = postgres_url.replace("postgres@", "postgres:pg-secret-9@", 1)  # trust auth ignores the password
+    code, lines = await check(settings, fake_discord, database_url=url)
+    assert code == 0, "\n".join(lines)
+    database = line(lines, "✓ Database postgresql://postgres:***@")
+    assert f"schema version {len(pg_migrations())}, 0 unfinished job(s); no bot process is running on it" in database
+    assert not any("pg-secret-9" in text for text in lines)
+
+    async with await PostgresJobStore.open(postgres_url) as store:
+        registry = ProcessRegistry(store.pool)
+        await registry.register("bot-a", host="box-1", pid=7, shard_count=1, shard_ids=(0,), now=datetime.now(UTC))
+        code, lines = await check(settings, fake_discord, database_url=url)
+        assert code == 0
+        assert "1 bot process(es) running: bot-a on box-1 (shards 0 of 1)" in line(lines, "✓ Database")
+        assert "would be refused: shard 0 is already run by process bot-a on host box-1" in "\n".join(lines)
+        await registry.deregister("bot-a")
+        code, lines = await check(settings, fake_discord, database_url=url)
+        assert "would be refused" not in "\n".join(lines)
+
+
+@pytest.mark.postgres
+async def test_an_unreachable_shared_database_fails_with_what_to_check(
+    settings: Settings, fake_discord: FakeDiscord
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://bot:hunter2-secret@127.0.0.1:{port}/imagine"
+    code, lines = await check(settings, fake_discord, database_url=url)
+    assert code == 1
+    assert line(lines, "✗ Database postgresql://bot:***@127.0.0.1").count("cannot connect") == 1
+    assert "DATABASE_URL" in fix_after(lines, "✗ Database")
+    assert not any("hunter2" in text for text in lines)
