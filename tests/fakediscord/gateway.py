@@ -46,6 +46,24 @@ HEARTBEAT_INTERVAL_MS = 41250
 REPLAY_BUFFER = 5000
 
 Payload = dict[str, Any] | Callable[["GatewaySession"], dict[str, Any] | None]
+Shard = tuple[int, int]  # (shard_id, num_shards), as IDENTIFY's `shard` array
+UNSHARDED: Shard = (0, 1)
+
+
+def parse_shard(value: object) -> Shard | None:
+    """IDENTIFY's `shard`, or None when Discord would close with 4010 (Invalid shard).
+
+    Absent means one unsharded session. Discord docs, Gateway -> Sharding: the first item is the
+    zero-based shard, the second the total, so 0 <= shard_id < num_shards and num_shards >= 1.
+    """
+    if value is None:
+        return UNSHARDED
+    if not (isinstance(value, list) and len(value) == 2 and all(type(item) is int for item in value)):
+        return None
+    shard_id, num_shards = value
+    if num_shards < 1 or not 0 <= shard_id < num_shards:
+        return None
+    return shard_id, num_shards
 
 
 @dataclass(eq=False)
@@ -56,6 +74,7 @@ class GatewaySession:
     seq: int = 0
     buffer: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=REPLAY_BUFFER))
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    shard: Shard = UNSHARDED  # from IDENTIFY; a RESUME keeps it, as the session is the same
 
     def wants(self, intent: int | None) -> bool:
         return intent is None or bool(self.intents & intent)
@@ -78,7 +97,7 @@ class Gateway:
 
     @property
     def connected(self) -> bool:
-        return any(s.ws is not None and not s.ws.closed for s in self.sessions.values())
+        return any(self.attached(s) for s in self.sessions.values())
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
@@ -148,9 +167,18 @@ class Gateway:
         if intents & PRIVILEGED_INTENTS & ~self._fake.privileged_intents:
             await self._close(ws, 4014, "Disallowed intent(s).")
             return None
-        # A fresh IDENTIFY replaces sessions nobody is attached to any more.
-        self.sessions = {k: s for k, s in self.sessions.items() if s.ws is not None and not s.ws.closed}
-        session = GatewaySession(secrets.token_hex(16), intents, ws)
+        shard = parse_shard(data.get("shard"))
+        if shard is None:
+            await self._close(ws, 4010, "Invalid shard.")
+            return None
+        if shard[1] < self._fake.min_shards:
+            # Opcodes and Status Codes, 4011: the session would have handled too many guilds.
+            await self._close(ws, 4011, "Sharding required.")
+            return None
+        # A fresh IDENTIFY of a shard replaces that shard's sessions nobody is attached to any more
+        # (a restarted process); other shards' sessions stay resumable, as each process resumes its own.
+        self.sessions = {k: s for k, s in self.sessions.items() if s.shard != shard or self.attached(s)}
+        session = GatewaySession(secrets.token_hex(16), intents, ws, shard=shard)
         self.sessions[session.id] = session
         fake = self._fake
         ready = {
@@ -167,13 +195,17 @@ class Gateway:
             "_trace": ["fakediscord"],
         }
         if "shard" in data:
-            ready["shard"] = data["shard"]
+            ready["shard"] = list(shard)  # Gateway Events, Ready: present if sent when identifying
         await self._dispatch_to(session, "READY", ready)
         if session.wants(Intent.GUILDS):
             for guild in fake.guilds.values():
                 await self._dispatch_to(session, "GUILD_CREATE", self.guild_create(guild, session))
         fake.notify()
         return session
+
+    @staticmethod
+    def attached(session: GatewaySession) -> bool:
+        return session.ws is not None and not session.ws.closed
 
     def guild_create(self, guild: FakeGuild, session: GatewaySession) -> dict[str, Any]:
         members = list(guild.members.values()) if session.wants(Intent.GUILD_MEMBERS) else [guild.bot_member]
