@@ -13,12 +13,16 @@
 
 Test bots should pass `guild_ready_timeout=0.05` (a discord.py Client option) so READY takes
 milliseconds instead of two seconds.
+
+Sharding is routed as on Discord: `fake.add_guild(..., on_shard=(1, 2))` puts a guild on a shard,
+and each gateway session gets only its shard's guilds and events (DMs: shard 0).
+`fake.min_shards` makes an IDENTIFY with fewer shards close 4011.
 """
 
 from .clock import FakeClock
 from .fake import FakeDiscord
 from .faults import Fault
-from .gateway import Intent
+from .gateway import Intent, shard_of
 from .interactions import FakeInteraction, ResponseRecord
 from .members import FakeMember
 from .messages import FakeAttachment, FakeMessage, MessageVersion, Pings
@@ -52,4 +56,5 @@ __all__ = [
     "RouteInfo",
     "pointed_at",
     "run_bot",
+    "shard_of",
 ]

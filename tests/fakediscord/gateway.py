@@ -2,6 +2,10 @@
 
 Frames go out as plain JSON text; discord.py asks for `compress=zlib-stream` but
 accepts text frames (its `received_message` only inflates bytes).
+
+Sessions are sharded as on Discord: each remembers the `[shard_id, num_shards]` it
+identified with, and `Gateway.dispatch` (the one way an event leaves the fake) sends
+an event only to the sessions whose shard owns its guild, or to shard 0 without one.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ Shard = tuple[int, int]  # (shard_id, num_shards), as IDENTIFY's `shard` array
 UNSHARDED: Shard = (0, 1)
 
 
+def shard_of(guild_id: int, num_shards: int) -> int:
+    """The shard that receives `guild_id`'s events: Discord docs, Gateway -> Sharding, "Sharding Formula"."""
+    return (guild_id >> 22) % num_shards
+
+
 def parse_shard(value: object) -> Shard | None:
     """IDENTIFY's `shard`, or None when Discord would close with 4010 (Invalid shard).
 
@@ -78,6 +87,18 @@ class GatewaySession:
 
     def wants(self, intent: int | None) -> bool:
         return intent is None or bool(self.intents & intent)
+
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether Discord routes an event about `guild_id` (None: no guild, as a DM) to this session.
+
+        Discord docs, Gateway -> Sharding: events go to the shard given by the sharding formula,
+        each session applying it with its own num_shards (sessions may differ in it); events
+        without a guild_id go only to shard 0.
+        """
+        shard_id, num_shards = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return shard_of(guild_id, num_shards) == shard_id
 
 
 class Gateway:
@@ -181,10 +202,11 @@ class Gateway:
         session = GatewaySession(secrets.token_hex(16), intents, ws, shard=shard)
         self.sessions[session.id] = session
         fake = self._fake
+        guilds = self.guilds_on(session)
         ready = {
             "v": 10,
             "user": user_payload(fake.bot_user) | {"verified": True, "mfa_enabled": False, "flags": 0},
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in fake.guilds.values()],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": fake.gateway_url,
@@ -198,7 +220,7 @@ class Gateway:
             ready["shard"] = list(shard)  # Gateway Events, Ready: present if sent when identifying
         await self._dispatch_to(session, "READY", ready)
         if session.wants(Intent.GUILDS):
-            for guild in fake.guilds.values():
+            for guild in guilds:
                 await self._dispatch_to(session, "GUILD_CREATE", self.guild_create(guild, session))
         fake.notify()
         return session
@@ -206,6 +228,10 @@ class Gateway:
     @staticmethod
     def attached(session: GatewaySession) -> bool:
         return session.ws is not None and not session.ws.closed
+
+    def guilds_on(self, session: GatewaySession) -> list[FakeGuild]:
+        """The guilds READY lists for `session`: only its shard's (Discord docs, Gateway -> Sharding)."""
+        return [g for g in self._fake.guilds.values() if session.receives(g.id)]
 
     def guild_create(self, guild: FakeGuild, session: GatewaySession) -> dict[str, Any]:
         members = list(guild.members.values()) if session.wants(Intent.GUILD_MEMBERS) else [guild.bot_member]
@@ -254,10 +280,16 @@ class Gateway:
                 with contextlib.suppress(ConnectionResetError, RuntimeError):
                     await ws.send_str(frame)
 
-    async def dispatch(self, event: str, data: Payload, *, intent: int | None = None) -> None:
-        """Send `event` to every session whose intents include `intent`; `data` may be per session."""
+    async def dispatch(self, event: str, data: Payload, *, guild: FakeGuild | None, intent: int | None = None) -> None:
+        """Send `event` to every session Discord routes it to; `data` may be per session.
+
+        `guild` is the guild the event concerns (None for a DM): only sessions on its shard get it,
+        and only those whose intents include `intent`. `guild` has no default so that no event
+        can skip routing by accident.
+        """
+        guild_id = None if guild is None else guild.id
         for session in list(self.sessions.values()):
-            if not session.wants(intent):
+            if not (session.wants(intent) and session.receives(guild_id)):
                 continue
             payload = data(session) if callable(data) else data
             if payload is not None:
