@@ -16,8 +16,8 @@ milliseconds instead of two seconds.
 
 Sharding is routed as on Discord: `fake.add_guild(..., on_shard=(1, 2))` puts a guild on a shard,
 `async with run_bots(fake, [bot_for_shard_0, bot_for_shard_1])` runs one client per "process", and
-each session gets only its shard's guilds and events (DMs: shard 0). `fake.min_shards` makes an
-IDENTIFY with fewer shards close 4011.
+each session gets only its shard's guilds and events (DMs: shard 0). `fake.recommended_shards` is
+what GET /gateway/bot answers; `fake.min_shards` makes an IDENTIFY with fewer shards close 4011.
 """
 
 from .clock import FakeClock

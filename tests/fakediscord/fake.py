@@ -56,6 +56,7 @@ class FakeDiscord:
         self.unknown_routes: list[str] = []
         self.privileged_intents = 0  # Intent bits enabled in the developer portal
         self.bot_public = True  # "Public Bot" in the developer portal (Discord's default)
+        self.recommended_shards = 1  # GET /gateway/bot `shards`: what AutoShardedBot runs without a count
         self.min_shards = 1  # an IDENTIFY for fewer shards closes 4011, as Discord's for over 2,500 guilds a shard
         self.ratelimits = RateLimiter(self.clock)
         self.faults = FaultInjector(self.random)

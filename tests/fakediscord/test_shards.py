@@ -30,9 +30,12 @@ from tests.fakediscord import (
 class ShardClient(discord.AutoShardedClient):
     """One "process": records what reaches it and answers every interaction with the shards it runs."""
 
-    def __init__(self, shard_ids: list[int], shard_count: int = 2) -> None:
+    def __init__(self, shard_ids: list[int] | None, shard_count: int | None = 2) -> None:
         intents = discord.Intents.default()
-        super().__init__(intents=intents, shard_count=shard_count, shard_ids=shard_ids, guild_ready_timeout=0.05)
+        if shard_ids is None:  # every shard; with no count, as many as GET /gateway/bot recommends
+            super().__init__(intents=intents, shard_count=shard_count, guild_ready_timeout=0.05)
+        else:
+            super().__init__(intents=intents, shard_count=shard_count, shard_ids=shard_ids, guild_ready_timeout=0.05)
         self.received: list[str] = []  # every dispatch's event name, in the order the socket delivered it
         self.message_ids: list[int] = []
         self.reactions: list[discord.RawReactionActionEvent] = []
@@ -194,6 +197,17 @@ async def test_two_sessions_on_the_same_shard_both_receive_its_events(fake_disco
     async with run_bots(fake_discord, [ShardClient([0]), ShardClient([0])]) as clients:
         message = await a.member.send(a.channel, "to both")
         await fake_discord.wait_for(lambda: all(message.id in c.message_ids for c in clients))
+
+
+async def test_without_a_count_the_bot_runs_the_shards_gateway_bot_recommends(fake_discord: FakeDiscord) -> None:
+    place(fake_discord, "A", 0)
+    place(fake_discord, "B", 1)
+    fake_discord.recommended_shards = 2
+    async with run_bot(fake_discord, ShardClient(None, shard_count=None)) as client:
+        assert client.shard_count == 2
+        assert set(client.shards) == {0, 1}
+        assert guild_ids(client) == set(fake_discord.guilds)
+    assert fake_discord.requests_to("GET /gateway/bot")
 
 
 async def test_a_shard_outside_the_count_closes_4010(fake_discord: FakeDiscord) -> None:
