@@ -13,18 +13,23 @@
 
 Test bots should pass `guild_ready_timeout=0.05` (a discord.py Client option) so READY takes
 milliseconds instead of two seconds.
+
+Sharding is routed as on Discord: `fake.add_guild(..., on_shard=(1, 2))` puts a guild on a shard,
+`async with run_bots(fake, [bot_for_shard_0, bot_for_shard_1])` runs one client per "process", and
+each session gets only its shard's guilds and events (DMs: shard 0). `fake.recommended_shards` is
+what GET /gateway/bot answers; `fake.min_shards` makes an IDENTIFY with fewer shards close 4011.
 """
 
 from .clock import FakeClock
 from .fake import FakeDiscord
 from .faults import Fault
-from .gateway import Intent
+from .gateway import Intent, shard_of
 from .interactions import FakeInteraction, ResponseRecord
 from .members import FakeMember
 from .messages import FakeAttachment, FakeMessage, MessageVersion, Pings
 from .permissions import BOT_INVITE, DEFAULT_EVERYONE, Perm
 from .ratelimit import RouteInfo
-from .runner import pointed_at, run_bot
+from .runner import pointed_at, run_bot, run_bots
 from .server import RecordedRequest
 from .state import FakeChannel, FakeGuild, FakeRole, FakeUser, Overwrite
 
@@ -52,4 +57,6 @@ __all__ = [
     "RouteInfo",
     "pointed_at",
     "run_bot",
+    "run_bots",
+    "shard_of",
 ]

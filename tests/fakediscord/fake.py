@@ -56,6 +56,8 @@ class FakeDiscord:
         self.unknown_routes: list[str] = []
         self.privileged_intents = 0  # Intent bits enabled in the developer portal
         self.bot_public = True  # "Public Bot" in the developer portal (Discord's default)
+        self.recommended_shards = 1  # GET /gateway/bot `shards`: what AutoShardedBot runs without a count
+        self.min_shards = 1  # an IDENTIFY for fewer shards closes 4011, as Discord's for over 2,500 guilds a shard
         self.ratelimits = RateLimiter(self.clock)
         self.faults = FaultInjector(self.random)
         self.commands = CommandRegistry(self.ids, self.clock, self.application_id)
@@ -122,9 +124,15 @@ class FakeDiscord:
         premium_tier: int = 0,
         upload_limit: int | None = None,
         bot_permissions: object = BOT_INVITE,
+        on_shard: tuple[int, int] | None = None,
     ) -> FakeGuild:
-        """A guild the bot was invited to with `bot_permissions` (its managed role); @everyone has defaults."""
-        guild = FakeGuild(self, self.ids.next(), name, premium_tier=premium_tier, upload_limit=upload_limit)
+        """A guild the bot was invited to with `bot_permissions` (its managed role); @everyone has defaults.
+
+        `on_shard=(shard_id, num_shards)` picks an id that Discord routes to that shard, so a test
+        can put guilds on different shards (ids made together otherwise share one).
+        """
+        guild_id = self.ids.next() if on_shard is None else self.ids.next_on_shard(*on_shard)
+        guild = FakeGuild(self, guild_id, name, premium_tier=premium_tier, upload_limit=upload_limit)
         guild.owner_id = self.owner.id
         self.guilds[guild.id] = guild
         guild.add_bot(as_bits(bot_permissions))
@@ -294,7 +302,7 @@ class FakeDiscord:
                 data["member"] = member_payload(guild.members[message.author.id], with_user=False)
             return data
 
-        await self.gateway.dispatch(event, for_session, intent=intent)
+        await self.gateway.dispatch(event, for_session, guild=guild, intent=intent)
 
     async def remove_message(self, message: FakeMessage) -> None:
         message.deleted = True
@@ -306,7 +314,7 @@ class FakeDiscord:
         if guild is not None:
             data["guild_id"] = str(guild.id)
         intent = Intent.GUILD_MESSAGES if guild is not None else Intent.DIRECT_MESSAGES
-        await self.gateway.dispatch("MESSAGE_DELETE", data, intent=intent)
+        await self.gateway.dispatch("MESSAGE_DELETE", data, guild=guild, intent=intent)
 
     async def delete_message(self, message: FakeMessage) -> None:
         """As a moderator would: the message is gone and the bot gets MESSAGE_DELETE."""
@@ -317,20 +325,26 @@ class FakeDiscord:
         self.guilds.pop(guild.id, None)
         self.left_guilds.append(guild)
         self.notify()
-        await self.gateway.dispatch("GUILD_DELETE", {"id": str(guild.id)}, intent=Intent.GUILDS)
+        await self.gateway.dispatch("GUILD_DELETE", {"id": str(guild.id)}, guild=guild, intent=Intent.GUILDS)
 
     async def delete_channel(self, channel: FakeChannel) -> None:
         channel.deleted = True
         self.notify()
-        await self.gateway.dispatch("CHANNEL_DELETE", channel_payload(channel), intent=Intent.GUILDS)
+        await self.gateway.dispatch(
+            "CHANNEL_DELETE", channel_payload(channel), guild=channel.guild, intent=Intent.GUILDS
+        )
 
     async def update_channel(self, channel: FakeChannel) -> None:
         """Tell the bot about changed overwrites (CHANNEL_UPDATE)."""
-        await self.gateway.dispatch("CHANNEL_UPDATE", channel_payload(channel), intent=Intent.GUILDS)
+        await self.gateway.dispatch(
+            "CHANNEL_UPDATE", channel_payload(channel), guild=channel.guild, intent=Intent.GUILDS
+        )
 
     async def sync_guild(self, guild: FakeGuild) -> None:
         """Resend the whole guild (GUILD_CREATE, available) so the bot's cache matches roles/tier/members."""
-        await self.gateway.dispatch("GUILD_CREATE", lambda s: self.gateway.guild_create(guild, s), intent=Intent.GUILDS)
+        await self.gateway.dispatch(
+            "GUILD_CREATE", lambda s: self.gateway.guild_create(guild, s), guild=guild, intent=Intent.GUILDS
+        )
 
     async def set_reaction(self, message: FakeMessage, emoji: str, user_id: int, *, add: bool) -> None:
         users = message.reactions.setdefault(emoji, set())
@@ -361,10 +375,11 @@ class FakeDiscord:
                 data["member"] = member_payload(guild.members[user_id])
         intent = Intent.GUILD_MESSAGE_REACTIONS if guild is not None else Intent.DIRECT_MESSAGE_REACTIONS
         event = "MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE"
-        await self.gateway.dispatch(event, data, intent=intent)
+        await self.gateway.dispatch(event, data, guild=guild, intent=intent)
 
     async def dispatch_interaction(self, interaction: FakeInteraction) -> FakeInteraction:
         self.interactions.add(interaction)
         self.notify()
-        await self.gateway.dispatch("INTERACTION_CREATE", interaction_create_payload(self, interaction))
+        payload = interaction_create_payload(self, interaction)
+        await self.gateway.dispatch("INTERACTION_CREATE", payload, guild=interaction.guild)
         return interaction

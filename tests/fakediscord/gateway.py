@@ -2,6 +2,10 @@
 
 Frames go out as plain JSON text; discord.py asks for `compress=zlib-stream` but
 accepts text frames (its `received_message` only inflates bytes).
+
+Sessions are sharded as on Discord: each remembers the `[shard_id, num_shards]` it
+identified with, and `Gateway.dispatch` (the one way an event leaves the fake) sends
+an event only to the sessions whose shard owns its guild, or to shard 0 without one.
 """
 
 from __future__ import annotations
@@ -46,6 +50,29 @@ HEARTBEAT_INTERVAL_MS = 41250
 REPLAY_BUFFER = 5000
 
 Payload = dict[str, Any] | Callable[["GatewaySession"], dict[str, Any] | None]
+Shard = tuple[int, int]  # (shard_id, num_shards), as IDENTIFY's `shard` array
+UNSHARDED: Shard = (0, 1)
+
+
+def shard_of(guild_id: int, num_shards: int) -> int:
+    """The shard that receives `guild_id`'s events: Discord docs, Gateway -> Sharding, "Sharding Formula"."""
+    return (guild_id >> 22) % num_shards
+
+
+def parse_shard(value: object) -> Shard | None:
+    """IDENTIFY's `shard`, or None when Discord would close with 4010 (Invalid shard).
+
+    Absent means one unsharded session. Discord docs, Gateway -> Sharding: the first item is the
+    zero-based shard, the second the total, so 0 <= shard_id < num_shards and num_shards >= 1.
+    """
+    if value is None:
+        return UNSHARDED
+    if not (isinstance(value, list) and len(value) == 2 and all(type(item) is int for item in value)):
+        return None
+    shard_id, num_shards = value
+    if num_shards < 1 or not 0 <= shard_id < num_shards:
+        return None
+    return shard_id, num_shards
 
 
 @dataclass(eq=False)
@@ -56,9 +83,22 @@ class GatewaySession:
     seq: int = 0
     buffer: deque[tuple[int, str, str]] = field(default_factory=lambda: deque(maxlen=REPLAY_BUFFER))
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    shard: Shard = UNSHARDED  # from IDENTIFY; a RESUME keeps it, as the session is the same
 
     def wants(self, intent: int | None) -> bool:
         return intent is None or bool(self.intents & intent)
+
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether Discord routes an event about `guild_id` (None: no guild, as a DM) to this session.
+
+        Discord docs, Gateway -> Sharding: events go to the shard given by the sharding formula,
+        each session applying it with its own num_shards (sessions may differ in it); events
+        without a guild_id go only to shard 0.
+        """
+        shard_id, num_shards = self.shard
+        if guild_id is None:
+            return shard_id == 0
+        return shard_of(guild_id, num_shards) == shard_id
 
 
 class Gateway:
@@ -78,7 +118,7 @@ class Gateway:
 
     @property
     def connected(self) -> bool:
-        return any(s.ws is not None and not s.ws.closed for s in self.sessions.values())
+        return any(self.attached(s) for s in self.sessions.values())
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
@@ -148,15 +188,25 @@ class Gateway:
         if intents & PRIVILEGED_INTENTS & ~self._fake.privileged_intents:
             await self._close(ws, 4014, "Disallowed intent(s).")
             return None
-        # A fresh IDENTIFY replaces sessions nobody is attached to any more.
-        self.sessions = {k: s for k, s in self.sessions.items() if s.ws is not None and not s.ws.closed}
-        session = GatewaySession(secrets.token_hex(16), intents, ws)
+        shard = parse_shard(data.get("shard"))
+        if shard is None:
+            await self._close(ws, 4010, "Invalid shard.")
+            return None
+        if shard[1] < self._fake.min_shards:
+            # Opcodes and Status Codes, 4011: the session would have handled too many guilds.
+            await self._close(ws, 4011, "Sharding required.")
+            return None
+        # A fresh IDENTIFY of a shard replaces that shard's sessions nobody is attached to any more
+        # (a restarted process); other shards' sessions stay resumable, as each process resumes its own.
+        self.sessions = {k: s for k, s in self.sessions.items() if s.shard != shard or self.attached(s)}
+        session = GatewaySession(secrets.token_hex(16), intents, ws, shard=shard)
         self.sessions[session.id] = session
         fake = self._fake
+        guilds = self.guilds_on(session)
         ready = {
             "v": 10,
             "user": user_payload(fake.bot_user) | {"verified": True, "mfa_enabled": False, "flags": 0},
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in fake.guilds.values()],
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in guilds],
             "session_id": session.id,
             "session_type": "normal",
             "resume_gateway_url": fake.gateway_url,
@@ -167,13 +217,21 @@ class Gateway:
             "_trace": ["fakediscord"],
         }
         if "shard" in data:
-            ready["shard"] = data["shard"]
+            ready["shard"] = list(shard)  # Gateway Events, Ready: present if sent when identifying
         await self._dispatch_to(session, "READY", ready)
         if session.wants(Intent.GUILDS):
-            for guild in fake.guilds.values():
+            for guild in guilds:
                 await self._dispatch_to(session, "GUILD_CREATE", self.guild_create(guild, session))
         fake.notify()
         return session
+
+    @staticmethod
+    def attached(session: GatewaySession) -> bool:
+        return session.ws is not None and not session.ws.closed
+
+    def guilds_on(self, session: GatewaySession) -> list[FakeGuild]:
+        """The guilds READY lists for `session`: only its shard's (Discord docs, Gateway -> Sharding)."""
+        return [g for g in self._fake.guilds.values() if session.receives(g.id)]
 
     def guild_create(self, guild: FakeGuild, session: GatewaySession) -> dict[str, Any]:
         members = list(guild.members.values()) if session.wants(Intent.GUILD_MEMBERS) else [guild.bot_member]
@@ -222,10 +280,16 @@ class Gateway:
                 with contextlib.suppress(ConnectionResetError, RuntimeError):
                     await ws.send_str(frame)
 
-    async def dispatch(self, event: str, data: Payload, *, intent: int | None = None) -> None:
-        """Send `event` to every session whose intents include `intent`; `data` may be per session."""
+    async def dispatch(self, event: str, data: Payload, *, guild: FakeGuild | None, intent: int | None = None) -> None:
+        """Send `event` to every session Discord routes it to; `data` may be per session.
+
+        `guild` is the guild the event concerns (None for a DM): only sessions on its shard get it,
+        and only those whose intents include `intent`. `guild` has no default so that no event
+        can skip routing by accident.
+        """
+        guild_id = None if guild is None else guild.id
         for session in list(self.sessions.values()):
-            if not session.wants(intent):
+            if not (session.wants(intent) and session.receives(guild_id)):
                 continue
             payload = data(session) if callable(data) else data
             if payload is not None:

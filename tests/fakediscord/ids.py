@@ -19,6 +19,21 @@ class Snowflakes:
         self._last = candidate
         return candidate
 
+    def next_on_shard(self, shard_id: int, num_shards: int) -> int:
+        """The next id that Discord routes to `shard_id` of `num_shards`: (id >> 22) % num_shards == shard_id.
+
+        Ids made in the same millisecond share their top bits and so their shard; this one
+        moves the timestamp up to num_shards - 1 ms ahead instead.
+        """
+        if not 0 <= shard_id < num_shards:
+            raise ValueError(f"no shard {shard_id} among {num_shards}")
+        candidate = self.next()
+        timestamp = candidate >> 22
+        if timestamp % num_shards != shard_id:
+            candidate = (timestamp + (shard_id - timestamp) % num_shards) << 22
+            self._last = candidate
+        return candidate
+
 
 def new_token(prefix: str) -> str:
     """An opaque token; interaction tokens are long random strings on Discord too."""

@@ -69,9 +69,12 @@ BOT_INVITE = int(
 )
 assert BOT_INVITE == 117824
 
-# A DM has no overwrites; everything a message needs is allowed.
+# A DM has no overwrites; everything a message needs is allowed, and the member may run the app's
+# commands there (Application Commands, application command object: global commands are visible in DMs
+# with the app by default).
 DM_PERMISSIONS = int(
     Perm.VIEW_CHANNEL
+    | Perm.USE_APPLICATION_COMMANDS
     | Perm.SEND_MESSAGES
     | Perm.EMBED_LINKS
     | Perm.ATTACH_FILES

@@ -17,7 +17,7 @@ async def get_gateway_bot(call: Call) -> Reply:
     gateway = call.fake.gateway
     return {
         "url": call.fake.gateway_url,
-        "shards": 1,
+        "shards": call.fake.recommended_shards,
         "session_start_limit": {
             "total": gateway.identify_limit,
             "remaining": max(0, gateway.identify_limit - gateway.identify_count),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TypeVar
 
 import discord
@@ -77,3 +77,17 @@ async def run_bot(
             crash = await _stopped(task)
         if crash is not None:
             raise crash
+
+
+@contextlib.asynccontextmanager
+async def run_bots(
+    fake: FakeDiscord, bots: Sequence[ClientT], *, ready_timeout: float = 10.0
+) -> AsyncIterator[list[ClientT]]:
+    """Start several clients against one fake, as several processes of one bot run; all ready before the block.
+
+    Give each its own shards, e.g. `AutoShardedClient(shard_count=2, shard_ids=[i])`, or the bot's
+    `build_bot` with SHARD_COUNT/SHARD_IDS: the fake routes every event to the shard Discord would.
+    They start one after another and close in reverse order; a crash of any is raised.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(run_bot(fake, bot, ready_timeout=ready_timeout)) for bot in bots]
