@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -25,7 +26,7 @@ from bot.runcomfy import RunComfyClient
 from storage.models import Job, JobState
 from storage.postgres.jobs import PostgresJobStore
 from tests.bot.conftest import ClientFactory
-from tests.bot.jobs_support import MODEL, new_job, started, submitted
+from tests.bot.jobs_support import MODEL, Destination, Recorder, new_job, started, submitted
 from tests.clocks import MovableClock
 
 pytestmark = pytest.mark.postgres
@@ -67,6 +68,27 @@ async def process(make_process: Factory, owner: str, **options: object) -> JobMa
     return make_process(owner, store, **options)
 
 
+@dataclass
+class Pair:
+    """Two started processes on one database, with what each one heard and delivered."""
+
+    first: JobManager
+    second: JobManager
+    first_events: Recorder
+    second_events: Recorder
+    first_destination: Destination
+    second_destination: Destination
+
+
+async def two_processes(make_process: Factory, names: tuple[str, str] = ("first", "second"), **options: object) -> Pair:
+    """Both started (so both keepers watch for orphans); `options` go to both managers."""
+    first = await process(make_process, names[0], **options)
+    second = await process(make_process, names[1], **options)
+    first_events, first_destination = await started(first)
+    second_events, second_destination = await started(second)
+    return Pair(first, second, first_events, second_events, first_destination, second_destination)
+
+
 async def crash(manager: JobManager, monkeypatch: pytest.MonkeyPatch) -> None:
     """The process dies: its workers stop at once and its leases are not given up (they run out)."""
     assert manager.keeper is not None
@@ -89,33 +111,27 @@ async def test_a_dead_processs_jobs_are_taken_over_and_finished_once(
 ) -> None:
     emulator.config.queue_time = Duration.constant(0.3)
     emulator.config.run_time = Duration.constant(0.3)
-    first = await process(make_process, "first")
-    second = await process(make_process, "second")
-    await started(first)
-    recorder, destination = await started(second)
-    jobs = [await submitted(first, new_job(seed=seed)) for seed in range(3)]
-    await crash(first, monkeypatch)
+    pair = await two_processes(make_process)
+    jobs = [await submitted(pair.first, new_job(seed=seed)) for seed in range(3)]
+    await crash(pair.first, monkeypatch)
     clock.advance(LEASE + 1)  # the leases run out; the survivor's keeper wakes on the jump
     for job in jobs:
-        await recorder.wait_for(JobDelivered, job.id)
-        done = await row(second, job.id)
+        await pair.second_events.wait_for(JobDelivered, job.id)
+        done = await row(pair.second, job.id)
         assert done.lease_owner == "second"
-    assert second.keeper is not None
-    assert second.keeper.taken_over == 3
-    assert sorted(job_id for job_id, _ in destination.images) == sorted(job.id for job in jobs)
+    assert pair.second.keeper is not None
+    assert pair.second.keeper.taken_over == 3
+    assert sorted(job_id for job_id, _ in pair.second_destination.images) == sorted(job.id for job in jobs)
     assert len(emulator.submits) == 3, "nothing was sent twice"
 
 
 async def test_a_clean_stop_hands_jobs_over_at_once(emulator: Emulator, make_process: Factory) -> None:
     emulator.config.queue_time = Duration.constant(0.5)
-    first = await process(make_process, "first")
-    second = await process(make_process, "second")
-    await started(first)
-    recorder, _ = await started(second)
-    job = await submitted(first)
-    await first.stop()  # gives the leases up and says so: no waiting for them to run out
-    await recorder.wait_for(JobDelivered, job.id, within=LEASE / 2 + 1.0)
-    assert (await row(second, job.id)).lease_owner == "second"
+    pair = await two_processes(make_process)
+    job = await submitted(pair.first)
+    await pair.first.stop()  # gives the leases up and says so: no waiting for them to run out
+    await pair.second_events.wait_for(JobDelivered, job.id, within=LEASE / 2 + 1.0)
+    assert (await row(pair.second, job.id)).lease_owner == "second"
     assert len(emulator.submits) == 1
 
 
@@ -125,13 +141,11 @@ async def test_a_process_that_lost_its_lease_stops_working_on_the_job(
     """Alive but silent past its lease (say a long pause): another process took the job, and the first's next
     write matches nothing, so it drops the job instead of delivering it a second time."""
     emulator.config.queue_time = Duration.constant(0.6)
-    first = await process(make_process, "first")
-    second = await process(make_process, "second")
-    first_events, first_destination = await started(first)
-    await started(second)
+    pair = await two_processes(make_process)
+    first, second = pair.first, pair.second
     job = await submitted(first)
     assert first.keeper is not None
-    await first.keeper.stop()  # first stops renewing (and gives up nothing it still writes to)
+    await first.keeper.stop()  # no more renewals (and its leases given up); its workers go on
     clock.advance(LEASE + 1)
     for _ in range(200):
         if (await row(second, job.id)).lease_owner == "second":
@@ -147,23 +161,21 @@ async def test_a_process_that_lost_its_lease_stops_working_on_the_job(
         await asyncio.sleep(0.02)
     assert done is not None
     assert done.state is JobState.DELIVERED
-    assert first_destination.images == []
-    assert first_events.of(JobDelivered, job.id) == []
+    assert pair.first_destination.images == []
+    assert pair.first_events.of(JobDelivered, job.id) == []
     assert len(emulator.submits) == 1
 
 
 async def test_a_job_found_submitting_is_failed_not_resent(
     emulator: Emulator, make_process: Factory, clock: MovableClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first = await process(make_process, "first")
-    second = await process(make_process, "second")
-    await started(first)
-    recorder, _ = await started(second)
+    pair = await two_processes(make_process)
+    first = pair.first
     # The process died right after writing this, before the submit left (or while it was on its way).
     orphan = await first.store.create(new_job(), now=clock.now(), state=JobState.SUBMITTING, lease=first.ledger.lease())
     await crash(first, monkeypatch)
     clock.advance(LEASE + 1)
-    failed = await recorder.wait_for(JobFailed, orphan.id)
+    failed = await pair.second_events.wait_for(JobFailed, orphan.id)
     assert failed.reason == RESTARTED_WHILE_SUBMITTING
     assert emulator.submits == []
 
@@ -175,17 +187,15 @@ async def test_a_request_taken_over_mid_submit_is_cancelled_upstream(
     request RunComfy made is cancelled, so nobody pays for an image nobody will deliver."""
     emulator.config.queue_time = Duration.constant(30.0)
     emulator.inject("submit", Fault.slow(0.8))
-    first = await process(make_process, "first", client=make_client(timeout=5.0))
-    second = await process(make_process, "second")
-    await started(first)
-    recorder, _ = await started(second)
+    pair = await two_processes(make_process, client=make_client(timeout=5.0))
+    first = pair.first
     assert first.keeper is not None
     await first.keeper.stop()
     ticket = await first.enqueue(new_job(), None)
     await first.confirm(ticket.job.id)
     await asyncio.sleep(0.2)  # the submit is on its way
     clock.advance(LEASE + 1)
-    failed = await recorder.wait_for(JobFailed, ticket.job.id)
+    failed = await pair.second_events.wait_for(JobFailed, ticket.job.id)
     assert failed.reason == RESTARTED_WHILE_SUBMITTING
     for _ in range(300):
         if emulator.jobs and all(job.cancelled_at is not None for job in emulator.jobs.values()):
@@ -197,10 +207,8 @@ async def test_a_request_taken_over_mid_submit_is_cancelled_upstream(
 
 async def test_a_cancel_reaches_the_process_holding_the_job(emulator: Emulator, make_process: Factory) -> None:
     emulator.config.queue_time = Duration.constant(30.0)
-    holder = await process(make_process, "holder")
-    other = await process(make_process, "other")
-    recorder, _ = await started(holder)
-    await started(other)
+    pair = await two_processes(make_process, ("holder", "other"))
+    holder, other, recorder = pair.first, pair.second, pair.first_events
     job = await submitted(holder)
     assert await other.cancel(job.id) is CancelOutcome.CANCELLED
     await recorder.wait_for(JobCancelled, job.id)
@@ -218,10 +226,8 @@ async def test_a_cancel_for_a_dead_holders_job_is_carried_out_here(
 ) -> None:
     """Nobody answers for a job whose lease ran out: the process the member clicked in claims it and cancels."""
     emulator.config.queue_time = Duration.constant(30.0)
-    dead = await process(make_process, "dead")
-    other = await process(make_process, "other")
-    await started(dead)
-    await started(other)  # its keeper now sleeps until the dead process's lease runs out
+    pair = await two_processes(make_process, ("dead", "other"))
+    dead, other = pair.first, pair.second  # other's keeper sleeps until the dead process's lease runs out
     job = await submitted(dead)
     await crash(dead, monkeypatch)
     await other.store.update(job.id, now=other.clock.now(), lease_until=other.clock.now() - timedelta(seconds=1))
@@ -234,10 +240,8 @@ async def test_a_deleted_reply_reaches_the_holder(emulator: Emulator, make_proce
     """The reply of a job another process holds was deleted: the fact is written here, the holder cancels the
     job (it was not paid for yet) and nothing is sent."""
     emulator.config.queue_time = Duration.constant(30.0)
-    holder = await process(make_process, "holder")
-    other = await process(make_process, "other")
-    recorder, _ = await started(holder)
-    await started(other)
+    pair = await two_processes(make_process, ("holder", "other"))
+    holder, other, recorder = pair.first, pair.second, pair.first_events
     job = await submitted(holder)
     await other.store.update(job.id, now=other.clock.now(), message_id=555)  # the reply's message
     await other.reply_deleted(555)
@@ -250,11 +254,8 @@ async def test_a_deleted_reply_reaches_the_holder(emulator: Emulator, make_proce
 async def test_the_operators_budget_holds_across_processes(emulator: Emulator, make_process: Factory) -> None:
     """Two processes admit at the same moment against a budget of one image a day: exactly one gets it."""
     emulator.config.queue_time = Duration.constant(30.0)
-    budget = Budget(images_per_day=1)
-    first = await process(make_process, "first", budget=budget)
-    second = await process(make_process, "second", budget=budget)
-    await started(first)
-    await started(second)
+    pair = await two_processes(make_process, budget=Budget(images_per_day=1))
+    first, second = pair.first, pair.second
     settings = [await manager.store.guilds.get(guild) for manager, guild in ((first, 111 << 22), (second, 222 << 22))]
 
     async def admit(manager: JobManager, index: int) -> bool:
