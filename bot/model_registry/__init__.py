@@ -1,0 +1,19 @@
+"""Which models the bot can use and how each one's request is built (docs/models.md)."""
+
+from bot.model_registry.description import MAX_COUNT, Kind, ModelDescription
+from bot.model_registry.loader import ModelRegistry, RegistryError, load_registry, parse_models, vetted_models
+from bot.model_registry.requests import Choices, build_request, check_choices
+
+__all__ = [
+    "MAX_COUNT",
+    "Choices",
+    "Kind",
+    "ModelDescription",
+    "ModelRegistry",
+    "RegistryError",
+    "build_request",
+    "check_choices",
+    "load_registry",
+    "parse_models",
+    "vetted_models",
+]
