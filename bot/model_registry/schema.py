@@ -85,9 +85,10 @@ def _field_differences(name: str, mine: Mapping[str, Any], theirs: Mapping[str, 
         extra = [value for value in mine["enum"] if value not in theirs["enum"]]
         if extra:
             found.append(f"`{name}` upstream does not allow {', '.join(map(str, extra))}")
-    for bound, beyond in (("minimum", lambda ours, up: ours < up), ("maximum", lambda ours, up: ours > up)):
+    for bound, sign in (("minimum", 1), ("maximum", -1)):
         their_bound = theirs.get(bound)
-        if bound in mine and isinstance(their_bound, int | float) and beyond(mine[bound], their_bound):
+        # Ours must lie inside theirs: our minimum at or above theirs, our maximum at or below.
+        if bound in mine and isinstance(their_bound, int | float) and sign * (mine[bound] - their_bound) < 0:
             found.append(f"`{name}` {bound} is {their_bound:g} upstream, {mine[bound]:g} here")
     return found
 

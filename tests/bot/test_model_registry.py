@@ -69,7 +69,8 @@ def test_operator_file_adds_and_replaces_models(tmp_path: Path) -> None:
             "unknown aspect ratio(s) 7:5",
         ),
         (
-            "[[model]]\nid = 'a/b'\nname = 'X'\nkind = 'text-to-image'\nprice_usd = 1\n[model.inputs]\nseed = {field='prompt'}",
+            "[[model]]\nid = 'a/b'\nname = 'X'\nkind = 'text-to-image'\nprice_usd = 1\n"
+            "[model.inputs]\nseed = {field='prompt'}",
             "named twice",
         ),
         ("model = 3", "array of tables"),
@@ -79,7 +80,7 @@ def test_operator_file_adds_and_replaces_models(tmp_path: Path) -> None:
 def test_a_bad_models_file_is_refused_with_where_and_why(tmp_path: Path, text: str, says: str) -> None:
     path = tmp_path / "models.toml"
     path.write_text(text)
-    with pytest.raises(RegistryError, match="models.toml") as caught:
+    with pytest.raises(RegistryError, match=r"models\.toml") as caught:
         load_registry(DEFAULT_MODEL, path)
     assert says in str(caught.value)
 
