@@ -11,6 +11,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from storage.job_inputs import JobInputs
 from storage.models import GuildLoad, GuildSettings, Job, JobState, NewJob, Spend, Timing, Usage
 from storage.polling_memory import PollingMemory
 
@@ -50,6 +51,11 @@ class JobStore(Protocol):
     @property
     def polling(self) -> PollingMemory:
         """What the polling policy learned that no job row keeps (the queue's speed)."""
+        ...
+
+    @property
+    def inputs(self) -> JobInputs:
+        """The images edit jobs start from (written by `create` with the job)."""
         ...
 
     async def create(

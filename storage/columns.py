@@ -27,6 +27,7 @@ from storage.models import (
     Job,
     JobOrigin,
     JobState,
+    NewJob,
 )
 
 ORIGIN_COLUMNS = tuple(field.name for field in dataclasses.fields(JobOrigin))
@@ -43,7 +44,9 @@ BOOL_COLUMNS = frozenset(
 # state and updated_at change only through transition() and every write.
 FIXED_COLUMNS = frozenset(
     {"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed", "exempt", "post_nonce"}
+    | {"count", "input_url", "input_expires_at"}
 )
+
 SETTABLE_COLUMNS = frozenset(COLUMNS) - FIXED_COLUMNS - {"parent_id"}
 CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
 
@@ -51,6 +54,24 @@ CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
 FINAL_LIST = ", ".join(f"'{state.value}'" for state in sorted(FINAL_STATES, key=lambda s: s.value))
 ACTIVE_LIST = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_STATES))
 UNFINISHED_WHERE = f"state NOT IN ({FINAL_LIST})"
+# Joined to `jobs`, one row per image a job asked for (count is 1 to 10): quotas count images, not jobs.
+PER_IMAGE = (
+    "JOIN (SELECT 1 AS n"
+    + "".join(f" UNION ALL SELECT {n}" for n in range(2, 11))
+    + ") AS image ON image.n <= jobs.count"
+)
+
+
+def new_job_values(new: NewJob) -> dict[str, Any]:
+    """The columns of a new job beyond its prompt, ratio, seed and origin: images asked for, the cost estimate
+    (written with the job, so the budget counts it at its own model's price), an edit's input URL."""
+    return {
+        "count": new.count,
+        "cost_usd": new.cost_usd,
+        "cost_estimated": new.cost_usd is not None,
+        "input_url": new.input_url,
+        "input_expires_at": new.input_expires_at,
+    }
 
 
 def check_fields(fields: Mapping[str, Any]) -> None:

@@ -34,17 +34,20 @@ from storage.columns import (
     CREATE_STATES,
     DATETIME_COLUMNS,
     ORIGIN_COLUMNS,
+    PER_IMAGE,
     SELECT_LIST,
     UNFINISHED_WHERE,
     check_fields,
     expected_states,
     job_from_values,
+    new_job_values,
 )
 from storage.migrate import SchemaTooNewError
 from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, NewJob, Spend, Timing, Usage
 from storage.postgres import reports
 from storage.postgres.connect import aware, create_pool, redact_url, unavailable_on_error
 from storage.postgres.guilds import PostgresGuildStore
+from storage.postgres.job_inputs import PostgresJobInputs
 from storage.postgres.migrate import bundled_migrations, migrate, schema_version
 from storage.postgres.polling_memory import PostgresPollingMemory
 from storage.sqlite_common import StoreUnavailableError
@@ -69,7 +72,7 @@ _TIMINGS_SQL = (
     " ORDER BY completed_at DESC, id DESC LIMIT $2"
 )
 _BILLABLE_SQL = (
-    "SELECT created_at FROM jobs WHERE user_id = $1 AND guild_id = $2 AND created_at >= $3"
+    f"SELECT created_at FROM jobs {PER_IMAGE} WHERE user_id = $1 AND guild_id = $2 AND created_at >= $3"  # noqa: S608
     " AND state <> 'cancelled' AND NOT (state = 'failed' AND request_id IS NULL)"
     " ORDER BY created_at"
 )
@@ -114,6 +117,7 @@ class PostgresJobStore:
         self.schema_version = schema_version
         self.guilds = PostgresGuildStore(pool, url)
         self.polling = PostgresPollingMemory(pool, url)
+        self.inputs = PostgresJobInputs(pool, url)
 
     @property
     def pool(self) -> Pool:
@@ -190,6 +194,7 @@ class PostgresJobStore:
         }
         for column in ORIGIN_COLUMNS:
             values[column] = _encode(column, getattr(new.origin, column))
+        values.update((column, _encode(column, value)) for column, value in new_job_values(new).items())
         args = _Args()
         placeholders = ", ".join(args(value) for value in values.values())
         sql = f"INSERT INTO jobs ({', '.join(values)}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608
@@ -202,6 +207,8 @@ class PostgresJobStore:
         if row is None:
             raise RuntimeError("INSERT ... RETURNING returned no row")
         job = _job(row)
+        if new.input is not None:
+            await self.inputs.save(job.id, new.input)
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 
