@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 SEED_MAX = 2**31 - 1
+# The seed stored for a job whose model takes none: shown nowhere, sent nowhere, and kept by rerolls.
+NO_SEED = -1
 
 # Not published for ImagineArt 1.5; RunComfy's Flux pages cap prompts at 2048
 # characters, and Discord's string options allow up to 6000. The lower one wins.

@@ -44,7 +44,7 @@ async def add_cogs(
     await bot.add_cog(ResultsCog(bot, starter, jobs, store))
     await bot.add_cog(HistoryCog(jobs, store))
     await bot.add_cog(AdminCog(jobs, store))
-    return DiscordDestination(bot, courier, store.guilds, images)
+    return DiscordDestination(bot, courier, store.guilds, images, jobs.registry)
 
 
 def app_commands_to_sync() -> list[AppCommand]:

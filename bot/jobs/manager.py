@@ -39,6 +39,7 @@ from bot.jobs.ledger import Ledger
 from bot.jobs.line import RESTARTED_WHILE_WAITING, Line, Load, Ticket
 from bot.jobs.prices import PriceBook
 from bot.jobs.upstream import RESTARTED_WHILE_SUBMITTING, CancelOutcome, Upstream
+from bot.model_registry import ModelRegistry, load_registry
 from bot.polling import AdaptivePolicy, PollPolicy
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
@@ -73,10 +74,12 @@ class JobManager:
         budget: Budget | None = None,
         balance_probe_seconds: float = 300.0,
         max_concurrent_polls: int = 32,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.model = model
+        self.registry = registry or load_registry(model)
         self.clock = clock or Clock()
         self.ledger = Ledger(store, self.clock)
         self.policy: PollPolicy = policy or AdaptivePolicy()
@@ -85,6 +88,7 @@ class JobManager:
             self.ledger,
             client,
             self.clock,
+            registry=self.registry,
             policy=self.policy,
             job_timeout=job_timeout,
             unknown_state_timeout=unknown_state_timeout,
@@ -136,6 +140,7 @@ class JobManager:
             retention_days=settings.job_retention_days,
             budget=Budget(settings.budget_images_per_day, settings.budget_usd_per_day, settings.budget_usd_per_month),
             balance_probe_seconds=settings.runcomfy_balance_probe_seconds,
+            registry=load_registry(settings.runcomfy_model, settings.runcomfy_models_file),
         )
 
     # -- lifecycle -------------------------------------------------------------

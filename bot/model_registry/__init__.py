@@ -3,6 +3,7 @@
 from bot.model_registry.description import MAX_COUNT, Kind, ModelDescription
 from bot.model_registry.loader import ModelRegistry, RegistryError, load_registry, parse_models, vetted_models
 from bot.model_registry.requests import Choices, build_request, check_choices
+from bot.model_registry.servers import allowed_ids, choose, find, server_default, server_models
 
 __all__ = [
     "MAX_COUNT",
@@ -11,9 +12,14 @@ __all__ = [
     "ModelDescription",
     "ModelRegistry",
     "RegistryError",
+    "allowed_ids",
     "build_request",
     "check_choices",
+    "choose",
+    "find",
     "load_registry",
     "parse_models",
+    "server_default",
+    "server_models",
     "vetted_models",
 ]
