@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .commands import MESSAGE_COMMAND
 from .interactions import FakeInteraction
 from .messages import FakeMessage, MessageVersion, compute_pings
 from .options import build_options
+from .payloads import message_payload
 from .permissions import Perm
 
 if TYPE_CHECKING:
@@ -82,6 +84,27 @@ class FakeMember:
             data["resolved"] = resolved
         if command is not None and "guild_id" in command:
             data["guild_id"] = command["guild_id"]
+        interaction = FakeInteraction(
+            fake, interaction_type=APPLICATION_COMMAND, member=self, channel=channel, data=data, command_name=name
+        )
+        return await fake.dispatch_interaction(interaction)
+
+    async def run_message_command(self, name: str, message: FakeMessage) -> FakeInteraction:
+        """Pick Apps → `name` on a message: an APPLICATION_COMMAND of type 3 whose `resolved.messages` holds the
+        message in full (the interaction grants what the MESSAGE_CONTENT intent would otherwise hide)."""
+        fake = self._fake
+        channel = message.channel
+        self._require(channel, Perm.USE_APPLICATION_COMMANDS, f"use Apps → {name}")
+        command = fake.commands.find(name, self.guild.id, MESSAGE_COMMAND)
+        if command is None:
+            raise AssertionError(f"no message command {name!r} is synced here")
+        data: dict[str, Any] = {
+            "id": str(command["id"]),
+            "name": name,
+            "type": MESSAGE_COMMAND,
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): message_payload(message, viewer_id=fake.bot_user.id)}},
+        }
         interaction = FakeInteraction(
             fake, interaction_type=APPLICATION_COMMAND, member=self, channel=channel, data=data, command_name=name
         )
