@@ -197,6 +197,16 @@ def finished(
     return Rendered(_headline(job, "✅ Done"), embed, buttons)
 
 
+def alone(job: Job, number: int, attachment: str, *, model_name: str) -> Rendered:
+    """One image of a gallery on its own (🔍 Image n): the image large, its facts, and ✏️ Edit for it."""
+    embed = _card(job, COLOUR_DONE)
+    embed.add_field(name="Model", value=model_name)
+    embed.set_image(url=f"attachment://{attachment}")
+    embed.set_footer(text=f"Job {job.id} · image {number} of {job.count}")
+    status = f"🔍 Image {number} of {job.count}"
+    return Rendered(_headline(job, status), embed, [ImagineButton("edit", job.id, number, row=0)])
+
+
 def text_answer(job: Job, missing: list[str], *, too_large: bool = False) -> Rendered:
     """The image is made but cannot be posted here (a permission is missing, or it is too large): say which, and
     where the member finds the image."""

@@ -25,7 +25,8 @@ import discord
 from discord.ext import commands
 
 from bot.jobs import JobManager
-from bot.model_spec import PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio, display_name
+from bot.jobs.orders import source_input
+from bot.model_spec import NO_SEED, PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio
 from cogs import render, reports
 from cogs.access import refuse
 from cogs.failures import answer_failure
@@ -76,7 +77,10 @@ class RemixForm(discord.ui.Modal):
                 text="Seed",
                 description="Leave empty for a random seed.",
                 component=discord.ui.TextInput(
-                    custom_id="seed", default=str(job.seed), required=False, max_length=len(str(SEED_MAX))
+                    custom_id="seed",
+                    default=str(job.seed) if job.seed != NO_SEED else None,
+                    required=False,
+                    max_length=len(str(SEED_MAX)),
                 ),
             )
         )
@@ -92,6 +96,11 @@ def _inputs(components: object) -> Iterator[tuple[str, str]]:
             yield components["custom_id"], components["value"]
         for key in ("components", "component"):
             yield from _inputs(components.get(key))
+
+
+def form_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """Every text input of a modal submission, by custom_id."""
+    return dict(_inputs(data.get("components")))
 
 
 def parse_remix(values: Mapping[str, str]) -> tuple[str, str | None, int | None]:
@@ -159,7 +168,7 @@ class ResultsCog(commands.Cog, name="Results"):
         if await refuse(interaction):
             return
         try:
-            await self._remix(interaction, custom_id.removeprefix(REMIX_FORM), dict(_inputs(data.get("components"))))
+            await self._remix(interaction, custom_id.removeprefix(REMIX_FORM), form_values(data))
         except Exception as error:
             await answer_failure(interaction, error, f"remix {custom_id}")
 
@@ -173,7 +182,21 @@ class ResultsCog(commands.Cog, name="Results"):
         except InvalidInputError as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return
-        await self.starter.start(interaction, prompt=prompt, aspect_ratio=ratio, seed=seed, parent_id=source.id)
+        try:
+            edit = source_input(source, await self.store.inputs.get(source.id), self.jobs.clock.now())
+        except InvalidInputError as error:
+            await interaction.response.send_message(str(error), ephemeral=True)
+            return
+        await self.starter.start(
+            interaction,
+            prompt=prompt,
+            aspect_ratio=ratio,
+            seed=seed,
+            parent_id=source.id,
+            model=source.model,
+            count=source.count,
+            image=edit,
+        )
 
     # -- ✉️ details by DM ----------------------------------------------------
 
@@ -188,7 +211,7 @@ class ResultsCog(commands.Cog, name="Results"):
         if not self.details_gate.admit(member.id, job.id) or not self.dm_gate.admit(member.id):
             return
         settings = await self.store.guilds.get(member.guild.id)
-        embed = reports.details(job, model_name=display_name(job.model), show_cost=settings.show_cost)
+        embed = reports.details(job, model_name=self.jobs.registry.name(job.model), show_cost=settings.show_cost)
         try:
             await member.send(embed=embed, allowed_mentions=render.NO_MENTIONS)
         except discord.Forbidden:

@@ -37,14 +37,16 @@ from bot.jobs.events import (
 )
 from bot.jobs.ledger import Ledger
 from bot.jobs.line import RESTARTED_WHILE_WAITING, Line, Load, Ticket
+from bot.jobs.orders import order, source_input
 from bot.jobs.prices import PriceBook
 from bot.jobs.upstream import RESTARTED_WHILE_SUBMITTING, CancelOutcome, Upstream
-from bot.model_registry import ModelRegistry, load_registry
+from bot.model_registry import ModelRegistry, load_registry, server_models
+from bot.model_spec import InvalidInputError
 from bot.polling import AdaptivePolicy, PollPolicy
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from storage.base import JobStore
-from storage.models import FINAL_STATES, MADE_STATES, FailureKind, GuildSettings, Job, JobState, NewJob
+from storage.models import FINAL_STATES, MADE_STATES, FailureKind, GuildSettings, Job, JobOrigin, JobState, NewJob
 from storage.sqlite_common import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -329,6 +331,25 @@ class JobManager:
 
     async def load(self, settings: GuildSettings, user_id: int) -> Load:
         return await self.line.load(settings, user_id)
+
+    async def again(self, source: Job, settings: GuildSettings, origin: JobOrigin, *, exempt: bool) -> NewJob:
+        """A reroll of `source`: the same model, prompt, ratio, images and input, a new seed; InvalidInputError when
+        the server no longer offers the model or the input image's link is gone."""
+        model = self.registry.get(source.model)
+        if model is None or model not in server_models(self.registry, settings):
+            raise InvalidInputError("model", f"This server doesn't offer {self.registry.name(source.model)} any more.")
+        edit = source_input(source, await self.store.inputs.get(source.id), self.clock.now())
+        return order(
+            model,
+            prompt=source.prompt,
+            ratio=source.aspect_ratio or None,
+            seed=None,
+            count=source.count,
+            origin=origin,
+            parent_id=source.id,
+            exempt=exempt,
+            edit=edit,
+        )
 
     async def mark_deleted(self, job_id: int) -> Job | None:
         """A member deleted the job's result message with its button: remembered for history and reports."""

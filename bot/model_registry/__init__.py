@@ -3,7 +3,7 @@
 from bot.model_registry.description import MAX_COUNT, Kind, ModelDescription
 from bot.model_registry.loader import ModelRegistry, RegistryError, load_registry, parse_models, vetted_models
 from bot.model_registry.requests import Choices, build_request, check_choices
-from bot.model_registry.servers import allowed_ids, choose, find, server_default, server_models
+from bot.model_registry.servers import allowed_ids, change_models, choose, find, server_default, server_models
 
 __all__ = [
     "MAX_COUNT",
@@ -14,6 +14,7 @@ __all__ = [
     "RegistryError",
     "allowed_ids",
     "build_request",
+    "change_models",
     "check_choices",
     "choose",
     "find",

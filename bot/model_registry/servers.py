@@ -66,3 +66,40 @@ def choose(registry: ModelRegistry, settings: GuildSettings, requested: str | No
     if edit is None:
         raise InvalidInputError("image", f"This server offers no model that edits images (it offers: {names}).")
     return edit
+
+
+def change_models(
+    registry: ModelRegistry, settings: GuildSettings, action: str, requested: str | None
+) -> tuple[str | None, str | None, str]:
+    """`/imagine-admin set models`: the new (allowed ids, default id) and the sentence that says what changed.
+
+    `add` and `remove` start from what members have now (every offered model
+    when the server never chose); `default` picks the text-to-image model used
+    when a member picks none (adding it if needed); `clear` goes back to every
+    model and the bot's default. At least one text-to-image model always
+    stays, so a plain `/imagine` keeps working. InvalidInputError says why not.
+    """
+    if action == "clear":
+        return None, None, "Members may use every model again, with the bot's default."
+    model = find(registry, requested or "")
+    if model is None or not model.offered:
+        offered = ", ".join(item.name for item in registry.offered)
+        raise InvalidInputError("model", f"Pick a model from the list ({offered}).")
+    current = [item.id for item in server_models(registry, settings)]
+    default = settings.default_model
+    if action == "add" or (action == "default" and model.id not in current):
+        current = [*current, model.id] if model.id not in current else current
+    if action == "remove":
+        current = [model_id for model_id in current if model_id != model.id]
+        if not any(not (registry.get(model_id) or registry.default).edits for model_id in current):
+            raise InvalidInputError("model", "Keep at least one text-to-image model, or plain /imagine stops working.")
+        default = None if default == model.id else default
+    if action == "default":
+        if model.edits:
+            raise InvalidInputError("model", f"{model.name} edits images; the default must make images from text.")
+        default = model.id
+    ordered = [item.id for item in registry.offered if item.id in current]
+    allowed = None if ordered == [item.id for item in registry.offered] else " ".join(ordered)
+    chosen = server_default(registry, GuildSettings(settings.guild_id, allowed_models=allowed, default_model=default))
+    names = ", ".join(registry.name(model_id) for model_id in ordered)
+    return allowed, default, f"Members may use: {names}. Default: {chosen.name}."
