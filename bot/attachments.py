@@ -66,7 +66,7 @@ class AttachmentFetcher:
         workers: ImageWorkers | None = None,
     ) -> None:
         self._session = session
-        self._policy = HostPolicy(DISCORD_CDN_HOSTS, trusted_hosts=[discord_host])
+        self._policy = HostPolicy([*DISCORD_CDN_HOSTS, discord_host], trusted_hosts=[discord_host])
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self._workers = workers

@@ -319,10 +319,12 @@ class Emulator:
         inputs = model.inputs
         urls = body.get(inputs.image.field) if inputs.image is not None else None
         input_failure = await fetch_inputs(self.inputs, [urls] if isinstance(urls, str) else urls or [])
+        count = body.get(inputs.count.field, 1) if inputs.count else 1
         if cfg.balance_usd is not None:
-            if cfg.balance_usd < cfg.base_price_usd:
+            cost = self._price(model.id) * count
+            if cfg.balance_usd < cost:
                 return self._error(402, 400002, "Insufficient balance")
-            cfg.balance_usd -= cfg.base_price_usd
+            cfg.balance_usd -= cost
 
         now = self._now()
         queue_wait = cfg.queue_time.sample(self._timing_rng)
@@ -343,7 +345,7 @@ class Emulator:
             fails=fails,
             position_start=position,
             model=model.id,
-            count=body.get(inputs.count.field, 1) if inputs.count else 1,
+            count=count,
             failure=input_failure,
         )
         self.submits.append(SubmitRecord(request_id=request_id, body=body, received_at=now))
@@ -384,7 +386,7 @@ class Emulator:
         else:
             body.update(status="succeeded", output=self._output(job), finished_at=job.wall(job.finished))
             if request.query.get("include_cost", "").lower() in ("1", "true", "yes"):
-                body.update(self._cost())
+                body.update(self._cost(job))
         return web.json_response(body)
 
     async def _cancel(self, request: web.Request) -> web.Response:
@@ -406,12 +408,11 @@ class Emulator:
         model = self.registry.get(request.match_info["model_id"].strip("/"))
         if model is None:
             return self._error(400, 400001, "Invalid model id")
-        default = model.id == self.config.model_id
         return web.json_response(
             {
                 "model_id": model.id,
                 "name": model.name,
-                "base_price_usd": self.config.base_price_usd if default else model.price_usd,
+                "base_price_usd": self._price(model.id),
                 "input_schema": self._schema(model),
                 "output_schema": {"type": "object", "properties": {"images": {"type": "array"}}},
             }
@@ -442,8 +443,16 @@ class Emulator:
             return {"result": {"files": [{"url": url, "content_type": "image/png"} for url in urls]}}
         return {"images": urls}
 
-    def _cost(self) -> dict[str, Any]:
-        price = self.config.base_price_usd
+    def _price(self, model_id: str) -> float:
+        """A model's price per image: the configured one for the default model, the description's for others."""
+        model = self.registry.get(model_id)
+        if model is None or model_id == self.config.model_id:
+            return self.config.base_price_usd
+        return model.price_usd
+
+    def _cost(self, job: EmulatedJob) -> dict[str, Any]:
+        """What the request cost: its model's price times the images it made."""
+        price = round(self._price(job.model or self.config.model_id) * job.count, 6)
         shape = self.config.cost_shape
         if shape == "cost_usd":
             return {"cost_usd": price}
