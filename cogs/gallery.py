@@ -8,7 +8,7 @@ carries the result message, whose attachment links Discord has just signed);
 `imagine:edit-form:m<id>` names a picture picked with "Edit image", whose
 link is kept in memory for the form's 15 minutes, because the bot cannot read
 other members' attachments later without the privileged Message Content
-intent (docs/discord-platform.md). The image is downloaded and checked when the
+intent (docs/models.md). The image is downloaded and checked when the
 form comes back, and the job starts like any `/imagine`.
 """
 

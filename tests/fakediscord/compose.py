@@ -183,7 +183,7 @@ def build_version(
         if len(upload.data) > ctx.channel.upload_limit:
             raise entity_too_large()
     if sum(len(upload.data) for upload in body.files.values()) > max(REQUEST_LIMIT, ctx.channel.upload_limit):
-        raise entity_too_large()  # the whole request has a cap of its own (docs/discord-platform.md §2)
+        raise entity_too_large()  # the whole request has a cap of its own (docs/models.md)
     errs = FormErrors(ctx.prefix)
     check_message_fields(payload, errs)
     kept, new = _plan_attachments(payload, body.files, base, errs)
