@@ -55,8 +55,8 @@ from storage.models import Job
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-# Discord takes at most 25 MiB in one request, whatever each file may weigh (docs/models.md, "Several images in one reply"); the
-# margin leaves room for the JSON payload and the multipart framing.
+# Discord takes at most 25 MiB in one request, whatever each file may weigh (docs/models.md, "Several images in one
+# reply"); the margin leaves room for the JSON payload and the multipart framing.
 REQUEST_LIMIT = 25 * 1024 * 1024
 REQUEST_MARGIN = 256 * 1024
 TOO_LARGE = 413
