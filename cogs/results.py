@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -212,8 +213,13 @@ class ResultsCog(commands.Cog, name="Results"):
             return
         settings = await self.store.guilds.get(member.guild.id)
         embed = reports.details(job, model_name=self.jobs.registry.name(job.model), show_cost=settings.show_cost)
+        source = await self.store.inputs.get(job.id) if job.input_url else None
+        extras: dict[str, Any] = {}
+        if source is not None:  # an edit: the picture it started from, kept with the job
+            kind = source.content_type.removeprefix("image/").replace("jpeg", "jpg")
+            extras["file"] = discord.File(io.BytesIO(source.data), filename=f"imagine-{job.id}-input.{kind}")
         try:
-            await member.send(embed=embed, allowed_mentions=render.NO_MENTIONS)
+            await member.send(embed=embed, allowed_mentions=render.NO_MENTIONS, **extras)
         except discord.Forbidden:
             self._notify(payload.channel_id, member)
         except discord.HTTPException as error:

@@ -61,6 +61,13 @@ async def test_an_edit_from_an_attached_image(
     stored = await bot.store.inputs.get(job.id)
     assert stored is not None
     assert (stored.data, stored.width, stored.height) == (picture, 64, 48)
+    await job_in_state(bot, job.id, JobState.DELIVERED)
+    # ✉️ details: the model, and the picture the edit started from, kept with the job.
+    await alice.react(message, "✉️")
+    dms = await fake_discord.wait_for(lambda: fake_discord.dm_channel(alice.user).messages)
+    details = {field["name"]: field["value"] for field in dms[0].embeds[0]["fields"]}
+    assert details["Model"] == "Nano Banana 2 Edit"
+    assert dms[0].attachments[0].data == picture
 
 
 async def test_edit_image_on_a_result(
