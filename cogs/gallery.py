@@ -31,8 +31,7 @@ from cogs import render
 from cogs.access import refuse
 from cogs.buttons import image_number
 from cogs.choices import offered
-from cogs.failures import answer_failure
-from cogs.results import form_values
+from cogs.results import on_form
 from cogs.starter import JobStarter
 from storage.base import JobStore
 from storage.models import Job, JobState
@@ -157,16 +156,7 @@ class GalleryCog(commands.Cog, name="Gallery"):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
-        data: Mapping[str, Any] = interaction.data or {}
-        custom_id = str(data.get("custom_id", ""))
-        if interaction.type is not discord.InteractionType.modal_submit or not custom_id.startswith(EDIT_FORM):
-            return
-        if await refuse(interaction):
-            return
-        try:
-            await self._submitted(interaction, custom_id.removeprefix(EDIT_FORM), form_values(data))
-        except Exception as error:
-            await answer_failure(interaction, error, f"edit {custom_id}")
+        await on_form(interaction, EDIT_FORM, self._submitted, "edit")
 
     async def _submitted(self, interaction: discord.Interaction[Any], reference: str, values: dict[str, str]) -> None:
         source: Offered | None = None

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import discord
@@ -104,6 +104,27 @@ def form_values(data: Mapping[str, Any]) -> dict[str, str]:
     return dict(_inputs(data.get("components")))
 
 
+FormHandler = Callable[[discord.Interaction[Any], str, dict[str, str]], Awaitable[None]]
+
+
+async def on_form(interaction: discord.Interaction[Any], prefix: str, handler: FormHandler, what: str) -> None:
+    """Hand a submitted form whose custom_id starts with `prefix` to `handler` (the rest of the id, the values).
+
+    Forms are answered from the `on_interaction` event rather than a Modal's
+    callback, so a form opened before a restart still works after it.
+    """
+    data: Mapping[str, Any] = interaction.data or {}
+    custom_id = str(data.get("custom_id", ""))
+    if interaction.type is not discord.InteractionType.modal_submit or not custom_id.startswith(prefix):
+        return
+    if await refuse(interaction):
+        return
+    try:
+        await handler(interaction, custom_id.removeprefix(prefix), form_values(data))
+    except Exception as error:
+        await answer_failure(interaction, error, f"{what} {custom_id}")
+
+
 def parse_remix(values: Mapping[str, str]) -> tuple[str, str | None, int | None]:
     """The prompt, aspect ratio (None: the server's default) and seed (None: random) from the form."""
     ratio = values.get("aspect_ratio", "").strip().replace(" ", "") or None
@@ -162,16 +183,7 @@ class ResultsCog(commands.Cog, name="Results"):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
-        data: Mapping[str, Any] = interaction.data or {}
-        custom_id = str(data.get("custom_id", ""))
-        if interaction.type is not discord.InteractionType.modal_submit or not custom_id.startswith(REMIX_FORM):
-            return
-        if await refuse(interaction):
-            return
-        try:
-            await self._remix(interaction, custom_id.removeprefix(REMIX_FORM), form_values(data))
-        except Exception as error:
-            await answer_failure(interaction, error, f"remix {custom_id}")
+        await on_form(interaction, REMIX_FORM, self._remix, "remix")
 
     async def _remix(self, interaction: discord.Interaction[Any], raw_id: str, values: dict[str, str]) -> None:
         source = await self.store.get(int(raw_id)) if raw_id.isascii() and raw_id.isdigit() else None
