@@ -234,10 +234,10 @@ class Delivery:
             log.warning("job %d: result not downloadable: %s", job.id, error, extra={"job_id": job.id})
             await self.ledger.fail(job, error, expect=JobState.DELIVERING, kind=FailureKind.RETRYABLE)
             return None
-        if job.cost_usd is None:  # a job written before costs were estimated at creation
-            price = await self.prices.base_price()
-            if price is not None:
-                estimate = price * job.count
+        if job.cost_usd is None or job.cost_estimated:  # RunComfy sent no cost: its base price is the best guess
+            price = await self.prices.base_price(job.model)
+            estimate = round(price * job.count, 6) if price is not None else None
+            if estimate is not None and estimate != job.cost_usd:
                 job = await self.ledger.note(job.id, expect=job.state, cost_usd=estimate, cost_estimated=True) or job
         return await destination.deliver_images(job, image)
 

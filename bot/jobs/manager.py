@@ -85,7 +85,7 @@ class JobManager:
         self.clock = clock or Clock()
         self.ledger = Ledger(store, self.clock)
         self.policy: PollPolicy = policy or AdaptivePolicy()
-        self.prices = PriceBook(client.model_info, self.clock)
+        self.prices = PriceBook(client.model_info, self.clock, default=model)
         self.upstream = Upstream(
             self.ledger,
             client,
