@@ -81,6 +81,12 @@ class JobStarter:
         if interaction.guild_id is None:
             await interaction.response.send_message("Images are made in servers, not in DMs.", ephemeral=True)
             return
+        if aspect_ratio is not None and aspect_ratio not in render.RATIO_NAMES:
+            shown = discord.utils.escape_markdown(aspect_ratio[:20])
+            await interaction.response.send_message(
+                f"'{shown}' is not an aspect ratio; pick one from the list.", ephemeral=True
+            )
+            return
         settings = await self.guilds.get(interaction.guild_id)
         try:
             text = clean_prompt(prompt)
@@ -95,8 +101,6 @@ class JobStarter:
             settings.default_aspect_ratio if settings.default_aspect_ratio in chosen.ratios else None
         )
         refusal = prompt_refusal(settings, interaction.channel, text)
-        if ratio is not None and ratio not in render.RATIO_NAMES:
-            refusal = f"'{discord.utils.escape_markdown(ratio[:20])}' is not an aspect ratio; pick one from the list."
         missing = missing_permissions(interaction.app_permissions)
         if refusal is None and missing:
             refusal = (

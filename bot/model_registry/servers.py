@@ -53,9 +53,8 @@ def choose(registry: ModelRegistry, settings: GuildSettings, requested: str | No
     if requested:
         chosen = find(registry, requested)
         if chosen is None or not chosen.offered:
-            raise InvalidInputError(
-                "model", f"I don't know a model called '{requested[:60]}'. This server offers: {names}."
-            )
+            shown = "".join(char for char in requested[:60] if char.isalnum() or char in " ./_-")  # no markup echoed
+            raise InvalidInputError("model", f"I don't know a model called '{shown}'. This server offers: {names}.")
         if chosen not in models:
             raise InvalidInputError("model", f"This server doesn't offer {chosen.name}. It offers: {names}.")
         return chosen

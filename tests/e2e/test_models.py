@@ -188,6 +188,7 @@ async def test_the_servers_default_model_is_used_when_none_is_picked(
         ({"model": NANO, "aspect_ratio": "3:1"}, "Nano Banana 2 can't make 3:1"),
         ({"model": NANO_EDIT}, "attach one, or use **Edit image**"),
         ({"model": DEFAULT_MODEL, "image": ("me.png", png())}, "makes images from text only"),
+        ({"model": "**bold**`@everyone`"}, "I don't know a model called 'bold everyone'"),  # no markup echoed
     ],
 )
 async def test_bad_input_gets_one_sentence_and_changes_nothing(
