@@ -188,7 +188,7 @@ async def test_the_servers_default_model_is_used_when_none_is_picked(
         ({"model": NANO, "aspect_ratio": "3:1"}, "Nano Banana 2 can't make 3:1"),
         ({"model": NANO_EDIT}, "attach one, or use **Edit image**"),
         ({"model": DEFAULT_MODEL, "image": ("me.png", png())}, "makes images from text only"),
-        ({"model": "**bold**`@everyone`"}, "I don't know a model called 'bold everyone'"),  # no markup echoed
+        ({"model": "**bold**`@everyone`"}, "I don't know a model called 'boldeveryone'"),  # no markup echoed
     ],
 )
 async def test_bad_input_gets_one_sentence_and_changes_nothing(
@@ -278,3 +278,17 @@ async def test_the_request_sent_for_each_model_matches_its_description(
             image_url=str(image_url) if image_url else None,
         )
         assert body == expected, model.id
+
+
+async def test_pickers_offer_the_servers_models_and_only_what_the_chosen_model_supports(
+    fake_discord: FakeDiscord, bot: ImagineBot, alice: FakeMember, moderator: FakeMember, general: FakeChannel
+) -> None:
+    admin = await moderator.run_command("imagine-admin set models", general, action="remove", model=NANO_EDIT)
+    await admin.wait_for_message()
+    models = await alice.autocomplete("imagine", general, "model", "")
+    assert models == [DEFAULT_MODEL, NANO, "blackforestlabs/flux-1-kontext/pro/edit"]
+    assert await alice.autocomplete("imagine", general, "model", "nano") == [NANO]
+    assert len(await alice.autocomplete("imagine", general, "aspect_ratio", "", prompt="p")) == 9
+    assert "3:1" not in await alice.autocomplete("imagine", general, "aspect_ratio", "", prompt="p", model=NANO)
+    assert await alice.autocomplete("imagine", general, "count", "", prompt="p", model=NANO) == [1, 2, 3, 4]
+    assert await alice.autocomplete("imagine", general, "count", "", prompt="p") == [1]
