@@ -12,6 +12,7 @@ refusal is one sentence a member can act on.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 # Discord's CDN hosts for attachments; the bot's own Discord API host is added (a test's fake Discord).
 DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
 FETCH_SECONDS = 2.0
+FETCHES = 4  # members' images downloaded at once: each may hold DOWNLOAD_MAX_BYTES until it is checked
 FORMATS = "PNG, JPEG, WebP or GIF"  # what bot.download.ALLOWED_FORMATS accepts, as members read it
 
 
@@ -70,6 +72,7 @@ class AttachmentFetcher:
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self._workers = workers
+        self._slots = asyncio.Semaphore(FETCHES)
 
     @classmethod
     def from_settings(
@@ -97,18 +100,27 @@ class AttachmentFetcher:
     async def fetch(self, offered: Offered) -> DownloadedImage:
         """The image's verified bytes; ImageRefusedError with the member's sentence when they cannot be used."""
         self.precheck(offered)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FETCH_SECONDS  # waiting for a slot and the download share the one budget
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ImageRefusedError("I'm fetching many images right now. Try again in a moment.") from None
         try:
             return await fetch_image(
                 self._session,
                 offered.url,
                 policy=self._policy,
                 max_bytes=self.max_bytes,
-                total_seconds=FETCH_SECONDS,
+                total_seconds=max(0.1, deadline - loop.time()),
                 max_pixels=self.max_pixels,
                 workers=self._workers,
             )
         except DownloadError as error:
             raise ImageRefusedError(_why(error, self)) from None
+        finally:
+            self._slots.release()
 
 
 def _why(error: DownloadError, fetcher: AttachmentFetcher) -> str:
