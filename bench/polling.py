@@ -164,7 +164,7 @@ def policy_for(strategy: str, tuning: dict[str, float]) -> PollPolicy:
 class Discard:
     """Where the benchmark's images go: nowhere (only the detection delay is measured)."""
 
-    async def deliver_image(self, job: Job, image: DownloadedImage) -> delivery.Outcome:
+    async def deliver_images(self, job: Job, images: Sequence[DownloadedImage]) -> delivery.Outcome:
         return Delivered("bench")
 
     async def deliver_notice(self, job: Job) -> delivery.Outcome:

@@ -21,6 +21,7 @@ from rich.console import Console
 
 from bot import app, cli, doctor, emulator_cli, health
 from bot.logs import Redactor, level_number, setup_logging
+from bot.model_registry import RegistryError, load_registry
 from bot.settings import MissingSettingError, Settings
 from storage.migrate import SchemaTooNewError
 from storage.postgres.registry import ShardsTakenError
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if command in QUIET_COMMANDS and level == logging.INFO:
             level = logging.WARNING
         setup_logging(level=level, fmt=settings.log_format, secrets=settings.secrets())
+        if command in ("run", "generate", "check"):
+            load_registry(settings.runcomfy_model, settings.runcomfy_models_file)  # a bad models file: exit 2 now
         if command == "generate":
             return asyncio.run(cli.generate(args, settings, stderr))
         if command == "emulator":
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         health.EndpointUnavailableError,
         emulator_cli.EmulatorStartError,
         ShardsTakenError,
+        RegistryError,
     ) as error:
         print(f"error: {error}", file=sys.stderr)  # noqa: T201
     except discord.LoginFailure:

@@ -30,6 +30,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import shutdown
+from bot.attachments import AttachmentFetcher
 from bot.clock import Clock
 from bot.download import open_session
 from bot.health import HealthServer
@@ -159,7 +160,13 @@ class ImagineBot(commands.Bot):
         self.jobs = JobManager.from_settings(client, store, settings, clock=self.clock, owner=owner)
         self.add_dynamic_items(ImagineButton)
         destination = await add_cogs(
-            self, self.jobs, self.store, model=settings.runcomfy_model, clock=self.clock, images=self.image_workers
+            self,
+            self.jobs,
+            self.store,
+            model=settings.runcomfy_model,
+            clock=self.clock,
+            images=self.image_workers,
+            fetcher=AttachmentFetcher.from_settings(self.session, settings, self.image_workers),
         )
         self.jobs.subscribe(self.metrics.on_job_event)
         for guild_id in settings.discord_guild_ids:

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -133,8 +133,19 @@ class FileDestination:
         self.image: DownloadedImage | None = None
         self.problem: str | None = None  # why the image is not where it was asked to be
 
-    async def deliver_image(self, job: Job, image: DownloadedImage) -> Outcome:
+    async def deliver_images(self, job: Job, images: Sequence[DownloadedImage]) -> Outcome:
+        """The first image where it was asked to be; any further ones beside it, numbered (`fox-2.png`)."""
+        outcome: Outcome = Gone("no image")
+        for number, image in enumerate(images, start=1):
+            outcome = await self._save(job, image, number)
+            if not isinstance(outcome, Delivered):
+                break
+        return outcome
+
+    async def _save(self, job: Job, image: DownloadedImage, number: int) -> Outcome:
         path = self.output or Path(f"imagine-{job.id}.{image.extension}")
+        if number > 1:
+            path = path.with_name(f"{path.stem}-{number}{path.suffix}")
         try:
             _write(path, image.data)
         except OSError as error:
@@ -145,7 +156,8 @@ class FileDestination:
                 return Gone(f"could not write {path} ({error.strerror or error}) nor {kept} ({second.strerror})")
             self.problem = f"could not write {path} ({error.strerror or error}); the image is kept at {kept}"
             path = kept
-        self.saved, self.image = path, image
+        if number == 1:
+            self.saved, self.image = path, image
         return Delivered("file")
 
     async def deliver_notice(self, job: Job) -> Outcome:

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from bot.doctor_models import check_models
 from bot.runcomfy import (
     AuthError,
     BalanceError,
@@ -136,9 +137,10 @@ async def check_runcomfy(settings: Settings, report: Report) -> None:
         except RunComfyError as error:
             report.fail(f"RunComfy: no usable answer from {where} ({error.message})", "check RUNCOMFY_BASE_URL")
             return
-    price = f"${info.base_price_usd:g} per image" if info.base_price_usd is not None else "price not published"
-    name = f" ({info.name})" if info.name else ""
-    report.ok(f"RunComfy token: accepted by {where}; model {model}{name}, {price}")
+        price = f"${info.base_price_usd:g} per image" if info.base_price_usd is not None else "price not published"
+        name = f" ({info.name})" if info.name else ""
+        report.ok(f"RunComfy token: accepted by {where}; model {model}{name}, {price}")
+        await check_models(client, settings, report)
 
 
 async def check_database(path: Path, report: Report) -> None:

@@ -1,8 +1,12 @@
 """A local stand-in for RunComfy's Model API, for tests, benchmarks and `--emulator` runs.
 
-It speaks the documented protocol for one model (docs/runcomfy-api.md):
-submit, status, result, cancel, model info, plus `/files/{id}.png` serving a
-real, deterministic PNG. Jobs follow a time model on the event loop's clock
+It speaks the documented protocol (docs/runcomfy-api.md) for every model of
+the registry it is given (the vetted set by default): submit, status, result,
+cancel, model info, plus `/files/{id}.png` serving real, deterministic PNGs.
+Each submit is checked against its model's JSON schema (`jsonschema`, with
+unknown fields refused as RunComfy refuses them, 422 naming the field), and an
+edit's input image URLs are fetched, as RunComfy fetches them: a dead link
+makes the job fail upstream. Jobs follow a time model on the event loop's clock
 (a queue wait, then a run time, each drawn from seeded distributions) and
 every misbehaviour the client must survive can be switched on, either as a
 rate in the mutable `EmulatorConfig` or scripted with `inject()`.
@@ -32,8 +36,10 @@ from bot.emulator_config import (
     Fault,
 )
 from bot.emulator_images import file_response, render_png
+from bot.emulator_inputs import InputCheck, body_errors, fetch_inputs
 from bot.emulator_jobs import EmulatedJob, SubmitRecord
-from bot.model_spec import RATIO_VALUES, SEED_MAX
+from bot.model_registry import ModelDescription, ModelRegistry, load_registry
+from bot.model_registry.schema import input_schema
 
 __all__ = [
     "Duration",
@@ -58,8 +64,11 @@ class Emulator:
         *,
         token: str = "emulator-token",  # noqa: S107 (a public stand-in token, not a secret)
         seed: int = 0,
+        registry: ModelRegistry | None = None,
     ) -> None:
         self.config = config or EmulatorConfig()
+        self.registry = registry or load_registry(self.config.model_id)
+        self.inputs = InputCheck()  # what fetching edits' input images found
         self.token = token
         self.seed = seed
         self._timing_rng = random.Random(f"{seed}:timing")  # noqa: S311 (simulation, not secrets)
@@ -149,8 +158,10 @@ class Emulator:
         now = self._now()
         return {rid: job.finished for rid, job in self.jobs.items() if job.cancelled_at is None and job.finished <= now}
 
-    def file_url(self, request_id: str) -> str:
-        return f"{self.config.file_base_url or self.url}/files/{request_id}.png"
+    def file_url(self, request_id: str, number: int = 1) -> str:
+        """Image `number` of a job (the first keeps the plain name older tests and benches know)."""
+        name = request_id if number == 1 else f"{request_id}~{number}"
+        return f"{self.config.file_base_url or self.url}/files/{name}.png"
 
     # -- plumbing -------------------------------------------------------------
 
@@ -269,20 +280,23 @@ class Emulator:
             return self.config.unknown_state
         return phase
 
-    def _validate(self, body: Any) -> web.Response | None:
+    def _schema(self, model: ModelDescription) -> dict[str, Any]:
+        """The model's input schema, with the prompt limit this emulator is configured to enforce."""
+        schema = input_schema(model)
+        prompt = schema["properties"][model.inputs.prompt]
+        prompt["maxLength"] = min(prompt["maxLength"], self.config.max_prompt_chars)
+        return schema
+
+    def _validate(self, model: ModelDescription, body: Any) -> web.Response | None:
         if not isinstance(body, dict):
             return self._error(400, None, "Body must be a JSON object", detail="Body must be a JSON object")
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            return _invalid("prompt", "Field required: a non-empty string", "missing")
-        if len(prompt) > self.config.max_prompt_chars:
-            return _invalid("prompt", f"String should have at most {self.config.max_prompt_chars} characters")
-        ratio = body.get("aspect_ratio", "1:1")
-        if ratio not in RATIO_VALUES:
-            return _invalid("aspect_ratio", f"Input should be one of {', '.join(RATIO_VALUES)}", "enum")
-        seed = body.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-            return _invalid("seed", f"Input should be an integer from 0 to {SEED_MAX}")
+        prompt = body.get(model.inputs.prompt)
+        if isinstance(prompt, str) and not prompt.strip():
+            return _invalid(model.inputs.prompt, "Field required: a non-empty string", "missing")
+        errors = body_errors(self._schema(model), body)
+        if errors:
+            field_name, message, kind = errors[0]
+            return _invalid(field_name, message, kind)
         return None
 
     # -- routes ---------------------------------------------------------------
@@ -292,31 +306,37 @@ class Emulator:
         if caller is None:
             return self._unauthorized()
         cfg = self.config
-        if request.match_info["model_id"].strip("/") != cfg.model_id:
+        model = self.registry.get(request.match_info["model_id"].strip("/"))
+        if model is None:
             return self._error(400, 400001, "Invalid model id")
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             body = None
-        invalid = self._validate(body)
+        invalid = self._validate(model, body)
         if invalid is not None:
             return invalid
+        inputs = model.inputs
+        urls = body.get(inputs.image.field) if inputs.image is not None else None
+        input_failure = await fetch_inputs(self.inputs, [urls] if isinstance(urls, str) else urls or [])
+        count = body.get(inputs.count.field, 1) if inputs.count else 1
         if cfg.balance_usd is not None:
-            if cfg.balance_usd < cfg.base_price_usd:
+            cost = self._price(model.id) * count
+            if cfg.balance_usd < cost:
                 return self._error(402, 400002, "Insufficient balance")
-            cfg.balance_usd -= cfg.base_price_usd
+            cfg.balance_usd -= cost
 
         now = self._now()
         queue_wait = cfg.queue_time.sample(self._timing_rng)
         run_time = cfg.run_time.sample(self._timing_rng)
-        fails = self._outcome_rng.random() < cfg.failure_rate
+        fails = self._outcome_rng.random() < cfg.failure_rate or input_failure is not None
         position = cfg.queue_position_start or max(1, math.ceil(queue_wait / max(cfg.seconds_per_queue_position, 1e-9)))
         request_id = str(uuid.UUID(int=self._id_rng.getrandbits(128), version=4))
         self.jobs[request_id] = EmulatedJob(
             request_id=request_id,
-            prompt=body["prompt"],
-            seed=body.get("seed", 0),
-            aspect_ratio=body.get("aspect_ratio", "1:1"),
+            prompt=body[inputs.prompt],
+            seed=body.get(inputs.seed.field, 0) if inputs.seed else 0,
+            aspect_ratio=_ratio_of(model, body),
             owner=caller,
             created=now,
             created_wall=datetime.now(UTC),
@@ -324,6 +344,9 @@ class Emulator:
             run_time=run_time,
             fails=fails,
             position_start=position,
+            model=model.id,
+            count=count,
+            failure=input_failure,
         )
         self.submits.append(SubmitRecord(request_id=request_id, body=body, received_at=now))
         log.debug("emulator job %s: queue %.2fs, run %.2fs, fails=%s", request_id, queue_wait, run_time, fails)
@@ -358,12 +381,12 @@ class Emulator:
             body.update(
                 status="failed",
                 finished_at=job.wall(job.finished),
-                error={"error_code": 500001, "error_message": self.config.failure_message},
+                error={"error_code": 500001, "error_message": job.failure or self.config.failure_message},
             )
         else:
             body.update(status="succeeded", output=self._output(job), finished_at=job.wall(job.finished))
             if request.query.get("include_cost", "").lower() in ("1", "true", "yes"):
-                body.update(self._cost())
+                body.update(self._cost(job))
         return web.json_response(body)
 
     async def _cancel(self, request: web.Request) -> web.Response:
@@ -382,42 +405,54 @@ class Emulator:
     async def _model(self, request: web.Request) -> web.Response:
         if self._authorized(request) is None:
             return self._unauthorized()
-        cfg = self.config
-        if request.match_info["model_id"].strip("/") != cfg.model_id:
+        model = self.registry.get(request.match_info["model_id"].strip("/"))
+        if model is None:
             return self._error(400, 400001, "Invalid model id")
         return web.json_response(
             {
-                "model_id": cfg.model_id,
-                "name": "ImagineArt 1.5 Preview: text to image",
-                "base_price_usd": cfg.base_price_usd,
-                "input_schema": _input_schema(cfg.max_prompt_chars),
+                "model_id": model.id,
+                "name": model.name,
+                "base_price_usd": self._price(model.id),
+                "input_schema": self._schema(model),
                 "output_schema": {"type": "object", "properties": {"images": {"type": "array"}}},
             }
         )
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
-        request_id = request.match_info["name"].removesuffix(".png")
+        request_id, _, raw_number = request.match_info["name"].removesuffix(".png").partition("~")
         job = self.jobs.get(request_id)
+        number = int(raw_number) if raw_number.isdigit() else 1
         if job is None or self._is_expired(job) or job.fails or job.phase(self._now()) != "completed":
             return web.Response(status=404, text="not found")
+        if not 1 <= number <= job.count:
+            return web.Response(status=404, text="not found")
         cfg = self.config
+        seed = job.seed + number - 1  # each image of a set differs
         return await file_response(
             request,
             cfg,
-            lambda: asyncio.to_thread(render_png, job.prompt, job.seed, job.aspect_ratio, full_size=cfg.full_size),
+            lambda: asyncio.to_thread(render_png, job.prompt, seed, job.aspect_ratio, full_size=cfg.full_size),
         )
 
     def _output(self, job: EmulatedJob) -> dict[str, Any]:
-        url = self.file_url(job.request_id)
+        urls = [self.file_url(job.request_id, number) for number in range(1, job.count + 1)]
         shape = self.config.output_shape
-        if shape == "image":
-            return {"image": url}
+        if shape == "image" and len(urls) == 1:
+            return {"image": urls[0]}
         if shape == "nested":
-            return {"result": {"files": [{"url": url, "content_type": "image/png"}]}}
-        return {"images": [url]}
+            return {"result": {"files": [{"url": url, "content_type": "image/png"} for url in urls]}}
+        return {"images": urls}
 
-    def _cost(self) -> dict[str, Any]:
-        price = self.config.base_price_usd
+    def _price(self, model_id: str) -> float:
+        """A model's price per image: the configured one for the default model, the description's for others."""
+        model = self.registry.get(model_id)
+        if model is None or model_id == self.config.model_id:
+            return self.config.base_price_usd
+        return model.price_usd
+
+    def _cost(self, job: EmulatedJob) -> dict[str, Any]:
+        """What the request cost: its model's price times the images it made."""
+        price = round(self._price(job.model or self.config.model_id) * job.count, 6)
         shape = self.config.cost_shape
         if shape == "cost_usd":
             return {"cost_usd": price}
@@ -447,20 +482,10 @@ def _invalid(field_name: str, message: str, kind: str = "value_error") -> web.Re
     return web.json_response({"detail": detail, "error_message": f"{field_name}: {message}"}, status=422)
 
 
-def _input_schema(max_prompt_chars: int) -> dict[str, Any]:
-    """The seed page's input schema, with the limits this emulator enforces spelled out."""
-    return {
-        "type": "object",
-        "title": "Input",
-        "required": ["prompt"],
-        "properties": {
-            "prompt": {"title": "Prompt", "type": "string", "minLength": 1, "maxLength": max_prompt_chars},
-            "aspect_ratio": {
-                "title": "Aspect Ratio (W:H)",
-                "type": "string",
-                "enum": list(RATIO_VALUES),
-                "default": "1:1",
-            },
-            "seed": {"title": "Seed", "type": "integer", "default": 0, "minimum": 0, "maximum": SEED_MAX},
-        },
-    }
+def _ratio_of(model: ModelDescription, body: dict[str, Any]) -> str:
+    """The aspect ratio a body asks for, in the bot's names (a `size` value maps back to its ratio)."""
+    shape = model.inputs.aspect_ratio
+    if shape is None:
+        return "1:1"
+    sent = body.get(shape.field, shape.values[shape.default])
+    return next((ratio for ratio, value in shape.values.items() if value == sent), shape.default)

@@ -36,6 +36,9 @@ class EmulatedJob:
     run_time: float
     fails: bool
     position_start: int
+    model: str = ""
+    count: int = 1  # images the job makes
+    failure: str | None = None  # why it fails, when it fails for a reason of its own (an input it could not fetch)
     cancelled_at: float | None = None
     expired: bool = False
 

@@ -314,8 +314,8 @@ class MeteredRunComfyClient(RunComfyClient):
                 metrics.errors.labels(operation, error_kind(error)).inc()
             raise
 
-    async def submit(self, inputs: Mapping[str, Any]) -> Submitted:
-        return await self._metered("submit", super().submit(inputs))
+    async def submit(self, inputs: Mapping[str, Any], *, model: str | None = None) -> Submitted:
+        return await self._metered("submit", super().submit(inputs, model=model))
 
     async def status(self, request_id: str) -> RequestStatus:
         return await self._metered("status", super().status(request_id))
@@ -328,8 +328,8 @@ class MeteredRunComfyClient(RunComfyClient):
     async def cancel(self, request_id: str) -> CancelResult:
         return await self._metered("cancel", super().cancel(request_id))
 
-    async def model_info(self) -> ModelInfo:
-        return await self._metered("model_info", super().model_info())
+    async def model_info(self, model: str | None = None) -> ModelInfo:
+        return await self._metered("model_info", super().model_info(model))
 
     async def download_image(self, url: str) -> DownloadedImage:
         return await self._metered("download", super().download_image(url))

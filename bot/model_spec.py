@@ -1,16 +1,17 @@
-"""What the model accepts, in one place: the CLI, the slash command and the emulator all check against it.
+"""What every model shares: the bot's aspect ratios, the prompt and seed rules, and the error a refusal raises.
 
-RunComfy's other text-to-image models use the same endpoints with other inputs;
-supporting one means another `ModelSpec`, not new protocol code.
+Which of these a given model takes, and under which field names, is its
+description's business (bot/model_registry, docs/models.md).
 """
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
 SEED_MAX = 2**31 - 1
+# The seed stored for a job whose model takes none: shown nowhere, sent nowhere, and kept by rerolls.
+NO_SEED = -1
 
 # Not published for ImagineArt 1.5; RunComfy's Flux pages cap prompts at 2048
 # characters, and Discord's string options allow up to 6000. The lower one wins.
@@ -69,11 +70,6 @@ RENDER_SIZES: dict[str, tuple[int, int]] = {
 }
 
 
-def display_name(model: str) -> str:
-    """The model's name as members read it."""
-    return "ImagineArt 1.5" if model.startswith("imagineart/imagineart-1.5") else model
-
-
 def ratio_value(ratio: str) -> float:
     """Width divided by height of a `W:H` string."""
     width, height = ratio.split(":")
@@ -105,8 +101,3 @@ def check_seed(seed: int | None) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise InvalidInputError("seed", f"The seed must be a whole number from 0 to {SEED_MAX:,}.")
     return seed
-
-
-def model_inputs(prompt: str, aspect_ratio: str, seed: int) -> dict[str, Any]:
-    """The JSON body RunComfy expects for this model (its input schema, top level)."""
-    return {"prompt": prompt, "aspect_ratio": aspect_ratio, "seed": seed}

@@ -196,9 +196,10 @@ class RunComfyClient:
 
     # -- the five API calls -------------------------------------------------
 
-    async def submit(self, inputs: Mapping[str, Any]) -> Submitted:
-        """Start a job. Never retried: see SubmitOutcomeUnknownError for what a lost answer means."""
-        url = f"{self.base_url}/v1/models/{self.model}"
+    async def submit(self, inputs: Mapping[str, Any], *, model: str | None = None) -> Submitted:
+        """Start a job of `model` (default: the client's). Never retried: see SubmitOutcomeUnknownError for what a
+        lost answer means."""
+        url = f"{self.base_url}/v1/models/{(model or self.model).strip('/')}"
         try:
             body = await self._attempt("POST", url, operation="submit", json_body=dict(inputs))
         except _NotSentError:
@@ -236,9 +237,10 @@ class RunComfyClient:
         body = await self._with_retries("POST", self._request_url(request_id, "cancel"), operation="cancel")
         return CancelResult.model_validate(body)
 
-    async def model_info(self) -> ModelInfo:
-        """The model's catalog entry (input schema, base price)."""
-        body = await self._with_retries("GET", f"{self.base_url}/v1/models/{self.model}", operation="model_info")
+    async def model_info(self, model: str | None = None) -> ModelInfo:
+        """A model's catalog entry (input schema, base price); default: the client's model."""
+        url = f"{self.base_url}/v1/models/{(model or self.model).strip('/')}"
+        body = await self._with_retries("GET", url, operation="model_info")
         return ModelInfo.model_validate(body)
 
     async def download_image(self, url: str) -> DownloadedImage:

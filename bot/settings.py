@@ -67,7 +67,12 @@ class Settings(BaseSettings):
     runcomfy_base_url: str = Field(
         default="https://model-api.runcomfy.net", description="the Model API (or an emulator)"
     )
-    runcomfy_model: str = Field(default=DEFAULT_MODEL, description="the model every job uses")
+    runcomfy_model: str = Field(
+        default=DEFAULT_MODEL, description="the default model: a text-to-image model of the registry (docs/models.md)"
+    )
+    runcomfy_models_file: Path | None = Field(
+        default=None, description="a TOML file of models to add to (or replace in) the vetted set; see docs/models.md"
+    )
     runcomfy_requests_per_second: float = Field(
         default=10.0, gt=0, description="one budget for every RunComfy request: submits, polls, downloads"
     )

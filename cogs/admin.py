@@ -18,8 +18,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.jobs import JobManager
-from bot.model_spec import ASPECT_RATIOS, DEFAULT_RATIO
-from cogs import reports
+from bot.model_registry import change_models, server_default, server_models
+from bot.model_spec import ASPECT_RATIOS, DEFAULT_RATIO, InvalidInputError
+from cogs import choices, reports
 from cogs.failures import Refusal
 from cogs.moderation import TERM_MAX, TERMS_MAX, clean_term
 from cogs.render import RATIO_NAMES
@@ -35,6 +36,17 @@ ACTIONS = [
     app_commands.Choice(name="remove", value="remove"),
     app_commands.Choice(name="clear", value="clear"),
 ]
+
+
+async def model_choices(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+    """Every model the bot offers (an admin picks among all of them, not only the server's)."""
+    cog: Any = interaction.client.get_cog("Admin")
+    text = current.casefold()
+    return [
+        app_commands.Choice(name=choices.describe(model), value=model.id)
+        for model in cog.jobs.registry.offered
+        if text in model.name.casefold() or text in model.id
+    ][: choices.CHOICES_MAX]
 
 
 def _on(enabled: bool) -> str:
@@ -77,6 +89,12 @@ class AdminCog(commands.Cog, name="Admin"):
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         settings = await self.guilds.get(interaction.guild_id or 0)
         embed = reports.settings_card(settings, default_ratio=DEFAULT_RATIO)
+        allowed = server_models(self.jobs.registry, settings)
+        default = server_default(self.jobs.registry, settings)
+        embed.add_field(
+            name="Models", value=", ".join(choices.describe(model) for model in allowed)[:1024], inline=False
+        )
+        embed.add_field(name="Default model", value=default.name)
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @admin.command(name="usage", description="Images and spend per day, and the top members")
@@ -116,6 +134,21 @@ class AdminCog(commands.Cog, name="Admin"):
         settings = await self.guilds.set_channel(guild_id, channel.id, allowed=action == "add", now=now)
         listed = " ".join(f"<#{cid}>" for cid in sorted(settings.allowed_channels)) or "every channel"
         await interaction.response.send_message(f"/imagine now works in: {listed}. In force now.", ephemeral=True)
+
+    @change.command(name="models", description="Choose the models members may use, and the default")
+    @app_commands.describe(
+        action="Add or remove a model, make one the default, or clear (every model)", model="The model"
+    )
+    @app_commands.choices(action=[*ACTIONS[:2], app_commands.Choice(name="default", value="default"), ACTIONS[2]])
+    @app_commands.autocomplete(model=model_choices)
+    async def models(self, interaction: discord.Interaction[Any], action: str, model: str | None = None) -> None:
+        settings = await self.guilds.get(interaction.guild_id or 0)
+        try:
+            allowed, default, sentence = change_models(self.jobs.registry, settings, action, model)
+        except InvalidInputError as error:
+            await interaction.response.send_message(str(error), ephemeral=True)
+            return
+        await self._changed(interaction, sentence, allowed_models=allowed, default_model=default)
 
     @change.command(name="aspect-ratio", description="The aspect ratio /imagine uses when none is picked")
     @app_commands.describe(ratio="The default shape")

@@ -29,32 +29,49 @@ ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {
     "cancel": ("Cancel", "❌", discord.ButtonStyle.danger),
     "remix": ("Remix", "🎛️", discord.ButtonStyle.secondary),
     "delete": ("Delete", "🗑️", discord.ButtonStyle.secondary),
+    "edit": ("Edit", "✏️", discord.ButtonStyle.secondary),  # imagine:edit:<job id>:<n>: image n as an edit's input
+    "alone": ("Image", "🔍", discord.ButtonStyle.secondary),  # imagine:alone:<job id>:<n>: image n on its own
 }
 # The cog (by name) that answers each action; anything else (cancel, unknown) goes to "Imagine".
-HANDLERS = {"reroll": "Rerolls", "remix": "Results", "delete": "Results"}
+HANDLERS = {"reroll": "Rerolls", "remix": "Results", "delete": "Results", "edit": "Gallery", "alone": "Gallery"}
 
 
 class ButtonHandler(Protocol):
     async def on_button(self, interaction: discord.Interaction[Any], action: str, job_id: int | None) -> None: ...
 
 
+def _number(raw: str, digits: int) -> int | None:
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= digits else None
+
+
 def parse_custom_id(custom_id: str) -> tuple[str, int | None]:
     """The action and job id of a custom_id; job id None when it is not a plain positive number."""
     _, _, rest = custom_id.partition(":")
     action, _, raw_id = rest.partition(":")
-    job_id = int(raw_id) if raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 18 else None
-    return action, job_id
+    return action, _number(raw_id.partition(":")[0], 18)
+
+
+def image_number(custom_id: str) -> int | None:
+    """The image a per-image button names (`imagine:edit:<job id>:<n>`, n from 1), or None."""
+    return _number(custom_id.split(":")[3], 2) if custom_id.count(":") == 3 else None
 
 
 class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=re.compile(r"imagine:.*")):
     """A job button; the cog named in HANDLERS (else "Imagine") answers the click."""
 
-    def __init__(self, action: str, job_id: int | None) -> None:
+    def __init__(self, action: str, job_id: int | None, number: int | None = None, *, row: int | None = None) -> None:
         label, emoji, style = ACTIONS.get(action, (action[:80] or "?", "❔", discord.ButtonStyle.secondary))
-        custom_id = f"{PREFIX}:{action}:{job_id}"[:CUSTOM_ID_MAX]
-        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id))
+        custom_id = f"{PREFIX}:{action}:{job_id}"
+        if number is not None:
+            custom_id += f":{number}"
+            label = f"{label} {number}"
+        button = discord.ui.Button[discord.ui.View](
+            label=label, emoji=emoji, style=style, custom_id=custom_id[:CUSTOM_ID_MAX], row=row
+        )
+        super().__init__(button)
         self.action = action
         self.job_id = job_id
+        self.number = number
 
     @classmethod
     async def from_custom_id(
@@ -64,7 +81,7 @@ class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], 
         match: re.Match[str],
         /,
     ) -> ImagineButton:
-        return cls(*parse_custom_id(match.string))
+        return cls(*parse_custom_id(match.string), image_number(match.string))
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         """While the bot shuts down, or in a server the operator does not allow, a click gets one sentence."""

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import io
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -138,7 +138,7 @@ class ReplyCourier:
             while (pending := self._pending.pop(job_id, None)) is not None:
                 job, rendered = pending
                 try:
-                    await self._edit(job, rendered, None)
+                    await self._edit(job, rendered, ())
                 except ReplyGoneError as error:
                     log.info("job %d: %s", job_id, error, extra={"job_id": job_id})
                     self._final.add(job_id)
@@ -168,23 +168,24 @@ class ReplyCourier:
 
     # -- final states ----------------------------------------------------------------
 
-    async def deliver(self, job: Job, rendered: Rendered, attachment: Attachment | None = None) -> Sent:
-        """Show the job's final state, once: one attempt across the routes; CourierError says why not."""
+    async def deliver(self, job: Job, rendered: Rendered, attachments: Sequence[Attachment] = ()) -> Sent:
+        """Show the job's final state, once (its images, when given, in one message): one attempt across the routes;
+        CourierError says why not."""
         self._final.add(job.id)
         self._pending.pop(job.id, None)
         running = self._workers.get(job.id)
         if running is not None:  # a passing edit in flight must not land after the final one
             await asyncio.gather(running, return_exceptions=True)
-        if attachment is not None and job.delivery_attempts > 1 and await self._shown_already(job, attachment):
+        if attachments and job.delivery_attempts > 1 and await self._shown_already(job, attachments[0]):
             return Sent(ALREADY_SHOWN)
-        return await self._edit(job, rendered, attachment)
+        return await self._edit(job, rendered, attachments)
 
     async def post(
         self, channel_id: int, rendered: Rendered, *, nonce: str | None, reference: int | None = None
     ) -> int:
         """A new message in the channel (a reroll's first message); its id. The nonce makes a repeat return the
         first message instead of posting a second."""
-        message = await self._guard(self._post(channel_id, rendered, None, nonce=nonce, reference=reference))
+        message = await self._guard(self._post(channel_id, rendered, (), nonce=nonce, reference=reference))
         return message.id
 
     async def original(self, job: Job) -> RecoveredReply:
@@ -219,7 +220,7 @@ class ReplyCourier:
 
     # -- routes ------------------------------------------------------------------------
 
-    async def _edit(self, job: Job, rendered: Rendered, attachment: Attachment | None) -> Sent:
+    async def _edit(self, job: Job, rendered: Rendered, attachments: Sequence[Attachment]) -> Sent:
         origin = job.origin
         can_edit = origin.channel_id is not None and origin.message_id is not None
         if self._token_alive(job):
@@ -227,7 +228,7 @@ class ReplyCourier:
                 # discord.py's webhook requests retry 5xx on their own for ~25 s: bounded here, so a Discord
                 # outage costs one attempt a few seconds, and the channel route gets its turn.
                 async with asyncio.timeout(TOKEN_ROUTE_SECONDS):
-                    sent = await self._guard(self._by_token(job, rendered, attachment))
+                    sent = await self._guard(self._by_token(job, rendered, attachments))
             except (UnavailableError, TimeoutError) as error:
                 if not can_edit:
                     raise (
@@ -237,10 +238,10 @@ class ReplyCourier:
             else:
                 if sent is not None:
                     return sent
-        final = attachment is not None or job.state.is_final
+        final = bool(attachments) or job.state.is_final
         if can_edit:
             try:
-                await self._guard(self._by_channel(job, rendered, attachment))
+                await self._guard(self._by_channel(job, rendered, attachments))
             except RefusedError as error:
                 if not final or error.status != 403 or error.code == MISSING_PERMISSIONS:
                     raise
@@ -253,19 +254,19 @@ class ReplyCourier:
         if final:
             # No message to edit (the token died before the reply's id was written): a new message, once.
             nonce = f"{job.post_nonce}d" if job.post_nonce else None
-            if attachment is not None:  # a result nobody would see otherwise: ping the member who asked
+            if attachments:  # a result nobody would see otherwise: ping the member who asked
                 rendered = Rendered(
                     f"{requester(job)} your image is ready.\n{rendered.content}"[:2000],
                     rendered.embed,
                     rendered.buttons,
                 )
             message = await self._guard(
-                self._post(origin.channel_id or 0, rendered, attachment, nonce=nonce, mention=origin.user_id)
+                self._post(origin.channel_id or 0, rendered, attachments, nonce=nonce, mention=origin.user_id)
             )
             return Sent("new_message", message.id)
         raise UnavailableError("the job has no message to update yet")
 
-    async def _by_token(self, job: Job, rendered: Rendered, attachment: Attachment | None) -> Sent | None:
+    async def _by_token(self, job: Job, rendered: Rendered, attachments: Sequence[Attachment]) -> Sent | None:
         """The reply through the interaction token: its own rate-limit bucket, and it works even before the reply's
         id is known. None when the token turns out dead (the channel route is next)."""
         origin = job.origin
@@ -274,7 +275,7 @@ class ReplyCourier:
             origin.application_id or 0, origin.interaction_token or "", client=self.client
         )
         try:
-            await webhook.edit_message(origin.message_id or ORIGINAL_RESPONSE, **_parts(rendered, attachment))
+            await webhook.edit_message(origin.message_id or ORIGINAL_RESPONSE, **_parts(rendered, attachments))
         except discord.HTTPException as error:
             if error.status == 401 or error.code in TOKEN_DEAD_CODES:
                 self._dead_tokens.add(job.id)
@@ -282,18 +283,18 @@ class ReplyCourier:
             raise
         return Sent("interaction")
 
-    async def _by_channel(self, job: Job, rendered: Rendered, attachment: Attachment | None) -> None:
+    async def _by_channel(self, job: Job, rendered: Rendered, attachments: Sequence[Attachment]) -> None:
         origin = job.origin
         channel_id = origin.channel_id or 0
         message = self.client.get_partial_messageable(channel_id).get_partial_message(origin.message_id or 0)
         await self._turn(self._channel_limiters, channel_id, self.channel_interval)
-        await message.edit(**_parts(rendered, attachment))
+        await message.edit(**_parts(rendered, attachments))
 
     async def _post(
         self,
         channel_id: int,
         rendered: Rendered,
-        attachment: Attachment | None,
+        attachments: Sequence[Attachment],
         *,
         nonce: str | None,
         reference: int | None = None,
@@ -307,8 +308,8 @@ class ReplyCourier:
             "view": rendered.view(),
             "allowed_mentions": NO_MENTIONS,
         }
-        if attachment is not None:
-            kwargs["file"] = attachment.file()
+        if attachments:
+            kwargs["files"] = [attachment.file() for attachment in attachments]
         if mention is not None:
             kwargs["allowed_mentions"] = discord.AllowedMentions(
                 everyone=False, roles=False, users=[discord.Object(mention)]
@@ -377,12 +378,12 @@ class ReplyCourier:
         return True
 
 
-def _parts(rendered: Rendered, attachment: Attachment | None) -> dict[str, Any]:
+def _parts(rendered: Rendered, attachments: Sequence[Attachment]) -> dict[str, Any]:
     """An edit's fields; `attachments` lists exactly what the message keeps (Discord drops unlisted files)."""
     return {
         "content": rendered.content,
         "embed": rendered.embed,
         "view": rendered.view(),
         "allowed_mentions": NO_MENTIONS,
-        "attachments": [attachment.file()] if attachment is not None else [],
+        "attachments": [attachment.file() for attachment in attachments],
     }

@@ -15,6 +15,7 @@ the manager when Discord says a reply, channel or server is gone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import discord
 from discord.ext import commands
@@ -36,7 +37,7 @@ from bot.jobs.events import (
     ReplyGone,
     WaitReason,
 )
-from bot.model_spec import display_name
+from bot.model_registry import ModelRegistry
 from cogs import render
 from cogs.courier import (
     MISSING_PERMISSIONS,
@@ -54,26 +55,43 @@ from storage.models import Job
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# Discord takes at most 25 MiB in one request, whatever each file may weigh (docs/models.md, "Several images in one
+# reply"); the margin leaves room for the JSON payload and the multipart framing.
+REQUEST_LIMIT = 25 * 1024 * 1024
+REQUEST_MARGIN = 256 * 1024
 TOO_LARGE = 413
 
 
+def per_file_limit(file_limit: int, files: int) -> int:
+    """What each of `files` images may weigh so that each passes the per-file limit and all pass the request's."""
+    return min(file_limit, (REQUEST_LIMIT - REQUEST_MARGIN) // max(files, 1))
+
+
 class DiscordDestination:
-    def __init__(self, bot: discord.Client, courier: ReplyCourier, guilds: GuildStore, images: ImageWorkers) -> None:
+    def __init__(
+        self,
+        bot: discord.Client,
+        courier: ReplyCourier,
+        guilds: GuildStore,
+        images: ImageWorkers,
+        registry: ModelRegistry,
+    ) -> None:
         self.bot = bot
+        self.registry = registry
         self.courier = courier
         self.guilds = guilds
         self.images = images
 
-    async def deliver_image(self, job: Job, image: DownloadedImage) -> Outcome:
+    async def deliver_images(self, job: Job, images: Sequence[DownloadedImage]) -> Outcome:
         permissions = self._permissions(job)
         if permissions is not None and not permissions.attach_files:
             return await self._text_answer(job, ["Attach Files"])
-        limit = job.origin.filesize_limit or DEFAULT_UPLOAD_LIMIT
+        limit = per_file_limit(job.origin.filesize_limit or DEFAULT_UPLOAD_LIMIT, len(images))
         settings = await self.guilds.get(job.origin.guild_id) if job.origin.guild_id else None
         for budget in (limit, limit // 2):
-            fitted = await self.images.fit_under(image.data, image.format, budget)
-            if fitted.reencoded:
-                log.info("job %d: image re-encoded to fit %d bytes", job.id, budget, extra={"job_id": job.id})
+            fitted = [await self.images.fit_under(image.data, image.format, budget) for image in images]
+            if any(one.reencoded for one in fitted):
+                log.info("job %d: images re-encoded to fit %d bytes each", job.id, budget, extra={"job_id": job.id})
             try:
                 sent = await self.courier.deliver(job, *self._result(job, fitted, permissions, settings))
             except RefusedError as error:
@@ -90,19 +108,23 @@ class DiscordDestination:
     def _result(
         self,
         job: Job,
-        fitted: EncodedImage,
+        fitted: Sequence[EncodedImage],
         permissions: discord.Permissions | None,
         settings: object,
-    ) -> tuple[render.Rendered, Attachment]:
-        name = render.file_name(job, fitted.extension)
+    ) -> tuple[render.Rendered, list[Attachment]]:
+        total = len(fitted)
+        attachments = [
+            Attachment(one, render.file_name(job, one.extension, number, total), render.alt_text(job, number, total))
+            for number, one in enumerate(fitted, start=1)
+        ]
         rendered = render.finished(
             job,
-            name,
-            model_name=display_name(job.model),
+            [attachment.filename for attachment in attachments],
+            model_name=self.registry.name(job.model),
             show_cost=bool(getattr(settings, "show_cost", False)),
             embed_links=permissions is None or permissions.embed_links,
         )
-        return rendered, Attachment(fitted, name, render.alt_text(job))
+        return rendered, attachments
 
     async def _text_answer(self, job: Job, missing: list[str], *, too_large: bool = False) -> Outcome:
         """The image cannot be shown here: say why and where it is, instead of dropping it."""

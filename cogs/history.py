@@ -50,4 +50,6 @@ class HistoryCog(commands.Cog, name="History"):
     @app_commands.guild_only()
     async def history(self, interaction: discord.Interaction[Any]) -> None:
         results = await self.store.results_for_user(interaction.user.id, interaction.guild_id or 0, limit=HISTORY_SIZE)
-        await interaction.response.send_message(embed=reports.history(list(results)), ephemeral=True)
+        await interaction.response.send_message(
+            embed=reports.history(list(results), self.jobs.registry.name), ephemeral=True
+        )

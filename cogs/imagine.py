@@ -16,7 +16,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.jobs import CancelOutcome, JobManager
-from bot.model_spec import ASPECT_RATIOS, PROMPT_MAX, SEED_MAX
+from bot.model_registry import MAX_COUNT
+from bot.model_spec import PROMPT_MAX, SEED_MAX
+from cogs import choices
+from cogs.choices import offered
 from cogs.starter import JobStarter
 from storage.base import JobStore
 
@@ -45,10 +48,12 @@ class ImagineCog(commands.Cog, name="Imagine"):
         prompt="What the image should show (up to 2,048 characters)",
         aspect_ratio="The image's shape (default: the server's, normally 1:1 · square)",
         seed="A number that makes the image reproducible (random when left out)",
+        model="Which model makes it (default: the server's)",
+        count="How many images at once, where the model allows (1 to 4)",
+        image="A picture of yours to edit (it goes to an edit model)",
     )
-    @app_commands.choices(
-        aspect_ratio=[app_commands.Choice(name=ratio.choice_name, value=ratio.value) for ratio in ASPECT_RATIOS]
-    )
+    @app_commands.autocomplete(model=choices.models, aspect_ratio=choices.ratios)
+    @app_commands.autocomplete(count=choices.counts)
     @app_commands.guild_only()
     async def imagine(
         self,
@@ -56,8 +61,19 @@ class ImagineCog(commands.Cog, name="Imagine"):
         prompt: app_commands.Range[str, 1, PROMPT_MAX],
         aspect_ratio: str | None = None,
         seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
+        model: app_commands.Range[str, 1, 100] | None = None,
+        count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
+        image: discord.Attachment | None = None,
     ) -> None:
-        await self.starter.start(interaction, prompt=prompt, aspect_ratio=aspect_ratio, seed=seed)
+        await self.starter.start(
+            interaction,
+            prompt=prompt,
+            aspect_ratio=aspect_ratio,
+            seed=seed,
+            model=model,
+            count=count,
+            image=offered(image) if image is not None else None,
+        )
 
     async def on_button(self, interaction: discord.Interaction[Any], action: str, job_id: int | None) -> None:
         """❌ Cancel, and any `imagine:` button nobody else answers (forged or from an older release)."""

@@ -9,6 +9,7 @@ show `@everyone` but never ping anyone.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,7 +17,7 @@ import discord
 
 from bot.jobs import Limit, LimitReachedError
 from bot.jobs.events import WaitReason
-from bot.model_spec import ASPECT_RATIOS
+from bot.model_spec import ASPECT_RATIOS, NO_SEED
 from cogs.buttons import ImagineButton
 from storage.models import FailureKind, Job, JobState
 
@@ -73,12 +74,17 @@ def safe_prompt(prompt: str, limit: int, *, one_line: bool = False) -> str:
     return escaped
 
 
-def alt_text(job: Job) -> str:
-    return trim(" ".join(job.prompt.split()), ALT_TEXT_MAX)
+def alt_text(job: Job, number: int = 1, total: int = 1) -> str:
+    """What a screen reader says for image `number` of `total`: the prompt, and which image of the set it is."""
+    prompt = " ".join(job.prompt.split())
+    edited = "An edit of the member's image: " if job.input_url else ""
+    place = f"Image {number} of {total}: " if total > 1 else ""
+    return trim(f"{place}{edited}{prompt}", ALT_TEXT_MAX)
 
 
-def file_name(job: Job, extension: str) -> str:
-    return f"imagine-{job.id}.{extension}"
+def file_name(job: Job, extension: str, number: int = 1, total: int = 1) -> str:
+    """`imagine-<job>.<ext>`, or `imagine-<job>-<n>.<ext>` in a gallery."""
+    return f"imagine-{job.id}-{number}.{extension}" if total > 1 else f"imagine-{job.id}.{extension}"
 
 
 def requester(job: Job) -> str:
@@ -87,10 +93,36 @@ def requester(job: Job) -> str:
 
 def _card(job: Job, colour: discord.Colour) -> discord.Embed:
     embed = discord.Embed(description=safe_prompt(job.prompt, DESCRIPTION_MAX), colour=colour)
-    embed.add_field(name="Seed", value=f"`{job.seed}`")
-    embed.add_field(name="Aspect ratio", value=RATIO_NAMES.get(job.aspect_ratio, job.aspect_ratio))
+    if job.seed != NO_SEED:
+        embed.add_field(name="Seed", value=f"`{job.seed}`")
+    if job.aspect_ratio:
+        embed.add_field(name="Aspect ratio", value=RATIO_NAMES.get(job.aspect_ratio, job.aspect_ratio))
+    if job.count > 1:
+        embed.add_field(name="Images", value=str(job.count))
+    if job.input_url:
+        embed.add_field(name="Kind", value="✏️ Edit of an image")
     embed.add_field(name="Requested by", value=requester(job))
     return embed
+
+
+def facts(job: Job, model_name: str) -> str:
+    """The job's settings in one line (seed where the model takes one, ratio, images, model)."""
+    parts = [f"seed `{job.seed}`"] if job.seed != NO_SEED else []
+    if job.aspect_ratio:
+        parts.append(RATIO_NAMES.get(job.aspect_ratio, job.aspect_ratio))
+    if job.count > 1:
+        parts.append(f"{job.count} images")
+    return " · ".join([*parts, model_name])
+
+
+def result_buttons(job: Job, images: int) -> list[ImagineButton]:
+    """🔄 Reroll, 🎛️ Remix and 🗑️ Delete for the job; per image, ✏️ Edit (that image as an edit's input) and, in
+    a gallery, 🔍 Image n (that image on its own)."""
+    buttons = [ImagineButton(action, job.id, row=0) for action in ("reroll", "remix", "delete")]
+    if images == 1:
+        return [*buttons, ImagineButton("edit", job.id, 1, row=0)]
+    buttons += [ImagineButton("alone", job.id, number, row=1) for number in range(1, images + 1)]
+    return buttons + [ImagineButton("edit", job.id, number, row=2) for number in range(1, images + 1)]
 
 
 def _headline(job: Job, status: str) -> str:
@@ -140,34 +172,50 @@ def generating(job: Job, eta: datetime | None, *, overdue: bool = False) -> Rend
 
 
 def finished(
-    job: Job, attachment: str, *, model_name: str, show_cost: bool = False, embed_links: bool = True
+    job: Job, attachments: Sequence[str], *, model_name: str, show_cost: bool = False, embed_links: bool = True
 ) -> Rendered:
-    """The result: the image in the embed, the facts beside it, reroll, remix and delete underneath.
+    """The result: the image in the embed (a gallery: every image above it, as Discord lays out several
+    attachments), the facts beside it, reroll, remix, delete and the per-image buttons underneath.
 
     Without Embed Links Discord drops embeds silently, so the facts go into the
-    text and the image stays a plain attachment.
+    text and the images stay plain attachments.
     """
     took = _took(job)
-    buttons = [ImagineButton(action, job.id) for action in ("reroll", "remix", "delete")]
+    buttons = result_buttons(job, len(attachments))
     if not embed_links:
-        facts = f"seed `{job.seed}` · {RATIO_NAMES.get(job.aspect_ratio, job.aspect_ratio)} · {model_name}"
         note = "\n-# I'm missing **Embed Links** in this channel, so the details are plain text."
-        return Rendered(trim(_headline(job, f"✅ Done · {facts}") + note, CONTENT_MAX), None, buttons)
+        return Rendered(trim(_headline(job, f"✅ Done · {facts(job, model_name)}") + note, CONTENT_MAX), None, buttons)
     embed = _card(job, COLOUR_DONE)
     embed.add_field(name="Model", value=model_name)
     if took is not None:
         embed.add_field(name="Time", value=took)
     if show_cost and job.cost_usd is not None:
         embed.add_field(name="Cost", value=money(job.cost_usd, estimated=job.cost_estimated))
-    embed.set_image(url=f"attachment://{attachment}")
+    if len(attachments) == 1:
+        embed.set_image(url=f"attachment://{attachments[0]}")
     embed.set_footer(text=f"Job {job.id}")
     return Rendered(_headline(job, "✅ Done"), embed, buttons)
+
+
+def alone(job: Job, number: int, attachment: str, *, model_name: str) -> Rendered:
+    """One image of a gallery on its own (🔍 Image n): the image large, its facts, and ✏️ Edit for it."""
+    embed = _card(job, COLOUR_DONE)
+    embed.add_field(name="Model", value=model_name)
+    embed.set_image(url=f"attachment://{attachment}")
+    embed.set_footer(text=f"Job {job.id} · image {number} of {job.count}")
+    status = f"🔍 Image {number} of {job.count}"
+    return Rendered(_headline(job, status), embed, [ImagineButton("edit", job.id, number, row=0)])
 
 
 def text_answer(job: Job, missing: list[str], *, too_large: bool = False) -> Rendered:
     """The image is made but cannot be posted here (a permission is missing, or it is too large): say which, and
     where the member finds the image."""
-    link = f"[Open the image]({job.result_url}) (a link from the image service) or find" if job.result_url else "Find"
+    urls = job.images
+    if len(urls) > 1:
+        links = " ".join(f"[{number}]({url})" for number, url in enumerate(urls, start=1))
+        link = f"Open the images ({links}, links from the image service) or find"
+    else:
+        link = f"[Open the image]({urls[0]}) (a link from the image service) or find" if urls else "Find"
     if missing:
         what = " and ".join(f"**{name}**" for name in missing)
         why = f"I'm missing {what} in this channel"
@@ -238,7 +286,13 @@ def limit_refusal(error: LimitReachedError) -> str:
             f"so nothing was started.{resets}"
         )
     if error.limit is Limit.DAILY:
-        frees = f" The next one frees up {discord.utils.format_dt(error.frees_at, 'R')}." if error.frees_at else ""
+        frees = f" Room frees up {discord.utils.format_dt(error.frees_at, 'R')}." if error.frees_at else ""
+        if error.asked > 1 and error.used + 1 <= error.allowed:
+            left = int(error.allowed - error.used)
+            return (
+                f"You asked for {error.asked} images but have {left} left of your {error.allowed} for the last "
+                f"24 hours here: ask for fewer.{frees}"
+            )
         return f"You've made {error.used} of your {error.allowed} images for the last 24 hours here.{frees}"
     return (
         f"You already have {error.used} image{'s' if error.used != 1 else ''} waiting in this server's line, "

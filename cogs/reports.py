@@ -7,12 +7,14 @@ All of these are sent ephemerally or by DM, with mentions switched off.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime
 
 import discord
 
 from bot.jobs import BudgetState
-from cogs.render import COLOUR_DONE, COLOUR_WORKING, RATIO_NAMES, money, safe_prompt, trim
+from bot.model_spec import NO_SEED
+from cogs.render import COLOUR_DONE, COLOUR_WORKING, RATIO_NAMES, facts, money, safe_prompt, trim
 from storage.models import GuildSettings, Job, JobState, Usage
 
 FIELD_MAX = 1024
@@ -59,9 +61,15 @@ def details(job: Job, *, model_name: str, show_cost: bool) -> discord.Embed:
     embed = discord.Embed(
         title=f"Image details · job {job.id}", description=safe_prompt(job.prompt, DESCRIPTION_MAX), colour=COLOUR_DONE
     )
-    embed.add_field(name="Seed", value=f"`{job.seed}`")
-    embed.add_field(name="Aspect ratio", value=RATIO_NAMES.get(job.aspect_ratio, job.aspect_ratio))
+    if job.seed != NO_SEED:
+        embed.add_field(name="Seed", value=f"`{job.seed}`")
+    if job.aspect_ratio:
+        embed.add_field(name="Aspect ratio", value=RATIO_NAMES.get(job.aspect_ratio, job.aspect_ratio))
     embed.add_field(name="Model", value=model_name)
+    if job.count > 1:
+        embed.add_field(name="Images", value=str(job.count))
+    if job.input_url:
+        embed.add_field(name="Edited from", value="the picture attached to this message", inline=False)
     embed.add_field(name="Request id", value=f"`{job.request_id}`" if job.request_id else "none", inline=False)
     timings = [
         ("Asked", discord.utils.format_dt(job.created_at, "f")),
@@ -136,18 +144,19 @@ def queue(
     return embed
 
 
-def history(results: list[Job]) -> discord.Embed:
-    """`/imagine-history`: the member's newest results with their seeds and where to find them."""
+def history(results: list[Job], model_name: Callable[[str], str]) -> discord.Embed:
+    """`/imagine-history`: the member's newest results with their seeds, models and where to find them."""
     lines = []
     for job in results:
         link = jump_url(job)
-        if job.delivery == "text" and job.result_url:
-            where = f"[image]({job.result_url}) (not shown in the channel)"
+        if job.delivery == "text" and job.images:
+            links = " ".join(f"[{number}]({url})" for number, url in enumerate(job.images, start=1))
+            where = f"image{'s' if len(job.images) > 1 else ''} {links} (not shown in the channel)"
         else:
             where = "deleted" if job.deleted_at is not None or not link else f"[open]({link})"
         when = f" · {discord.utils.format_dt(job.finished_at, 'R')}" if job.finished_at else ""
         prompt = safe_prompt(job.prompt, LINE_PROMPT_MAX, one_line=True)
-        lines.append(f"`{job.seed}` · {job.aspect_ratio} · {prompt} · {where}{when}")
+        lines.append(f"{facts(job, model_name(job.model))} · {prompt} · {where}{when}")
     return discord.Embed(
         title=f"Your last {len(results)} image{'s' if len(results) != 1 else ''} here" if results else "No images yet",
         description=_lines(lines, DESCRIPTION_MAX) if lines else "Make your first with `/imagine`.",

@@ -28,12 +28,12 @@ import discord
 from discord.ext import commands
 
 from bot.jobs import JobManager, LimitReachedError
-from bot.model_spec import check_seed
+from bot.model_spec import InvalidInputError
 from cogs import render
 from cogs.courier import CourierError, ReplyCourier
 from cogs.starter import missing_permissions, prompt_refusal
 from storage.base import JobStore
-from storage.models import Job, JobOrigin, JobState, NewJob
+from storage.models import Job, JobOrigin, JobState
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,10 @@ class RerollCog(commands.Cog, name="Rerolls"):
             user_id=user_id,
             filesize_limit=channel.guild.filesize_limit,
         )
-        new = NewJob(
-            model=source.model,
-            prompt=source.prompt,
-            aspect_ratio=source.aspect_ratio,
-            seed=check_seed(None),
-            origin=origin,
-            parent_id=source.id,
-            exempt=settings.admins_bypass and admin,
-        )
+        try:
+            new = await self.jobs.again(source, settings, origin, exempt=settings.admins_bypass and admin)
+        except InvalidInputError as error:
+            return str(error)
         try:
             ticket = await self.jobs.enqueue(new, settings)
         except LimitReachedError as error:

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import discord
 from discord.ext import commands
 
 from bot.jobs import JobManager
-from bot.model_spec import PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio, display_name
+from bot.jobs.orders import source_input
+from bot.model_spec import NO_SEED, PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio
 from cogs import render, reports
 from cogs.access import refuse
 from cogs.failures import answer_failure
@@ -76,7 +78,10 @@ class RemixForm(discord.ui.Modal):
                 text="Seed",
                 description="Leave empty for a random seed.",
                 component=discord.ui.TextInput(
-                    custom_id="seed", default=str(job.seed), required=False, max_length=len(str(SEED_MAX))
+                    custom_id="seed",
+                    default=str(job.seed) if job.seed != NO_SEED else None,
+                    required=False,
+                    max_length=len(str(SEED_MAX)),
                 ),
             )
         )
@@ -92,6 +97,32 @@ def _inputs(components: object) -> Iterator[tuple[str, str]]:
             yield components["custom_id"], components["value"]
         for key in ("components", "component"):
             yield from _inputs(components.get(key))
+
+
+def form_values(data: Mapping[str, Any]) -> dict[str, str]:
+    """Every text input of a modal submission, by custom_id."""
+    return dict(_inputs(data.get("components")))
+
+
+FormHandler = Callable[[discord.Interaction[Any], str, dict[str, str]], Awaitable[None]]
+
+
+async def on_form(interaction: discord.Interaction[Any], prefix: str, handler: FormHandler, what: str) -> None:
+    """Hand a submitted form whose custom_id starts with `prefix` to `handler` (the rest of the id, the values).
+
+    Forms are answered from the `on_interaction` event rather than a Modal's
+    callback, so a form opened before a restart still works after it.
+    """
+    data: Mapping[str, Any] = interaction.data or {}
+    custom_id = str(data.get("custom_id", ""))
+    if interaction.type is not discord.InteractionType.modal_submit or not custom_id.startswith(prefix):
+        return
+    if await refuse(interaction):
+        return
+    try:
+        await handler(interaction, custom_id.removeprefix(prefix), form_values(data))
+    except Exception as error:
+        await answer_failure(interaction, error, f"{what} {custom_id}")
 
 
 def parse_remix(values: Mapping[str, str]) -> tuple[str, str | None, int | None]:
@@ -152,16 +183,7 @@ class ResultsCog(commands.Cog, name="Results"):
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
-        data: Mapping[str, Any] = interaction.data or {}
-        custom_id = str(data.get("custom_id", ""))
-        if interaction.type is not discord.InteractionType.modal_submit or not custom_id.startswith(REMIX_FORM):
-            return
-        if await refuse(interaction):
-            return
-        try:
-            await self._remix(interaction, custom_id.removeprefix(REMIX_FORM), dict(_inputs(data.get("components"))))
-        except Exception as error:
-            await answer_failure(interaction, error, f"remix {custom_id}")
+        await on_form(interaction, REMIX_FORM, self._remix, "remix")
 
     async def _remix(self, interaction: discord.Interaction[Any], raw_id: str, values: dict[str, str]) -> None:
         source = await self.store.get(int(raw_id)) if raw_id.isascii() and raw_id.isdigit() else None
@@ -173,7 +195,21 @@ class ResultsCog(commands.Cog, name="Results"):
         except InvalidInputError as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return
-        await self.starter.start(interaction, prompt=prompt, aspect_ratio=ratio, seed=seed, parent_id=source.id)
+        try:
+            edit = source_input(source, await self.store.inputs.get(source.id), self.jobs.clock.now())
+        except InvalidInputError as error:
+            await interaction.response.send_message(str(error), ephemeral=True)
+            return
+        await self.starter.start(
+            interaction,
+            prompt=prompt,
+            aspect_ratio=ratio,
+            seed=seed,
+            parent_id=source.id,
+            model=source.model,
+            count=source.count,
+            image=edit,
+        )
 
     # -- ✉️ details by DM ----------------------------------------------------
 
@@ -188,9 +224,14 @@ class ResultsCog(commands.Cog, name="Results"):
         if not self.details_gate.admit(member.id, job.id) or not self.dm_gate.admit(member.id):
             return
         settings = await self.store.guilds.get(member.guild.id)
-        embed = reports.details(job, model_name=display_name(job.model), show_cost=settings.show_cost)
+        embed = reports.details(job, model_name=self.jobs.registry.name(job.model), show_cost=settings.show_cost)
+        source = await self.store.inputs.get(job.id) if job.input_url else None
+        extras: dict[str, Any] = {}
+        if source is not None:  # an edit: the picture it started from, kept with the job
+            kind = source.content_type.removeprefix("image/").replace("jpeg", "jpg")
+            extras["file"] = discord.File(io.BytesIO(source.data), filename=f"imagine-{job.id}-input.{kind}")
         try:
-            await member.send(embed=embed, allowed_mentions=render.NO_MENTIONS)
+            await member.send(embed=embed, allowed_mentions=render.NO_MENTIONS, **extras)
         except discord.Forbidden:
             self._notify(payload.channel_id, member)
         except discord.HTTPException as error:

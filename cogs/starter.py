@@ -16,12 +16,15 @@ from typing import Any
 
 import discord
 
+from bot.attachments import AttachmentFetcher, ImageRefusedError, Offered, link_expiry
 from bot.jobs import JobManager, LimitReachedError
-from bot.model_spec import DEFAULT_RATIO, InvalidInputError, check_seed, clean_prompt
+from bot.jobs.orders import INPUT_LIFE_NEEDED, EditInput, order
+from bot.model_registry import Choices, check_choices, choose
+from bot.model_spec import InvalidInputError, check_seed, clean_prompt
 from cogs import render
 from cogs.moderation import BANNED_REFUSAL, find_banned
 from storage.base import GuildStore
-from storage.models import GuildSettings, JobOrigin, NewJob
+from storage.models import GuildSettings, JobInput, JobOrigin
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +57,12 @@ def prompt_refusal(settings: GuildSettings, channel: object, prompt: str) -> str
 
 
 class JobStarter:
-    def __init__(self, jobs: JobManager, guilds: GuildStore, *, model: str) -> None:
+    def __init__(self, jobs: JobManager, guilds: GuildStore, *, model: str, fetcher: AttachmentFetcher) -> None:
         self.jobs = jobs
         self.guilds = guilds
         self.model = model
+        self.registry = jobs.registry
+        self.fetcher = fetcher
 
     async def start(
         self,
@@ -67,27 +72,47 @@ class JobStarter:
         aspect_ratio: str | None,
         seed: int | None,
         parent_id: int | None = None,
+        model: str | None = None,
+        count: int | None = None,
+        image: Offered | EditInput | None = None,
     ) -> None:
+        """Check everything, write the job, acknowledge. `image` is an edit's input: an attachment still to fetch,
+        or (a reroll, a remix) the input of an earlier job."""
         if interaction.guild_id is None:
             await interaction.response.send_message("Images are made in servers, not in DMs.", ephemeral=True)
             return
+        if aspect_ratio is not None and aspect_ratio not in render.RATIO_NAMES:
+            shown = discord.utils.escape_markdown(aspect_ratio[:20])
+            await interaction.response.send_message(
+                f"'{shown}' is not an aspect ratio; pick one from the list.", ephemeral=True
+            )
+            return
+        settings = await self.guilds.get(interaction.guild_id)
         try:
             text = clean_prompt(prompt)
-            chosen_seed = check_seed(seed)
+            chosen = choose(self.registry, settings, model, image=image is not None)
+            check_choices(chosen, Choices(ratio=aspect_ratio, seed=seed, count=count, image=image is not None))
+            if seed is not None:
+                check_seed(seed)
         except InvalidInputError as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return
-        settings = await self.guilds.get(interaction.guild_id)
-        ratio = aspect_ratio or settings.default_aspect_ratio or DEFAULT_RATIO
+        ratio = aspect_ratio or (
+            settings.default_aspect_ratio if settings.default_aspect_ratio in chosen.ratios else None
+        )
         refusal = prompt_refusal(settings, interaction.channel, text)
-        if ratio not in render.RATIO_NAMES:
-            refusal = f"'{discord.utils.escape_markdown(ratio[:20])}' is not an aspect ratio; pick one from the list."
         missing = missing_permissions(interaction.app_permissions)
         if refusal is None and missing:
             refusal = (
                 f"I can't post images here: I'm missing **{', '.join(missing)}** in this channel. "
                 "Ask a server admin to allow it, or use another channel."
             )
+        edit: EditInput | None = image if isinstance(image, EditInput) else None
+        if refusal is None and isinstance(image, Offered):
+            try:
+                edit = await self._fetch(image)
+            except ImageRefusedError as error:
+                refusal = str(error)
         if refusal is not None:
             await interaction.response.send_message(refusal, ephemeral=True)
             return
@@ -100,14 +125,16 @@ class JobStarter:
             token_expires_at=interaction.expires_at,
             filesize_limit=interaction.filesize_limit,
         )
-        new = NewJob(
-            model=self.model,
+        new = order(
+            chosen,
             prompt=text,
-            aspect_ratio=ratio,
-            seed=chosen_seed,
+            ratio=ratio,
+            seed=seed,
+            count=count or 1,
             origin=origin,
             parent_id=parent_id,
             exempt=settings.admins_bypass and interaction.permissions.manage_guild,
+            edit=edit,
         )
         try:
             ticket = await self.jobs.enqueue(new, settings)
@@ -121,3 +148,11 @@ class JobStarter:
             await self.jobs.abandon(ticket.job.id, "Discord did not take the acknowledgement")
             raise
         await self.jobs.confirm(ticket.job.id, callback.message_id if callback is not None else None)
+
+    async def _fetch(self, offered: Offered) -> EditInput:
+        """The member's image, downloaded and checked now (its link expires), with the link RunComfy is sent."""
+        image = await self.fetcher.fetch(offered)
+        expires = link_expiry(offered.url)
+        if expires is not None and expires - INPUT_LIFE_NEEDED <= self.jobs.clock.now():
+            raise ImageRefusedError("That image's link is about to expire. Post it again, then try once more.")
+        return EditInput(offered.url, expires, JobInput(image.content_type, image.width, image.height, image.data))

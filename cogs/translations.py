@@ -35,6 +35,21 @@ GERMAN: dict[str, str] = {
     "reaction-reroll": "reaktion-neu",
     "show-cost": "kosten-anzeigen",
     "banned-words": "verbotene-wörter",
+    "models": "modelle",
+    "Edit image": "Bild bearbeiten",
+    "Which model makes it (default: the server's)": "Welches Modell es erstellt (Standard: das des Servers)",
+    "How many images at once, where the model allows (1 to 4)": (
+        "Wie viele Bilder auf einmal, wo das Modell es erlaubt (1 bis 4)"
+    ),
+    "A picture of yours to edit (it goes to an edit model)": (
+        "Ein eigenes Bild zum Bearbeiten (es geht an ein Bearbeitungsmodell)"
+    ),
+    "Choose the models members may use, and the default": "Die Modelle für Mitglieder wählen, und das Standardmodell",
+    "Add or remove a model, make one the default, or clear (every model)": (
+        "Modell hinzufügen, entfernen, als Standard setzen, oder leeren (alle Modelle)"
+    ),
+    "The model": "Das Modell",
+    "default": "standard",
     # /imagine
     "Create an image from a text prompt": "Erstelle ein Bild aus einer Textbeschreibung",
     "What the image should show (up to 2,048 characters)": "Was das Bild zeigen soll (bis zu 2.048 Zeichen)",
@@ -121,6 +136,21 @@ FRENCH: dict[str, str] = {
     "reaction-reroll": "relance-par-réaction",
     "show-cost": "afficher-coût",
     "banned-words": "mots-interdits",
+    "models": "modèles",
+    "Edit image": "Modifier l'image",
+    "Which model makes it (default: the server's)": "Quel modèle la crée (par défaut : celui du serveur)",
+    "How many images at once, where the model allows (1 to 4)": (
+        "Combien d'images à la fois, si le modèle le permet (1 à 4)"
+    ),
+    "A picture of yours to edit (it goes to an edit model)": (
+        "Une image à vous à modifier (elle va à un modèle de retouche)"
+    ),
+    "Choose the models members may use, and the default": "Choisir les modèles des membres, et celui par défaut",
+    "Add or remove a model, make one the default, or clear (every model)": (
+        "Ajouter ou retirer un modèle, le mettre par défaut, ou vider (tous les modèles)"
+    ),
+    "The model": "Le modèle",
+    "default": "défaut",
     # /imagine
     "Create an image from a text prompt": "Crée une image à partir d'une description",
     "What the image should show (up to 2,048 characters)": "Ce que l'image doit montrer (jusqu'à 2 048 caractères)",

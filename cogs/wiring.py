@@ -14,12 +14,14 @@ from __future__ import annotations
 from discord import app_commands
 from discord.ext import commands
 
+from bot.attachments import AttachmentFetcher
 from bot.clock import Clock
 from bot.images import ImageWorkers
 from bot.jobs import JobManager
 from cogs.admin import AdminCog
 from cogs.courier import ReplyCourier
 from cogs.delivery import DeliveryCog, DiscordDestination
+from cogs.gallery import GalleryCog, edit_image_menu
 from cogs.history import HistoryCog
 from cogs.imagine import ImagineCog
 from cogs.rerolls import RerollCog
@@ -28,15 +30,22 @@ from cogs.starter import JobStarter
 from cogs.translations import CommandTranslator
 from storage.base import JobStore
 
-AppCommand = app_commands.Command[commands.Cog, ..., None] | app_commands.Group
+AppCommand = app_commands.Command[commands.Cog, ..., None] | app_commands.Group | app_commands.ContextMenu
 
 
 async def add_cogs(
-    bot: commands.Bot, jobs: JobManager, store: JobStore, *, model: str, clock: Clock, images: ImageWorkers
+    bot: commands.Bot,
+    jobs: JobManager,
+    store: JobStore,
+    *,
+    model: str,
+    clock: Clock,
+    images: ImageWorkers,
+    fetcher: AttachmentFetcher,
 ) -> DiscordDestination:
     """Add every cog; returns the destination the job manager delivers to."""
     courier = ReplyCourier(bot, clock, on_gone=lambda job: jobs.spawn(jobs.reply_gone(job.id), f"reply-gone-{job.id}"))
-    starter = JobStarter(jobs, store.guilds, model=model)
+    starter = JobStarter(jobs, store.guilds, model=model, fetcher=fetcher)
     await bot.tree.set_translator(CommandTranslator())
     await bot.add_cog(ImagineCog(starter, jobs, store))
     await bot.add_cog(RerollCog(bot, jobs, store, courier))
@@ -44,7 +53,8 @@ async def add_cogs(
     await bot.add_cog(ResultsCog(bot, starter, jobs, store))
     await bot.add_cog(HistoryCog(jobs, store))
     await bot.add_cog(AdminCog(jobs, store))
-    return DiscordDestination(bot, courier, store.guilds, images)
+    await bot.add_cog(GalleryCog(bot, starter, store, clock))
+    return DiscordDestination(bot, courier, store.guilds, images, jobs.registry)
 
 
 def app_commands_to_sync() -> list[AppCommand]:
@@ -52,6 +62,7 @@ def app_commands_to_sync() -> list[AppCommand]:
     commands_: list[AppCommand] = []
     for cog in (ImagineCog, HistoryCog, AdminCog):
         commands_.extend(cog.__cog_app_commands__)
+    commands_.append(edit_image_menu)
     return commands_
 
 

@@ -13,6 +13,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from storage.job_inputs import JobInputs
 from storage.models import GuildLoad, GuildSettings, Job, JobState, Lease, NewJob, Spend, Timing, Usage
 from storage.polling_memory import PollingMemory
 
@@ -108,6 +109,11 @@ class JobStore(Protocol):
 
     async def once(self, key: str, *, now: datetime, window: timedelta) -> bool:
         """True for the first call with `key` within `window` (whichever process makes it), False for the rest."""
+        ...
+
+    @property
+    def inputs(self) -> JobInputs:
+        """The images edit jobs start from (written by `create` with the job)."""
         ...
 
     async def create(

@@ -28,6 +28,7 @@ from storage.models import (
     Job,
     JobOrigin,
     JobState,
+    NewJob,
 )
 
 ORIGIN_COLUMNS = tuple(field.name for field in dataclasses.fields(JobOrigin))
@@ -44,7 +45,9 @@ BOOL_COLUMNS = frozenset(
 # state and updated_at change only through transition() and every write.
 FIXED_COLUMNS = frozenset(
     {"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed", "exempt", "post_nonce"}
+    | {"count", "input_url", "input_expires_at"}
 )
+
 SETTABLE_COLUMNS = frozenset(COLUMNS) - FIXED_COLUMNS - {"parent_id"}
 CREATE_STATES = frozenset({JobState.SUBMITTING, JobState.WAITING})
 
@@ -63,6 +66,26 @@ def check_once_window(window: timedelta) -> None:
     """A `once()` window must be positive and shorter than keys are kept, or a key could be cleared too soon."""
     if not timedelta(0) < window <= ONCE_KEPT:
         raise ValueError(f"a once() window must be within (0, {ONCE_KEPT}], got {window}")
+
+
+# Joined to `jobs`, one row per image a job asked for (count is 1 to 10): quotas count images, not jobs.
+PER_IMAGE = (
+    "JOIN (SELECT 1 AS n"
+    + "".join(f" UNION ALL SELECT {n}" for n in range(2, 11))
+    + ") AS image ON image.n <= jobs.count"
+)
+
+
+def new_job_values(new: NewJob) -> dict[str, Any]:
+    """The columns of a new job beyond its prompt, ratio, seed and origin: images asked for, the cost estimate
+    (written with the job, so the budget counts it at its own model's price), an edit's input URL."""
+    return {
+        "count": new.count,
+        "cost_usd": new.cost_usd,
+        "cost_estimated": new.cost_usd is not None,
+        "input_url": new.input_url,
+        "input_expires_at": new.input_expires_at,
+    }
 
 
 def check_fields(fields: Mapping[str, Any]) -> None:

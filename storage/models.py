@@ -7,6 +7,7 @@ return the same objects later.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -104,6 +105,16 @@ class JobOrigin:
 
 
 @dataclass(frozen=True, slots=True)
+class JobInput:
+    """The image an edit starts from: its verified bytes, kept with the job (the URL sent upstream expires)."""
+
+    content_type: str
+    width: int
+    height: int
+    data: bytes = dataclasses.field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class NewJob:
     """What is known before anything is sent to RunComfy."""
 
@@ -114,6 +125,11 @@ class NewJob:
     origin: JobOrigin = JobOrigin()
     parent_id: int | None = None
     exempt: bool = False  # the member's own limits do not apply (admin bypass); the server's still do
+    count: int = 1  # images the one request makes
+    cost_usd: float | None = None  # the estimate (the model's base price × count) until RunComfy says
+    input_url: str | None = None  # the image an edit sends upstream, while it lives
+    input_expires_at: datetime | None = None
+    input: JobInput | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +177,17 @@ class Job:
     deliver_at: datetime | None = None  # the next delivery attempt (image or notice); None when nothing is owed
     delivery_error: str | None = None  # why the last delivery attempt did not get through
     post_nonce: str | None = None  # Discord nonce for any message the bot posts for this job (never posted twice)
+    count: int = 1  # images asked for in the one request
+    result_urls: str | None = None  # every image's URL, a JSON array (result_url is the first)
+    input_url: str | None = None  # an edit's input image, as sent upstream
+    input_expires_at: datetime | None = None  # when input_url stops working (Discord's links expire)
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The URLs of every image the job made, in order."""
+        if self.result_urls:
+            return tuple(json.loads(self.result_urls))
+        return (self.result_url,) if self.result_url else ()
 
     @property
     def notice_pending(self) -> bool:
@@ -200,6 +227,8 @@ class GuildSettings:
     banned_terms: tuple[str, ...] = ()
     reaction_reroll: bool = True
     show_cost: bool = False
+    allowed_models: str | None = None  # model ids, space-separated; None: every model the bot offers
+    default_model: str | None = None  # None: the bot's default model
     updated_at: datetime | None = None
     updated_by: int | None = None
 
@@ -214,6 +243,8 @@ GUILD_SETTING_COLUMNS = (
     "admins_bypass",
     "reaction_reroll",
     "show_cost",
+    "allowed_models",
+    "default_model",
 )
 
 

@@ -49,9 +49,9 @@ UNFINISHED_COUNT_SQL = f"SELECT state, count(*) FROM jobs WHERE {UNFINISHED_WHER
 
 # Live rows, summed exactly as the trigger folds them (whole billionths of a dollar per job).
 _LIVE = (
-    "SELECT substr(completed_at, 1, 10) AS day, user_id, 1 AS images,"
+    "SELECT substr(completed_at, 1, 10) AS day, user_id, count AS images,"
     " CAST(round(coalesce(cost_usd, 0) * 1e9) AS INTEGER) AS nanos,"
-    " (cost_estimated AND cost_usd IS NOT NULL) AS estimated, (cost_usd IS NULL) AS unpriced"
+    " (cost_estimated AND cost_usd IS NOT NULL) * count AS estimated, (cost_usd IS NULL) * count AS unpriced"
     " FROM jobs WHERE guild_id = :guild AND completed_at IS NOT NULL AND completed_at >= :since"
 )
 _FOLDED = (

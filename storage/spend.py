@@ -6,7 +6,8 @@ per-day totals of jobs already pruned (migration 0005). A job counts once it is
 written: waiting and running jobs are about to be billed, so a budget that
 counted only finished images could be overrun by a burst. Jobs that cannot
 have been billed do not count: cancelled ones, and failed ones that RunComfy
-never accepted (no request id).
+never accepted (no request id). Images are counted, not jobs: a job asked for
+`count` of them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from storage.sqlite_common import to_text, unavailable_on_error
 _BILLABLE = "state != 'cancelled' AND NOT (state = 'failed' AND request_id IS NULL)"
 SPEND_SQL = (
     "SELECT"  # noqa: S608 - constants only
-    " total(created_at >= :day), total(CASE WHEN created_at >= :day THEN cost_usd END),"
-    " total(created_at >= :day AND cost_usd IS NULL),"
-    " count(*), total(cost_usd), total(cost_usd IS NULL)"
+    " total((created_at >= :day) * count), total(CASE WHEN created_at >= :day THEN cost_usd END),"
+    " total((created_at >= :day AND cost_usd IS NULL) * count),"
+    " total(count), total(cost_usd), total((cost_usd IS NULL) * count)"
     f" FROM jobs WHERE created_at >= :month AND {_BILLABLE}"
 )
 # Pruned jobs, whose rows are gone: their per-day totals (kept for usage reports) still count this month.

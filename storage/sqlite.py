@@ -35,14 +35,17 @@ from storage.columns import (
     DATETIME_COLUMNS,
     ONCE_KEPT,
     ORIGIN_COLUMNS,
+    PER_IMAGE,
     SELECT_LIST,
     UNFINISHED_WHERE,
     check_fields,
     check_once_window,
     expected_states,
     job_from_values,
+    new_job_values,
 )
 from storage.guilds import SQLiteGuildStore
+from storage.job_inputs import SQLiteJobInputs
 from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
 from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, Lease, NewJob, Spend, Timing, Usage
 from storage.polling_memory import SQLitePollingMemory
@@ -110,6 +113,7 @@ class SQLiteJobStore:
         self.read_only = read_only
         self.guilds = SQLiteGuildStore(db, path)
         self.polling = SQLitePollingMemory(db, path)
+        self.inputs = SQLiteJobInputs(db, path)
         self._locks: dict[int, asyncio.Lock] = {}
 
     @property
@@ -220,6 +224,7 @@ class SQLiteJobStore:
         }
         for column in ORIGIN_COLUMNS:
             values[column] = _encode(column, getattr(new.origin, column))
+        values.update((column, _encode(column, value)) for column, value in new_job_values(new).items())
         names = ", ".join(values)
         placeholders = ", ".join(f":{name}" for name in values)
         sql = f"INSERT INTO jobs ({names}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608 - whitelisted names
@@ -234,6 +239,8 @@ class SQLiteJobStore:
                 raise JobNotFoundError(f"parent job {new.parent_id} does not exist") from exc
             raise
         job = _row_to_job(rows[0])
+        if new.input is not None:
+            await self.inputs.save(job.id, new.input)
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 
@@ -402,13 +409,14 @@ class SQLiteJobStore:
         return GuildLoad(mine_active=mine_active, mine_waiting=mine_waiting, active=active, waiting=waiting)
 
     async def billable_since(self, user_id: int, guild_id: int, since: datetime) -> list[datetime]:
-        """When a member's jobs in a server that count against a quota were created, oldest first.
+        """When a member's images in a server that count against a quota were asked for, oldest first (a job of
+        `count` images appears `count` times).
 
         Every job counts except those cancelled and those that failed before
         RunComfy accepted them (no request id): neither was charged.
         """
         sql = (
-            "SELECT created_at FROM jobs WHERE user_id = ? AND guild_id = ? AND created_at >= ?"
+            f"SELECT created_at FROM jobs {PER_IMAGE} WHERE user_id = ? AND guild_id = ? AND created_at >= ?"  # noqa: S608
             " AND state != 'cancelled' AND NOT (state = 'failed' AND request_id IS NULL)"
             " ORDER BY created_at"
         )

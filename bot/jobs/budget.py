@@ -57,10 +57,11 @@ class BudgetState:
     def spent_this_month(self) -> float:
         return self.month.estimate(self.price)
 
-    def refusal(self) -> LimitReachedError | None:
-        """Why one more image would pass a cap, or None."""
-        budget, price = self.budget, self.price or 0.0
-        if budget.images_per_day and self.today.images + 1 > budget.images_per_day:
+    def refusal(self, images: int = 1, cost: float | None = None) -> LimitReachedError | None:
+        """Why `images` more images (costing `cost`, else the base price each) would pass a cap, or None."""
+        budget = self.budget
+        price = cost if cost is not None else (self.price or 0.0) * images
+        if budget.images_per_day and self.today.images + images > budget.images_per_day:
             return LimitReachedError(
                 Limit.BOT_IMAGES, used=self.today.images, allowed=budget.images_per_day, frees_at=self.day_resets
             )
@@ -96,11 +97,11 @@ class BudgetGuard:
         self.last = BudgetState(self.budget, today, this_month, self._price(), day + timedelta(days=1), next_month)
         return self.last
 
-    async def check(self) -> None:
-        """LimitReachedError when one more image would pass one of the operator's caps."""
+    async def check(self, images: int = 1, cost: float | None = None) -> None:
+        """LimitReachedError when `images` more images (costing `cost`) would pass one of the operator's caps."""
         if not self.budget.enabled:
             return
-        refusal = (await self.state()).refusal()
+        refusal = (await self.state()).refusal(images, cost)
         if refusal is None:
             return
         window = (refusal.limit, refusal.frees_at or self.clock.now())

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -73,6 +73,7 @@ class Gone:
 
 
 Outcome = Delivered | Retry | Gone
+Images = tuple[DownloadedImage, ...]
 
 
 class Reply(StrEnum):
@@ -90,7 +91,9 @@ class RecoveredReply:
 class Destination(Protocol):
     """Where a job's results go (Discord, a file); one attempt per call, never a retry loop of its own."""
 
-    async def deliver_image(self, job: Job, image: DownloadedImage) -> Outcome: ...
+    async def deliver_images(self, job: Job, images: Sequence[DownloadedImage]) -> Outcome:
+        """The job's images (one, or a gallery of several), in one message."""
+        ...
 
     async def deliver_notice(self, job: Job) -> Outcome: ...
 
@@ -129,33 +132,39 @@ class Delivery:
         self.destination: Destination | None = None
         self.worker = Worker("deliver", clock, self.step, concurrency=concurrency, per_key=per_channel)
         self._downloads = asyncio.Semaphore(downloads)
-        self._images: OrderedDict[int, DownloadedImage] = OrderedDict()
-        self._fetching: dict[int, asyncio.Task[DownloadedImage]] = {}
+        self._images: OrderedDict[int, Images] = OrderedDict()
+        self._fetching: dict[int, asyncio.Task[Images]] = {}
 
     def schedule(self, job: Job) -> None:
         if job.deliver_at is not None:
             self.worker.schedule(job.id, job.deliver_at, key=job.origin.channel_id or ("job", job.id))
 
     def prefetch(self, job: Job) -> None:
-        """Start downloading a finished image now: result URLs may not live long, and a delivery can wait behind
-        others of its channel (or a Discord outage) far longer than a download should."""
-        if job.result_url is not None and job.id not in self._images and job.id not in self._fetching:
-            task = asyncio.create_task(self._download(job.result_url), name=f"download-{job.id}")
+        """Start downloading a finished job's images now: result URLs may not live long, and a delivery can wait
+        behind others of its channel (or a Discord outage) far longer than a download should."""
+        if job.images and job.id not in self._images and job.id not in self._fetching:
+            task = asyncio.create_task(self._download(job.images), name=f"download-{job.id}")
             self._fetching[job.id] = task
             task.add_done_callback(lambda done: self._fetched(job.id, done))
 
-    async def _image(self, job: Job) -> DownloadedImage:
-        """The job's image: the download already under way, or a new one."""
-        if job.result_url is None:
+    async def _image(self, job: Job) -> Images:
+        """The job's images: the downloads already under way, or new ones."""
+        if not job.images:
             raise RuntimeError(f"job {job.id} was made without a result URL")
         self.prefetch(job)
         return await asyncio.shield(self._fetching[job.id])
 
-    async def _download(self, url: str) -> DownloadedImage:
-        async with self._downloads:
-            return await self.client.download_image(url)
+    async def _download(self, urls: Sequence[str]) -> Images:
+        """Every image of a job, each download taking one of the `downloads` places (a gallery of four does not
+        hold four places while it waits for the first)."""
 
-    def _fetched(self, job_id: int, task: asyncio.Task[DownloadedImage]) -> None:
+        async def one(url: str) -> DownloadedImage:
+            async with self._downloads:
+                return await self.client.download_image(url)
+
+        return tuple(await asyncio.gather(*(one(url) for url in urls)))
+
+    def _fetched(self, job_id: int, task: asyncio.Task[Images]) -> None:
         if self._fetching.get(job_id) is task:
             del self._fetching[job_id]
         if not task.cancelled() and task.exception() is None:
@@ -225,15 +234,18 @@ class Delivery:
             log.warning("job %d: result not downloadable: %s", job.id, error, extra={"job_id": job.id})
             await self.ledger.fail(job, error, expect=JobState.DELIVERING, kind=FailureKind.RETRYABLE)
             return None
-        if job.cost_usd is None:
-            price = await self.prices.base_price()
-            if price is not None:
-                job = await self.ledger.note(job.id, expect=job.state, cost_usd=price, cost_estimated=True) or job
-        return await destination.deliver_image(job, image)
+        if job.cost_usd is None or job.cost_estimated:  # RunComfy sent no cost: its base price is the best guess
+            price = await self.prices.base_price(job.model)
+            estimate = round(price * job.count, 6) if price is not None else None
+            if estimate is not None and estimate != job.cost_usd:
+                job = await self.ledger.note(job.id, expect=job.state, cost_usd=estimate, cost_estimated=True) or job
+        return await destination.deliver_images(job, image)
 
-    def _remember(self, job_id: int, image: DownloadedImage) -> None:
-        self._images[job_id] = image
-        while sum(len(kept.data) for kept in self._images.values()) > CACHE_BYTES and len(self._images) > 1:
+    def _remember(self, job_id: int, images: Images) -> None:
+        self._images[job_id] = images
+        while (
+            sum(len(one.data) for kept in self._images.values() for one in kept) > CACHE_BYTES and len(self._images) > 1
+        ):
             self._images.popitem(last=False)
 
     async def _settle(self, job: Job, outcome: Outcome | None) -> None:

@@ -24,8 +24,11 @@ class Limit(StrEnum):
 class LimitReachedError(Exception):
     """A limit says no before anything is written; the numbers let the cog say so in one sentence."""
 
-    def __init__(self, limit: Limit, *, used: float, allowed: float, frees_at: datetime | None = None) -> None:
+    def __init__(
+        self, limit: Limit, *, used: float, allowed: float, frees_at: datetime | None = None, asked: int = 1
+    ) -> None:
         super().__init__(f"{limit.value} limit reached: {used} of {allowed}")
+        self.asked = asked  # images the refused job asked for (a gallery may pass a limit one image would not)
         self.limit = limit
         self.used = used
         self.allowed = allowed

@@ -127,16 +127,22 @@ class Line:
             if not new.exempt:
                 # Of the member's jobs, those past their limit of jobs at once wait for one of their own.
                 backlog = max(0, load.mine_active + load.mine_waiting - settings.member_concurrent)
-                await self._check_member(settings, user_id, backlog)
-            await self.budget.check()  # nobody is exempt from the operator's
+                await self._check_member(settings, user_id, backlog, new.count)
+            await self.budget.check(new.count, new.cost_usd)  # nobody is exempt from the operator's
             job = await self._create(new, load.waiting + 1)
         return Ticket(job, load.waiting + 1)
 
-    async def _check_member(self, settings: GuildSettings, user_id: int, backlog: int) -> None:
+    async def _check_member(self, settings: GuildSettings, user_id: int, backlog: int, images: int = 1) -> None:
         used = await self.store.billable_since(user_id, settings.guild_id, self.clock.now() - QUOTA_WINDOW)
-        if len(used) >= settings.member_daily:
+        if len(used) + images > settings.member_daily:
+            # Enough room comes back when the image that many places past the limit leaves the window.
+            freed = used[min(len(used) - 1, max(0, len(used) + images - settings.member_daily - 1))] if used else None
             raise LimitReachedError(
-                Limit.DAILY, used=len(used), allowed=settings.member_daily, frees_at=used[0] + QUOTA_WINDOW
+                Limit.DAILY,
+                used=len(used),
+                allowed=settings.member_daily,
+                frees_at=freed + QUOTA_WINDOW if freed else None,
+                asked=images,
             )
         if backlog >= settings.member_queue:
             raise LimitReachedError(Limit.QUEUE, used=backlog, allowed=settings.member_queue)

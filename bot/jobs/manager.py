@@ -43,13 +43,16 @@ from bot.jobs.events import (
 from bot.jobs.leases import LeaseKeeper
 from bot.jobs.ledger import Ledger
 from bot.jobs.line import RESTARTED_WHILE_WAITING, Line, Load, Ticket
+from bot.jobs.orders import order, source_input
 from bot.jobs.prices import PriceBook
 from bot.jobs.upstream import RESTARTED_WHILE_SUBMITTING, CancelOutcome, Upstream
+from bot.model_registry import ModelRegistry, load_registry, server_models
+from bot.model_spec import InvalidInputError
 from bot.polling import AdaptivePolicy, PollPolicy
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from storage.base import JobStore
-from storage.models import FINAL_STATES, MADE_STATES, FailureKind, GuildSettings, Job, JobState, NewJob
+from storage.models import FINAL_STATES, MADE_STATES, FailureKind, GuildSettings, Job, JobOrigin, JobState, NewJob
 from storage.sqlite_common import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -82,11 +85,13 @@ class JobManager:
         max_concurrent_polls: int = 32,
         owner: str | None = None,
         lease_seconds: float = 30.0,
+        registry: ModelRegistry | None = None,
     ) -> None:
         """`owner`: this process's name, when processes share the store (it must have leases); None for one."""
         self.client = client
         self.store = store
         self.model = model
+        self.registry = registry or load_registry(model)
         self.clock = clock or Clock()
         lease = timedelta(seconds=lease_seconds)
         self.ledger = Ledger(store, self.clock, owner=owner, lease=lease)
@@ -105,11 +110,12 @@ class JobManager:
                 pump=lambda guild_id: self.line.timer.schedule(guild_id, self.clock.now()),
             )
         self.policy: PollPolicy = policy or AdaptivePolicy()
-        self.prices = PriceBook(client.model_info, self.clock)
+        self.prices = PriceBook(client.model_info, self.clock, default=model)
         self.upstream = Upstream(
             self.ledger,
             client,
             self.clock,
+            registry=self.registry,
             policy=self.policy,
             job_timeout=job_timeout,
             unknown_state_timeout=unknown_state_timeout,
@@ -169,6 +175,7 @@ class JobManager:
             balance_probe_seconds=settings.runcomfy_balance_probe_seconds,
             owner=owner,
             lease_seconds=settings.lease_seconds,
+            registry=load_registry(settings.runcomfy_model, settings.runcomfy_models_file),
         )
 
     # -- lifecycle -------------------------------------------------------------
@@ -395,6 +402,25 @@ class JobManager:
 
     async def load(self, settings: GuildSettings, user_id: int) -> Load:
         return await self.line.load(settings, user_id)
+
+    async def again(self, source: Job, settings: GuildSettings, origin: JobOrigin, *, exempt: bool) -> NewJob:
+        """A reroll of `source`: the same model, prompt, ratio, images and input, a new seed; InvalidInputError when
+        the server no longer offers the model or the input image's link is gone."""
+        model = self.registry.get(source.model)
+        if model is None or model not in server_models(self.registry, settings):
+            raise InvalidInputError("model", f"This server doesn't offer {self.registry.name(source.model)} any more.")
+        edit = source_input(source, await self.store.inputs.get(source.id), self.clock.now())
+        return order(
+            model,
+            prompt=source.prompt,
+            ratio=source.aspect_ratio or None,
+            seed=None,
+            count=source.count,
+            origin=origin,
+            parent_id=source.id,
+            exempt=exempt,
+            edit=edit,
+        )
 
     async def mark_deleted(self, job_id: int) -> Job | None:
         """A member deleted the job's result message with its button: remembered for history and reports."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from bot.clock import Clock
 from bot.jobs.events import JobCompleted, JobQueued, JobRunning
 from bot.jobs.ledger import Ledger
 from bot.jobs.worker import Worker
-from bot.model_spec import model_inputs
+from bot.model_registry import ModelRegistry, build_request
 from bot.polling import PollPolicy
 from bot.runcomfy import (
     BalanceError,
@@ -45,12 +46,20 @@ RESTARTED_WHILE_SUBMITTING = (
     "so it was not sent again (that could charge twice). Please try again."
 )
 NO_IMAGE = "RunComfy finished the job but sent back no image. Please try again."
+INPUT_EXPIRED = (
+    "The link to the image this edit starts from has expired (Discord's links last about a day), so it was not "
+    "sent: RunComfy could not have read it. Nothing was charged; use Edit image on the picture again."
+)
+MODEL_GONE = "The model {model} is no longer offered by this bot, so the job was not sent. Nothing was charged."
+# An input URL is sent only while it lives at least this long: RunComfy fetches it after the submit, maybe later.
+INPUT_MARGIN = timedelta(minutes=10)
 LOST_STATE = "RunComfy stopped reporting a usable state for this job. Please try again."
 # A submit RunComfy refused before creating anything (429, 408, no connection) is tried this many more times.
 SUBMIT_RETRIES = 3
 # A job that runs upstream past its deadline is billed: it is waited for this long before the bot stops asking.
 ABANDON_AFTER = timedelta(hours=6)
 OVERDUE_POLL_SECONDS = 30.0
+MAX_IMAGES = 10  # one Discord message holds 10 files: more URLs than that are never kept
 
 
 class CancelOutcome(StrEnum):
@@ -68,6 +77,7 @@ class Upstream:
         client: RunComfyClient,
         clock: Clock,
         *,
+        registry: ModelRegistry,
         policy: PollPolicy,
         job_timeout: float,
         unknown_state_timeout: float,
@@ -77,6 +87,7 @@ class Upstream:
         self.ledger = ledger
         self.client = client
         self.clock = clock
+        self.registry = registry
         self.policy = policy
         self.job_timeout = timedelta(seconds=job_timeout)
         self.unknown_state_timeout = unknown_state_timeout
@@ -97,7 +108,26 @@ class Upstream:
         billed job). One RunComfy refused outright (429, 408) or that never left
         this machine created nothing, so it is tried again, a few times.
         """
-        inputs = model_inputs(job.prompt, job.aspect_ratio, job.seed)
+        model = self.registry.get(job.model)
+        if model is None:
+            return (
+                await self.fail(job, MODEL_GONE.format(model=job.model), kind=FailureKind.FINAL, expect=job.state)
+                or job
+            )
+        if model.edits and (
+            job.input_url is None
+            or (job.input_expires_at is not None and job.input_expires_at - INPUT_MARGIN <= self.clock.now())
+        ):
+            log.info("job %d: its input URL expired; not sent", job.id, extra={"job_id": job.id})
+            return await self.fail(job, INPUT_EXPIRED, kind=FailureKind.FINAL, expect=job.state) or job
+        inputs = build_request(
+            model,
+            prompt=job.prompt,
+            ratio=job.aspect_ratio or None,
+            seed=job.seed,
+            count=job.count,
+            image_url=job.input_url,
+        )
         for attempt in itertools.count(1):
             if self.ledger.owner is not None and await self.ledger.note(job.id, expect=JobState.SUBMITTING) is None:
                 # Another process took the job over while this one waited (for the request budget, or a retry):
@@ -105,7 +135,7 @@ class Upstream:
                 log.warning("job %d: no longer held here; not sent", job.id, extra={"job_id": job.id})
                 return job
             try:
-                submitted = await self.client.submit(inputs)
+                submitted = await self.client.submit(inputs, model=model.id)
             except BalanceError as error:
                 # Refused before anything was created: the job keeps its place until the credit is back.
                 log.warning(
@@ -250,13 +280,18 @@ class Upstream:
         if not urls:
             await self.fail(job, NO_IMAGE, kind=FailureKind.RETRYABLE, expect=job.state)
             return
+        # RunComfy's own cost replaces the estimate written with the job; none keeps the estimate.
+        cost: dict[str, object] = {}
+        if result.cost_usd is not None:
+            cost = {"cost_usd": result.cost_usd, "cost_estimated": False}
         made = await self.ledger.move(
             job.id,
             JobState.COMPLETED,
             expect=(JobState.IN_QUEUE, JobState.IN_PROGRESS),
             event=JobCompleted,
             result_url=urls[0],
-            cost_usd=result.cost_usd,
+            result_urls=json.dumps(urls[:MAX_IMAGES]),
+            **cost,
             queue_position=None,
             next_poll_at=None,
             deliver_at=self.clock.now(),

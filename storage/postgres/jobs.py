@@ -37,12 +37,14 @@ from storage.columns import (
     DATETIME_COLUMNS,
     ONCE_KEPT,
     ORIGIN_COLUMNS,
+    PER_IMAGE,
     SELECT_LIST,
     UNFINISHED_WHERE,
     check_fields,
     check_once_window,
     expected_states,
     job_from_values,
+    new_job_values,
 )
 from storage.migrate import SchemaTooNewError
 from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, Lease, NewJob, Spend, Timing, Usage
@@ -50,6 +52,7 @@ from storage.postgres import reports
 from storage.postgres.connect import aware, connect, create_pool, redact_url, unavailable_on_error
 from storage.postgres.control import Control
 from storage.postgres.guilds import PostgresGuildStore
+from storage.postgres.job_inputs import PostgresJobInputs
 from storage.postgres.leases import PostgresJobLeases
 from storage.postgres.migrate import bundled_migrations, migrate, schema_version
 from storage.postgres.polling_memory import PostgresPollingMemory
@@ -75,7 +78,7 @@ _TIMINGS_SQL = (
     " ORDER BY completed_at DESC, id DESC LIMIT $2"
 )
 _BILLABLE_SQL = (
-    "SELECT created_at FROM jobs WHERE user_id = $1 AND guild_id = $2 AND created_at >= $3"
+    f"SELECT created_at FROM jobs {PER_IMAGE} WHERE user_id = $1 AND guild_id = $2 AND created_at >= $3"  # noqa: S608
     " AND state <> 'cancelled' AND NOT (state = 'failed' AND request_id IS NULL)"
     " ORDER BY created_at"
 )
@@ -122,6 +125,7 @@ class PostgresJobStore:
         self.polling = PostgresPollingMemory(pool, url)
         self._control = Control(url, functools.partial(connect, url))
         self.leases = PostgresJobLeases(pool, url, self._control)
+        self.inputs = PostgresJobInputs(pool, url)
 
     def exclusive(self, key: int) -> AbstractAsyncContextManager[None]:
         """A PostgreSQL advisory lock on `key`, so one task of all processes holds it (storage/postgres/control.py)."""
@@ -221,6 +225,7 @@ class PostgresJobStore:
         }
         for column in ORIGIN_COLUMNS:
             values[column] = _encode(column, getattr(new.origin, column))
+        values.update((column, _encode(column, value)) for column, value in new_job_values(new).items())
         args = _Args()
         placeholders = ", ".join(args(value) for value in values.values())
         sql = f"INSERT INTO jobs ({', '.join(values)}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608
@@ -233,6 +238,8 @@ class PostgresJobStore:
         if row is None:
             raise RuntimeError("INSERT ... RETURNING returned no row")
         job = _job(row)
+        if new.input is not None:
+            await self.inputs.save(job.id, new.input)
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 

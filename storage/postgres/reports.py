@@ -55,8 +55,9 @@ UNFINISHED_COUNT_SQL = f"SELECT state, count(*) FROM jobs WHERE {UNFINISHED_WHER
 
 # Live rows, summed exactly as the trigger folds them. Days are UTC days whatever the session's time zone.
 _LIVE = (
-    "SELECT (completed_at AT TIME ZONE 'UTC')::date AS day, user_id, 1 AS images, nanousd(cost_usd) AS nanos,"
-    " (cost_estimated AND cost_usd IS NOT NULL)::int AS estimated, (cost_usd IS NULL)::int AS unpriced"
+    "SELECT (completed_at AT TIME ZONE 'UTC')::date AS day, user_id, count AS images, nanousd(cost_usd) AS nanos,"
+    " (cost_estimated AND cost_usd IS NOT NULL)::int * count AS estimated,"
+    " (cost_usd IS NULL)::int * count AS unpriced"
     " FROM jobs WHERE guild_id = $1 AND completed_at IS NOT NULL AND completed_at >= $2::timestamptz"
 )
 _FOLDED = (
@@ -76,9 +77,11 @@ _PER_MEMBER_SQL = (
 # from the moment it is written; pruned jobs count through their per-day totals.
 _BILLABLE = "state <> 'cancelled' AND NOT (state = 'failed' AND request_id IS NULL)"
 _SPEND_SQL = (
-    "SELECT count(*) FILTER (WHERE created_at >= $1), coalesce(sum(cost_usd) FILTER (WHERE created_at >= $1), 0),"  # noqa: S608
-    " count(*) FILTER (WHERE created_at >= $1 AND cost_usd IS NULL),"
-    " count(*), coalesce(sum(cost_usd), 0), count(*) FILTER (WHERE cost_usd IS NULL)"
+    "SELECT coalesce(sum(count) FILTER (WHERE created_at >= $1), 0)::bigint,"  # noqa: S608
+    " coalesce(sum(cost_usd) FILTER (WHERE created_at >= $1), 0),"
+    " coalesce(sum(count) FILTER (WHERE created_at >= $1 AND cost_usd IS NULL), 0)::bigint,"
+    " coalesce(sum(count), 0)::bigint, coalesce(sum(cost_usd), 0),"
+    " coalesce(sum(count) FILTER (WHERE cost_usd IS NULL), 0)::bigint"
     f" FROM jobs WHERE created_at >= $2 AND {_BILLABLE}"
 )
 _FOLDED_SPEND_SQL = (

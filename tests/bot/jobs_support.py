@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +67,10 @@ class Destination:
             return step
         return Delivered("file")
 
-    async def deliver_image(self, job: Job, image: DownloadedImage) -> Outcome:
+    async def deliver_images(self, job: Job, images: Sequence[DownloadedImage]) -> Outcome:
         outcome = await self._next(job)
         if isinstance(outcome, Delivered):
-            self.images.append((job.id, image))
+            self.images.extend((job.id, image) for image in images)
         return outcome
 
     async def deliver_notice(self, job: Job) -> Outcome:

@@ -183,7 +183,7 @@ async def test_an_image_that_cannot_be_written_after_all_is_kept_and_its_place_n
     now = datetime.now(UTC)
     job = Job(7, "m", "p", "1:1", 1, JobState.DELIVERING, JobOrigin(), now, now)
     image = DownloadedImage(b"\x89PNG fake bytes", "PNG", 1, 1, "image/png")
-    assert await destination.deliver_image(job, image) == Delivered("file")
+    assert await destination.deliver_images(job, [image]) == Delivered("file")
     assert destination.saved == tmp_path / "data" / "images" / "imagine-7.png"
     assert destination.saved.read_bytes() == image.data
     assert destination.problem is not None

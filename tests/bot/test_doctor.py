@@ -15,6 +15,7 @@ import pytest
 from bot.app import INVITE_PERMISSIONS
 from bot.doctor import run_checks
 from bot.emulator import Emulator
+from bot.model_registry import vetted_models
 from bot.settings import Settings
 from storage.migrate import latest_version
 from storage.models import JobOrigin, JobState, NewJob
@@ -366,3 +367,28 @@ async def test_an_unreachable_shared_database_fails_with_what_to_check(
     assert line(lines, "✗ Database postgresql://bot:***@127.0.0.1").count("cannot connect") == 1
     assert "DATABASE_URL" in fix_after(lines, "✗ Database")
     assert not any("hunter2" in text for text in lines)
+
+
+async def test_check_compares_each_models_description_with_runcomfys_schema(
+    fake_discord: FakeDiscord, settings: Settings, emulator: Emulator, tmp_path: Path
+) -> None:
+    code, lines = await check(settings, fake_discord)
+    assert code == 0, lines
+    for model in vetted_models():
+        assert any(text.startswith(f"✓ Model {model.name} ({model.id}): matches") for text in lines), lines
+    # An operator's description that no longer matches what RunComfy serves: every difference is named.
+    drifted = tmp_path / "models.toml"
+    drifted.write_text(
+        '[[model]]\nid = "google/nano-banana-2/edit"\nname = "Nano Banana 2 Edit"\nkind = "image-edit"\n'
+        'price_usd = 0.05\n[model.inputs]\nimage = { field = "image_url" }\nseed = { field = "seed" }\n'
+        '\n[[model]]\nid = "acme/gone/text-to-image"\nname = "Gone"\nkind = "text-to-image"\nprice_usd = 0.01\n'
+    )
+    code, lines = await check(settings, fake_discord, runcomfy_models_file=drifted)
+    assert code == 1
+    drift = line(lines, "✗ Model Nano Banana 2 Edit")
+    assert "`image_url` is not an input of the model" in drift
+    assert "`seed` is not an input of the model" in drift
+    assert "`image_urls` is required upstream but not described" in drift
+    assert "the base price is $0.07 upstream, $0.05 here" in drift
+    assert "RunComfy does not know this model" in line(lines, "✗ Model Gone")
+    assert "RUNCOMFY_MODELS_FILE" in fix_after(lines, "✗ Model Gone")

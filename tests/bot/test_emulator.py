@@ -137,7 +137,7 @@ async def test_model_info_has_schema_and_price(emulator: Emulator, session: aioh
     status, body, _ = await call(session, "GET", f"{emulator.url}/v1/models/{emulator.config.model_id}")
     assert status == 200
     assert body["base_price_usd"] == 0.05
-    assert body["input_schema"]["properties"]["aspect_ratio"]["enum"] == list(RATIO_VALUES)
+    assert sorted(body["input_schema"]["properties"]["aspect_ratio"]["enum"]) == sorted(RATIO_VALUES)
 
 
 # -- time model --------------------------------------------------------------------

@@ -1,8 +1,9 @@
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from bot.model_spec import NO_SEED
 from cogs import render
-from cogs.buttons import parse_custom_id
+from cogs.buttons import image_number, parse_custom_id
 from storage.models import Job, JobOrigin, JobState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -47,19 +48,19 @@ def test_generating_uses_relative_timestamps() -> None:
 
 def test_finished_embeds_the_attachment_and_offers_reroll_remix_and_delete() -> None:
     job = make_job(state=JobState.COMPLETED, completed_at=T0 + timedelta(seconds=9.4), cost_usd=0.03)
-    rendered = render.finished(job, "imagine-42.png", model_name="ImagineArt 1.5")
+    rendered = render.finished(job, ["imagine-42.png"], model_name="ImagineArt 1.5")
     assert rendered.embed.image.url == "attachment://imagine-42.png"
     fields = {field.name: field.value for field in rendered.embed.fields}
     assert fields["Time"] == "9.4 s"
     assert fields["Model"] == "ImagineArt 1.5"
     assert "Cost" not in fields  # only when the server asks for it
-    assert custom_ids(rendered) == ["imagine:reroll:42", "imagine:remix:42", "imagine:delete:42"]
+    assert custom_ids(rendered) == ["imagine:reroll:42", "imagine:remix:42", "imagine:delete:42", "imagine:edit:42:1"]
 
 
 def test_finished_shows_cost_when_asked_and_marks_estimates() -> None:
     job = make_job(state=JobState.COMPLETED, completed_at=T0, cost_usd=0.03)
-    exact = render.finished(job, "imagine-42.png", model_name="m", show_cost=True)
-    estimate = render.finished(replace(job, cost_estimated=True), "imagine-42.png", model_name="m", show_cost=True)
+    exact = render.finished(job, ["imagine-42.png"], model_name="m", show_cost=True)
+    estimate = render.finished(replace(job, cost_estimated=True), ["imagine-42.png"], model_name="m", show_cost=True)
     assert {f.name: f.value for f in exact.embed.fields}["Cost"] == "$0.03"
     assert {f.name: f.value for f in estimate.embed.fields}["Cost"] == "≈ $0.03"
 
@@ -94,7 +95,7 @@ def test_markdown_in_prompts_is_escaped_and_long_prompts_trimmed() -> None:
 
 def test_total_embed_size_stays_within_discord_limit() -> None:
     job = make_job(prompt="y" * 2048, state=JobState.COMPLETED, completed_at=T0)
-    rendered = render.finished(job, "imagine-42.png", model_name="m" * 200)
+    rendered = render.finished(job, ["imagine-42.png"], model_name="m" * 200)
     assert len(rendered.embed) <= 6000
 
 
@@ -120,3 +121,29 @@ def test_custom_id_parsing_refuses_forgeries() -> None:
     assert parse_custom_id("imagine:reroll:-1") == ("reroll", None)
     assert parse_custom_id("imagine:reroll:١٢") == ("reroll", None)  # Arabic-Indic digits pass isdigit()
     assert parse_custom_id("imagine:cancel:99999999999999999999999") == ("cancel", None)
+
+
+def test_a_gallery_shows_every_image_with_buttons_per_image() -> None:
+    job = make_job(state=JobState.COMPLETED, completed_at=T0, count=4, seed=NO_SEED, input_url="https://cdn/x.png")
+    names = [render.file_name(job, "png", number, 4) for number in range(1, 5)]
+    assert names[1] == "imagine-42-2.png"
+    rendered = render.finished(job, names, model_name="Nano Banana 2 Edit")
+    assert rendered.embed.image.url is None  # the attachments themselves make the gallery
+    fields = {field.name: field.value for field in rendered.embed.fields}
+    assert "Seed" not in fields  # the model takes none
+    assert fields["Images"] == "4"
+    ids = custom_ids(rendered)
+    assert ids[:3] == ["imagine:reroll:42", "imagine:remix:42", "imagine:delete:42"]
+    assert ids[3:7] == [f"imagine:alone:42:{n}" for n in range(1, 5)]
+    assert ids[7:] == [f"imagine:edit:42:{n}" for n in range(1, 5)]
+    rows = [item.item.row for item in rendered.buttons]
+    assert rows == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    alt = render.alt_text(job, 2, 4)
+    assert alt.startswith("Image 2 of 4: An edit of the member's image: ")
+
+
+def test_custom_ids_of_per_image_buttons_parse_back() -> None:
+    assert parse_custom_id("imagine:edit:42:3") == ("edit", 42)
+    assert image_number("imagine:edit:42:3") == 3
+    assert image_number("imagine:reroll:42") is None
+    assert image_number("imagine:edit:42:x") is None

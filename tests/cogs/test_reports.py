@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.model_spec import InvalidInputError
+from bot.model_spec import NO_SEED, InvalidInputError
 from cogs import reports
 from cogs.render import money
 from cogs.results import _inputs, parse_remix
@@ -77,7 +77,7 @@ def test_usage_prices_unpriced_images_only_when_the_base_price_is_known() -> Non
 
 def test_long_lists_stay_inside_discords_limits() -> None:
     jobs = [delivered(id=index, prompt="p" * 500, finished_at=T0) for index in range(200)]
-    embed = reports.history(jobs)
+    embed = reports.history(jobs, str)
     assert embed.description is not None
     assert len(embed.description) <= 4096
     assert embed.description.endswith("more")
@@ -101,3 +101,23 @@ def test_remix_form_parsing() -> None:
     for seed in ("-1", "1.5", "2147483648", "١٢"):
         with pytest.raises(InvalidInputError, match="seed"):
             parse_remix({"prompt": "a fox", "seed": seed})
+
+
+def test_details_and_history_cover_every_model_and_image() -> None:
+    gallery = delivered(
+        count=4,
+        seed=NO_SEED,
+        input_url="https://cdn/x.png",
+        delivery="text",
+        result_urls='["https://x/1.png", "https://x/2.png"]',
+        model="google/nano-banana-2/edit",
+    )
+    embed = reports.details(gallery, model_name="Nano Banana 2 Edit", show_cost=False)
+    shown = fields(embed)
+    assert "Seed" not in shown
+    assert (shown["Images"], shown["Model"]) == ("4", "Nano Banana 2 Edit")
+    assert "Edited from" in shown
+    line = reports.history([gallery], lambda model: model.upper()).description or ""
+    assert "GOOGLE/NANO-BANANA-2/EDIT" in line
+    assert "[1](https://x/1.png) [2](https://x/2.png)" in line
+    assert "4 images" in line

@@ -30,6 +30,9 @@ def walk(node: dict[str, Any]) -> list[dict[str, Any]]:
 
 async def test_every_command_group_and_option_is_translated() -> None:
     for command in await payloads():
+        if command.get("type") == 3:  # a message context menu: a name, no description (Discord's rule)
+            assert set(command.get("name_localizations") or {}) == {"de", "fr"}, command["name"]
+            continue
         for node in walk(command):
             descriptions = node.get("description_localizations") or {}
             assert set(descriptions) == {"de", "fr"}, node["name"]

@@ -85,7 +85,7 @@ async def test_history_lists_my_last_ten_results_with_links_and_seeds(
     assert embed["title"] == "Your last 10 images here"
     lines = embed["description"].splitlines()
     assert len(lines) == 10
-    assert lines[0].startswith("`4242` · 1:1 · a real one")
+    assert lines[0].startswith("seed `4242` · 1:1 · square · ImagineArt 1.5 · a real one")
     assert f"/channels/{guild.id}/{general.id}/{message.id}" in lines[0]
     assert "older 10" in lines[1]
     assert "older 2" in lines[-1]

@@ -39,10 +39,13 @@ async def test_global_sync_registers_the_command_with_its_options(fake_discord: 
     options = {option["name"]: option for option in imagine["options"]}
     assert options["prompt"]["required"]
     assert options["prompt"]["max_length"] == 2048
-    assert len(options["aspect_ratio"]["choices"]) == 9
-    assert {"name": "16:9 · landscape", "value": "16:9"} in [
-        {"name": choice["name"], "value": choice["value"]} for choice in options["aspect_ratio"]["choices"]
-    ]
+    # Since issue 16 the ratios on offer follow the chosen model: suggested as the member types, not a fixed list.
+    assert options["aspect_ratio"]["autocomplete"]
+    assert options["model"]["autocomplete"]
+    assert (options["count"]["min_value"], options["count"]["max_value"]) == (1, 4)
+    assert options["image"]["type"] == 11  # an attachment
+    assert not any(options[name].get("required") for name in ("aspect_ratio", "model", "count", "image"))
+    assert fake_discord.commands.find("Edit image", None, 3) is not None  # the message context menu
     assert options["seed"]["min_value"] == 0
     assert options["seed"]["max_value"] == 2147483647
     assert all(option["description"] for option in imagine["options"])

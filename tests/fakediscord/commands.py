@@ -11,6 +11,7 @@ from .errors import FormErrors, Path, max_daily_creates
 from .ids import Snowflakes
 
 CHAT_INPUT = 1
+MESSAGE_COMMAND = 3  # a message context menu entry (Apps → name)
 COMMANDS_MAX = 100
 OPTIONS_MAX = 25
 CHOICES_MAX = 25
@@ -39,11 +40,11 @@ class CommandRegistry:
     def registered(self, guild_id: int | None) -> list[dict[str, Any]]:
         return copy.deepcopy(self.scopes.get(guild_id, []))
 
-    def find(self, name: str, guild_id: int | None) -> dict[str, Any] | None:
+    def find(self, name: str, guild_id: int | None, kind: int = CHAT_INPUT) -> dict[str, Any] | None:
         """The synced command a member's client would offer in this guild: guild scope first, then global."""
         for scope in (guild_id, None):
             for command in self.scopes.get(scope, []):
-                if command["name"] == name and command.get("type", CHAT_INPUT) == CHAT_INPUT:
+                if command["name"] == name and command.get("type", CHAT_INPUT) == kind:
                     return command
         return None
 

@@ -10,7 +10,6 @@ sends need EMBED_LINKS/ATTACH_FILES or get 403; interaction replies follow
 from __future__ import annotations
 
 import copy
-import io
 import json
 import mimetypes
 import re
@@ -18,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
-from PIL import Image, UnidentifiedImageError
 
 from .errors import DiscordError, FormErrors, Path, empty_message, entity_too_large, missing_permissions
 from .messages import (
@@ -31,9 +29,16 @@ from .messages import (
     FakeMessage,
     MessageVersion,
     compute_pings,
+    image_size,
 )
 from .permissions import Perm
-from .rules import ATTACHMENTS_MAX, EMBED_IMAGE_EXTENSIONS, check_message_fields, embed_attachment_refs
+from .rules import (
+    ATTACHMENTS_MAX,
+    EMBED_IMAGE_EXTENSIONS,
+    REQUEST_LIMIT,
+    check_message_fields,
+    embed_attachment_refs,
+)
 from .state import FakeChannel, FakeUser
 
 if TYPE_CHECKING:
@@ -106,13 +111,7 @@ def _make_attachment(ctx: ComposeContext, upload: Upload, entry: dict[str, Any] 
     entry = entry or {}
     filename = str(entry.get("filename") or upload.filename)
     content_type = mimetypes.guess_type(filename)[0]
-    width = height = None
-    if content_type and content_type.startswith("image/"):
-        try:
-            with Image.open(io.BytesIO(upload.data)) as image:
-                width, height = image.size
-        except (UnidentifiedImageError, OSError, ValueError):
-            pass
+    width, height = image_size(filename, upload.data)
     attachment_id = ctx.fake.ids.next()
     attachment = FakeAttachment(
         id=attachment_id,
@@ -123,6 +122,7 @@ def _make_attachment(ctx: ComposeContext, upload: Upload, entry: dict[str, Any] 
         width=width,
         height=height,
         url=f"{ctx.fake.base_url}/attachments/{ctx.channel.id}/{attachment_id}/{filename}",
+        signer=ctx.fake.cdn.sign,
     )
     ctx.fake.attachments[attachment_id] = attachment
     return attachment
@@ -182,6 +182,8 @@ def build_version(
     for upload in body.files.values():
         if len(upload.data) > ctx.channel.upload_limit:
             raise entity_too_large()
+    if sum(len(upload.data) for upload in body.files.values()) > max(REQUEST_LIMIT, ctx.channel.upload_limit):
+        raise entity_too_large()  # the whole request has a cap of its own (docs/models.md)
     errs = FormErrors(ctx.prefix)
     check_message_fields(payload, errs)
     kept, new = _plan_attachments(payload, body.files, base, errs)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from . import rest_app, rest_channels, rest_interactions
+from .cdn import Cdn
 from .clock import FakeClock
 from .commands import CommandRegistry
 from .faults import Fault, FaultInjector, Hold, Matcher, Outage
@@ -49,6 +50,7 @@ class FakeDiscord:
         self.channels: dict[int, FakeChannel] = {}
         self.messages: dict[int, FakeMessage] = {}
         self.attachments: dict[int, FakeAttachment] = {}
+        self.cdn = Cdn(self.clock)
         self.requests: list[RecordedRequest] = []
         self.nonces: dict[tuple[int, str], tuple[FakeMessage, float]] = {}  # (author, nonce) -> first message, when
         self.outage: Outage | None = None

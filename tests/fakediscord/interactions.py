@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 ACK_DEADLINE = 3.0
 TOKEN_LIFETIME = 15 * 60.0
-KINDS = {2: "command", 3: "component", 5: "modal"}
+KINDS = {2: "command", 3: "component", 4: "autocomplete", 5: "modal"}
 
 
 @dataclass
@@ -75,6 +75,7 @@ class FakeInteraction:
         self.original_message: FakeMessage | None = None
         self.followups: list[FakeMessage] = []
         self.modal: dict[str, Any] | None = None
+        self.choices: list[dict[str, Any]] | None = None  # what an autocomplete answered
         self.ephemeral = False
 
     def __repr__(self) -> str:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .commands import MESSAGE_COMMAND
 from .interactions import FakeInteraction
 from .messages import FakeMessage, MessageVersion, compute_pings
 from .options import build_options
+from .payloads import message_payload
 from .permissions import Perm
 
 if TYPE_CHECKING:
     from .fake import FakeDiscord
     from .state import FakeChannel, FakeGuild, FakeRole, FakeUser
 
-APPLICATION_COMMAND, MESSAGE_COMPONENT, MODAL_SUBMIT = 2, 3, 5
+APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 2, 3, 4, 5
 
 
 class FakeMember:
@@ -82,6 +84,50 @@ class FakeMember:
             data["resolved"] = resolved
         if command is not None and "guild_id" in command:
             data["guild_id"] = command["guild_id"]
+        interaction = FakeInteraction(
+            fake, interaction_type=APPLICATION_COMMAND, member=self, channel=channel, data=data, command_name=name
+        )
+        return await fake.dispatch_interaction(interaction)
+
+    async def autocomplete(
+        self, name: str, channel: FakeChannel, focused: str, typed: str, **options: Any
+    ) -> list[Any]:
+        """What the bot suggests for option `focused` while `typed` is in it and `options` are filled in already."""
+        fake = self._fake
+        command = fake.commands.find(name, self.guild.id)
+        if command is None:
+            raise AssertionError(f"/{name} is not a synced command here")
+        spec = next((option for option in command.get("options") or [] if option["name"] == focused), None)
+        if spec is None or not spec.get("autocomplete"):
+            raise AssertionError(f"option {focused!r} of /{name} has no autocomplete")
+        opts, resolved = build_options(fake, self.guild, None, [], options)
+        opts.append({"name": focused, "type": spec["type"], "value": typed, "focused": True})
+        data: dict[str, Any] = {"id": str(command["id"]), "name": name, "type": 1, "options": opts}
+        if resolved:
+            data["resolved"] = resolved
+        interaction = FakeInteraction(
+            fake, interaction_type=AUTOCOMPLETE, member=self, channel=channel, data=data, command_name=name
+        )
+        await fake.dispatch_interaction(interaction)
+        await interaction.wait_until_acked()
+        return [choice["value"] for choice in interaction.choices or []]
+
+    async def run_message_command(self, name: str, message: FakeMessage) -> FakeInteraction:
+        """Pick Apps → `name` on a message: an APPLICATION_COMMAND of type 3 whose `resolved.messages` holds the
+        message in full (the interaction grants what the MESSAGE_CONTENT intent would otherwise hide)."""
+        fake = self._fake
+        channel = message.channel
+        self._require(channel, Perm.USE_APPLICATION_COMMANDS, f"use Apps → {name}")
+        command = fake.commands.find(name, self.guild.id, MESSAGE_COMMAND)
+        if command is None:
+            raise AssertionError(f"no message command {name!r} is synced here")
+        data: dict[str, Any] = {
+            "id": str(command["id"]),
+            "name": name,
+            "type": MESSAGE_COMMAND,
+            "target_id": str(message.id),
+            "resolved": {"messages": {str(message.id): message_payload(message, viewer_id=fake.bot_user.id)}},
+        }
         interaction = FakeInteraction(
             fake, interaction_type=APPLICATION_COMMAND, member=self, channel=channel, data=data, command_name=name
         )

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import mimetypes
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from PIL import Image, UnidentifiedImageError
 
 from .permissions import Perm
 
@@ -22,6 +27,18 @@ _USER_MENTION = re.compile(r"<@!?(\d+)>")
 _ROLE_MENTION = re.compile(r"<@&(\d+)>")
 
 
+def image_size(filename: str, data: bytes) -> tuple[int | None, int | None]:
+    """Width and height, as Discord reports them for an image attachment (None for anything else)."""
+    content_type = mimetypes.guess_type(filename)[0]
+    if not (content_type and content_type.startswith("image/")):
+        return None, None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None, None
+
+
 @dataclass(eq=False)
 class FakeAttachment:
     id: int
@@ -32,10 +49,19 @@ class FakeAttachment:
     width: int | None = None
     height: int | None = None
     url: str = ""
+    signer: Callable[[str, str], str] | None = None  # the CDN's: every payload hands out a freshly signed link
 
     @property
     def size(self) -> int:
         return len(self.data)
+
+    @property
+    def path(self) -> str:
+        return "/" + self.url.split("/", 3)[3] if self.url.count("/") >= 3 else self.url
+
+    def link(self) -> str:
+        """The URL as a payload gives it: signed and valid for a day from now, like Discord's."""
+        return self.signer(self.url, self.path) if self.signer is not None else self.url
 
 
 @dataclass(frozen=True)

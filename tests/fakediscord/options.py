@@ -6,7 +6,7 @@ import enum
 import mimetypes
 from typing import TYPE_CHECKING, Any
 
-from .messages import FakeAttachment
+from .messages import FakeAttachment, image_size
 from .payloads import attachment_payload, member_payload, role_payload, user_payload
 from .state import FakeChannel, FakeRole, FakeUser
 
@@ -78,8 +78,12 @@ def _convert(
         return str(value.id)
     if kind == ATTACHMENT and isinstance(value, tuple):
         filename, data = value
-        attachment = FakeAttachment(fake.ids.next(), filename, bytes(data), mimetypes.guess_type(filename)[0])
+        width, height = image_size(filename, bytes(data))
+        attachment = FakeAttachment(
+            fake.ids.next(), filename, bytes(data), mimetypes.guess_type(filename)[0], width=width, height=height
+        )
         attachment.url = f"{fake.base_url}/attachments/0/{attachment.id}/{filename}"
+        attachment.signer = fake.cdn.sign
         fake.attachments[attachment.id] = attachment
         resolved.setdefault("attachments", {})[str(attachment.id)] = attachment_payload(attachment)
         return str(attachment.id)

@@ -159,8 +159,8 @@ def attachment_payload(att: FakeAttachment) -> dict[str, Any]:
         "id": str(att.id),
         "filename": att.filename,
         "size": att.size,
-        "url": att.url,
-        "proxy_url": att.url,
+        "url": att.link(),
+        "proxy_url": att.link(),
         "content_type": att.content_type,
         "description": att.description,
     }

@@ -29,6 +29,8 @@ from .rules import check_modal
 from .server import Call, Reply, RestServer
 
 PONG, MESSAGE, DEFERRED_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, AUTOCOMPLETE, MODAL = 1, 4, 5, 6, 7, 8, 9
+AUTOCOMPLETE_INTERACTION = 4  # APPLICATION_COMMAND_AUTOCOMPLETE
+CHOICES_MAX = 25
 KNOWN_TYPES = (PONG, MESSAGE, DEFERRED_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, AUTOCOMPLETE, MODAL, 10, 12)
 
 
@@ -60,8 +62,10 @@ def _check_callback_type(interaction: FakeInteraction, kind: int, data: dict[str
     invalid = "INTERACTION_RESPONSE_TYPE_INVALID", "Interaction response type is invalid for this interaction"
     if kind not in KNOWN_TYPES:
         errs.add(("type",), "BASE_TYPE_CHOICES", f"Value must be one of {KNOWN_TYPES}.")
-    elif kind in (PONG, AUTOCOMPLETE):
-        errs.add(("type",), *invalid)  # PING and autocomplete interactions are not dispatched by this fake
+    elif kind == PONG or (kind == AUTOCOMPLETE) != (interaction.type == AUTOCOMPLETE_INTERACTION):
+        errs.add(("type",), *invalid)  # suggestions answer an autocomplete, and an autocomplete only those
+    elif kind == AUTOCOMPLETE and len(data.get("choices") or []) > CHOICES_MAX:
+        errs.add(("data", "choices"), "BASE_TYPE_MAX_LENGTH", f"Must be {CHOICES_MAX} or fewer in length.")
     elif kind in (DEFERRED_UPDATE, UPDATE_MESSAGE) and not interaction.is_component:
         errs.add(("type",), *invalid)  # only component clicks and modal submits from a component
     elif kind == MODAL and interaction.type == 5:
@@ -100,6 +104,9 @@ async def _respond(
     call: Call, interaction: FakeInteraction, kind: int, data: dict[str, Any], body: Body
 ) -> FakeMessage | None:
     fake = call.fake
+    if kind == AUTOCOMPLETE:
+        interaction.choices = list(data.get("choices") or [])
+        return None
     if kind == MESSAGE:
         version = build_version(_context(call, interaction, ("data",)), Body(data, body.files), None)
         message = fake.store_message(interaction.channel, fake.bot_user, version, interaction=interaction)

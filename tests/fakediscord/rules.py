@@ -18,6 +18,7 @@ FIELD_VALUE_MAX = 1024
 FOOTER_MAX = 2048
 AUTHOR_NAME_MAX = 256
 ATTACHMENTS_MAX = 10
+REQUEST_LIMIT = 25 * 1024 * 1024  # one request's files together, at the default upload limit (MSG)
 ROWS_MAX = 5
 ROW_BUTTONS_MAX = 5
 CUSTOM_ID_MAX = 100

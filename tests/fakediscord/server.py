@@ -198,4 +198,6 @@ class RestServer:
         attachment = self._fake.attachments.get(int(raw_id)) if raw_id.isdigit() else None
         if attachment is None or attachment.filename != request.match_info["filename"]:
             return web.Response(status=404, text="Not Found")
+        if attachment.signer is not None and not self._fake.cdn.allows(request.path, request.query):
+            return web.Response(status=404, text="This content is no longer available.")
         return web.Response(body=attachment.data, content_type=attachment.content_type or "application/octet-stream")

@@ -1,0 +1,43 @@
+"""`PostgresJobInputs`: an edit job's input image in the jobs' database (`storage/job_inputs.py` says why)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from storage.job_inputs import _READ_SQL as _SQLITE_READ
+from storage.job_inputs import _SAVE_SQL as _SQLITE_SAVE
+from storage.models import JobInput
+from storage.postgres.connect import unavailable_on_error
+
+if TYPE_CHECKING:
+    from storage.job_inputs import JobInputs
+    from storage.postgres.connect import Pool
+
+
+def _numbered(sql: str) -> str:
+    """SQLite's `?` placeholders as asyncpg's `$1, $2, …` (the statements are otherwise the same)."""
+    parts = sql.split("?")
+    return "".join(part + (f"${index}" if index < len(parts) else "") for index, part in enumerate(parts, start=1))
+
+
+class PostgresJobInputs:
+    def __init__(self, pool: Pool, url: str) -> None:
+        self._pool = pool
+        self._url = url
+
+    async def save(self, job_id: int, image: JobInput) -> None:
+        with unavailable_on_error(self._url):
+            await self._pool.execute(
+                _numbered(_SQLITE_SAVE), job_id, image.content_type, image.width, image.height, image.data
+            )
+
+    async def get(self, job_id: int) -> JobInput | None:
+        with unavailable_on_error(self._url):
+            row = await self._pool.fetchrow(_numbered(_SQLITE_READ), job_id)
+        return None if row is None else JobInput(row[0], row[1], row[2], bytes(row[3]))
+
+
+if TYPE_CHECKING:
+
+    def _implements_protocol(inputs: PostgresJobInputs) -> JobInputs:
+        return inputs  # mypy fails here if the class drifts from the protocol

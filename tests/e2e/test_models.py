@@ -1,0 +1,294 @@
+"""Several models, image input and galleries, end to end: the bot against the fake Discord and the emulator."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from bot.app import ImagineBot
+from bot.emulator import Duration, Emulator
+from bot.jobs.upstream import INPUT_EXPIRED
+from bot.model_registry import build_request, vetted_models
+from bot.settings import DEFAULT_MODEL
+from storage.models import JobState
+from tests.clocks import FakeDiscordClock
+from tests.e2e.conftest import BotStarter, job_in_state, reply_showing
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeMember
+
+NANO = "google/nano-banana-2/text-to-image"
+NANO_EDIT = "google/nano-banana-2/edit"
+
+
+def png(width: int = 64, height: int = 48, colour: str = "teal") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def submitted(emulator: Emulator, prompt: str) -> dict[str, object]:
+    [record] = [record for record in emulator.submits if prompt in record.body.values()]
+    return record.body
+
+
+async def refusal(interaction_coro: object) -> str:
+    interaction = await interaction_coro  # type: ignore[misc]
+    await interaction.wait_until_acked()
+    assert interaction.ephemeral, interaction
+    message = await interaction.wait_for_message()
+    return message.content
+
+
+async def test_an_edit_from_an_attached_image(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    picture = png()
+    interaction = await alice.run_command("imagine", general, prompt="make it snow", image=("me.png", picture))
+    message = await reply_showing(fake_discord, interaction, "Done")
+    body = submitted(emulator, "make it snow")
+    [url] = body["image_urls"]  # type: ignore[misc]
+    assert "ex=" in str(url)  # the attachment's own (signed) link
+    assert emulator.inputs.fetched == [(url, 200)]  # RunComfy could read it
+    fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
+    assert fields["Kind"] == "✏️ Edit of an image"
+    assert fields["Model"] == "Nano Banana 2 Edit"
+    assert "Seed" not in fields  # Nano Banana takes none
+    assert message.attachments[0].description.startswith("An edit of the member's image: make it snow")
+    assert bot.store is not None
+    [job] = await bot.store.jobs_for_user(alice.id)
+    assert job.model == NANO_EDIT
+    stored = await bot.store.inputs.get(job.id)
+    assert stored is not None
+    assert (stored.data, stored.width, stored.height) == (picture, 64, 48)
+    await job_in_state(bot, job.id, JobState.DELIVERED)
+    # ✉️ details: the model, and the picture the edit started from, kept with the job.
+    await alice.react(message, "✉️")
+    dms = await fake_discord.wait_for(lambda: fake_discord.dm_channel(alice.user).messages)
+    details = {field["name"]: field["value"] for field in dms[0].embeds[0]["fields"]}
+    assert details["Model"] == "Nano Banana 2 Edit"
+    assert dms[0].attachments[0].data == picture
+
+
+async def test_edit_image_on_a_result(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    bob: FakeMember,
+    general: FakeChannel,
+) -> None:
+    first = await alice.run_command("imagine", general, prompt="a castle on a hill", seed=4)
+    result = await reply_showing(fake_discord, first, "Done")
+    menu = await bob.run_message_command("Edit image", result)
+    await menu.wait_until_acked()
+    assert menu.ack_type == 9  # a form asks for the prompt
+    form = await bob.submit_modal(menu, {"prompt": "the castle at night"})
+    edited = await reply_showing(fake_discord, form, "Done")
+    assert edited is not result
+    body = submitted(emulator, "the castle at night")
+    [url] = body["image_urls"]  # type: ignore[misc]
+    assert str(url).split("?")[0] == result.attachments[0].url
+    assert f"<@{bob.id}>" in edited.content
+
+
+async def test_a_message_without_a_picture_cannot_be_edited(
+    fake_discord: FakeDiscord, bot: ImagineBot, alice: FakeMember, general: FakeChannel
+) -> None:
+    words = await alice.send(general, "just words")
+    menu = await alice.run_message_command("Edit image", words)
+    await menu.wait_until_acked()
+    assert menu.ephemeral
+    assert "no picture" in (await menu.wait_for_message()).content
+
+
+async def test_a_four_image_job_arrives_in_one_reply_under_the_upload_limit(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    guild: FakeGuild,
+    general: FakeChannel,
+) -> None:
+    guild.upload_limit_override = 40_000  # smaller than one preview PNG: every image must be re-encoded
+    interaction = await alice.run_command("imagine", general, prompt="four foxes", model=NANO, count=4)
+    message = await reply_showing(fake_discord, interaction, "Done")
+    assert len(message.attachments) == 4
+    assert all(attachment.size <= 40_000 for attachment in message.attachments)
+    assert [a.description for a in message.attachments][1].startswith("Image 2 of 4: four foxes")
+    assert len(message.versions[-1].attachments) == 4  # one edit carried them all
+    ids = [component.get("custom_id") for component in message.items()]
+    assert sum(1 for custom_id in ids if str(custom_id).startswith("imagine:alone:")) == 4
+    assert sum(1 for custom_id in ids if str(custom_id).startswith("imagine:edit:")) == 4
+    assert submitted(emulator, "four foxes")["num_images"] == 4
+    assert bot.store is not None
+    [job] = await bot.store.jobs_for_user(alice.id)
+    job = await job_in_state(bot, job.id, JobState.DELIVERED)
+    assert len(job.images) == 4
+    assert job.cost_usd == pytest.approx(0.28)  # RunComfy's figure for the request when it sends one
+    # 🔍 Image 2: that image alone, in a message of its own.
+    alone = await alice.click(message, f"imagine:alone:{job.id}:2")
+    single = await alone.wait_for_message()
+    assert [a.filename for a in single.attachments] == [message.attachments[1].filename]
+    # ✏️ Edit 3: image 3 becomes the input of an edit.
+    opened = await alice.click(message, f"imagine:edit:{job.id}:3")
+    await opened.wait_until_acked()
+    form = await alice.submit_modal(opened, {"prompt": "only the third fox, in snow"})
+    await reply_showing(fake_discord, form, "Done")
+    [url] = submitted(emulator, "only the third fox, in snow")["image_urls"]  # type: ignore[misc]
+    assert str(url).split("?")[0] == message.attachments[2].url
+
+
+async def test_a_model_the_server_did_not_allow_is_refused(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
+) -> None:
+    admin = await moderator.run_command("imagine-admin set models", general, action="remove", model=NANO)
+    assert "Members may use: ImagineArt 1.5, Nano Banana 2 Edit" in (await admin.wait_for_message()).content
+    said = await refusal(alice.run_command("imagine", general, prompt="a banana", model=NANO))
+    assert "This server doesn't offer Nano Banana 2. It offers: ImagineArt 1.5" in said
+    said = await refusal(alice.run_command("imagine", general, prompt="a banana", model="acme/unknown"))
+    assert "I don't know a model called 'acme/unknown'" in said
+    assert emulator.submits == []
+    assert bot.store is not None
+    assert await bot.store.jobs_for_user(alice.id) == []
+
+
+async def test_the_servers_default_model_is_used_when_none_is_picked(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
+) -> None:
+    admin = await moderator.run_command("imagine-admin set models", general, action="default", model=NANO)
+    assert "Default: Nano Banana 2." in (await admin.wait_for_message()).content
+    interaction = await alice.run_command("imagine", general, prompt="a quiet harbour")
+    message = await reply_showing(fake_discord, interaction, "Done")
+    body = submitted(emulator, "a quiet harbour")
+    assert set(body) == {"prompt", "aspect_ratio"}  # no seed: the model takes none
+    [job] = emulator.jobs.values()
+    assert job.model == NANO
+    fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
+    assert fields["Model"] == "Nano Banana 2"
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"image": ("notes.txt", b"not a picture")}, "isn't an image"),
+        ({"image": ("fake.png", b"\x89PNG but not really")}, "isn't a picture I can read"),
+        ({"count": 2}, "ImagineArt 1.5 makes one image per request"),
+        ({"model": NANO, "seed": 5}, "Nano Banana 2 takes no seed"),
+        ({"model": NANO, "aspect_ratio": "3:1"}, "Nano Banana 2 can't make 3:1"),
+        ({"model": NANO_EDIT}, "attach one, or use **Edit image**"),
+        ({"model": DEFAULT_MODEL, "image": ("me.png", png())}, "makes images from text only"),
+        ({"model": "**bold**`@everyone`"}, "I don't know a model called 'boldeveryone'"),  # no markup echoed
+    ],
+)
+async def test_bad_input_gets_one_sentence_and_changes_nothing(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    general: FakeChannel,
+    options: dict[str, object],
+    says: str,
+) -> None:
+    said = await refusal(alice.run_command("imagine", general, prompt="anything", **options))
+    assert says in said
+    assert emulator.submits == []
+    assert bot.store is not None
+    assert await bot.store.jobs_for_user(alice.id) == []
+
+
+async def test_a_too_big_image_is_refused(
+    fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    async with start_bot(image_max_pixels=1000) as bot:
+        said = await refusal(alice.run_command("imagine", general, prompt="x", image=("big.png", png(64, 48))))
+        assert "too many pixels" in said
+        assert bot.store is not None
+        assert await bot.store.jobs_for_user(alice.id) == []
+
+
+async def test_a_resumed_edit_whose_input_link_expired_ends_with_a_clear_sentence(
+    fake_discord: FakeDiscord,
+    start_bot: BotStarter,
+    emulator: Emulator,
+    alice: FakeMember,
+    bob: FakeMember,
+    guild: FakeGuild,
+    general: FakeChannel,
+) -> None:
+    clock = FakeDiscordClock(fake_discord.clock)
+    emulator.config.queue_time = Duration.constant(60)
+    async with start_bot(clock=clock) as bot:
+        assert bot.store is not None
+        await bot.store.guilds.update(guild.id, now=clock.now(), guild_concurrent=1)
+        await bob.run_command("imagine", general, prompt="holding the only slot")
+        interaction = await alice.run_command("imagine", general, prompt="make it autumn", image=("me.png", png()))
+        reply = await reply_showing(fake_discord, interaction, "Waiting for a free slot")
+        [job] = await bot.store.jobs_for_user(alice.id)
+        assert job.state is JobState.WAITING
+        assert job.input_expires_at is not None
+    fake_discord.clock.advance(24 * 3600 + 60)  # the bot was down for a day: Discord's link died meanwhile
+    async with start_bot(clock=clock, job_timeout_seconds=3 * 24 * 3600) as bot:
+        assert bot.store is not None
+        await bot.store.guilds.update(guild.id, now=clock.now(), guild_concurrent=10)
+        assert bot.jobs is not None
+        await bot.jobs.pump(guild.id)
+        failed = await job_in_state(bot, job.id, JobState.FAILED)
+        assert failed.error == INPUT_EXPIRED
+        shown = await fake_discord.wait_for(lambda: reply if "Failed" in reply.content else None)
+        assert "link to the image this edit starts from has expired" in shown.embeds[0]["fields"][-1]["value"]
+    assert all("make it autumn" not in record.body.values() for record in emulator.submits)  # never sent a dead link
+
+
+async def test_the_request_sent_for_each_model_matches_its_description(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    for model in vetted_models():
+        options: dict[str, object] = {"model": model.id, "aspect_ratio": model.ratios[1]}
+        if model.takes_seed:
+            options["seed"] = 11
+        if model.max_count > 1:
+            options["count"] = 2
+        if model.edits:
+            options["image"] = ("in.png", png())
+        prompt = f"a lantern for {model.id}"
+        interaction = await alice.run_command("imagine", general, prompt=prompt, **options)
+        await reply_showing(fake_discord, interaction, "Done")
+        body = submitted(emulator, prompt)
+        image_url = None
+        if model.edits:
+            sent = body[model.inputs.image.field]  # type: ignore[union-attr]
+            image_url = sent[0] if isinstance(sent, list) else sent
+        expected = build_request(
+            model,
+            prompt=prompt,
+            ratio=model.ratios[1],
+            seed=11,
+            count=2 if model.max_count > 1 else 1,
+            image_url=str(image_url) if image_url else None,
+        )
+        assert body == expected, model.id
+
+
+async def test_pickers_offer_the_servers_models_and_only_what_the_chosen_model_supports(
+    fake_discord: FakeDiscord, bot: ImagineBot, alice: FakeMember, moderator: FakeMember, general: FakeChannel
+) -> None:
+    admin = await moderator.run_command("imagine-admin set models", general, action="remove", model=NANO_EDIT)
+    await admin.wait_for_message()
+    models = await alice.autocomplete("imagine", general, "model", "")
+    assert models == [DEFAULT_MODEL, NANO, "blackforestlabs/flux-1-kontext/pro/edit"]
+    assert await alice.autocomplete("imagine", general, "model", "nano") == [NANO]
+    assert len(await alice.autocomplete("imagine", general, "aspect_ratio", "", prompt="p")) == 9
+    assert "3:1" not in await alice.autocomplete("imagine", general, "aspect_ratio", "", prompt="p", model=NANO)
+    assert await alice.autocomplete("imagine", general, "count", "", prompt="p", model=NANO) == [1, 2, 3, 4]
+    assert await alice.autocomplete("imagine", general, "count", "", prompt="p") == [1]

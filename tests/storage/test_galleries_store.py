@@ -1,0 +1,109 @@
+"""Issue 16 in the store: several images per job, an edit's input image, a server's models.
+
+Every test runs against SQLite and PostgreSQL (tests/storage/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from storage.models import JobInput, JobOrigin, JobState, NewJob
+from storage.open import AnyJobStore
+
+NOW = datetime(2025, 6, 30, 15, 30, tzinfo=UTC)
+GUILD, ALICE = 2**62, 11
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+
+
+def gallery(count: int, *, cost: float | None = None, image: JobInput | None = None) -> NewJob:
+    origin = JobOrigin(guild_id=GUILD, channel_id=5, user_id=ALICE)
+    return NewJob(
+        "google/nano-banana-2/edit" if image else "m",
+        "a prompt",
+        "1:1",
+        1,
+        origin,
+        count=count,
+        cost_usd=cost,
+        input_url="https://cdn.example/a.png?ex=1" if image else None,
+        input_expires_at=NOW + timedelta(hours=24) if image else None,
+        input=image,
+    )
+
+
+async def made(store: AnyJobStore, new: NewJob, when: datetime, *, cost: float | None = None) -> int:
+    job = await store.create(new, now=when - timedelta(minutes=2))
+    await store.transition(job.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=when, request_id=f"r{job.id}")
+    fields: dict[str, object] = {"result_url": "https://x/1.png", "result_urls": json.dumps(["https://x/1.png"])}
+    if cost is not None:
+        fields.update(cost_usd=cost, cost_estimated=False)
+    await store.transition(job.id, JobState.COMPLETED, expect=JobState.IN_QUEUE, now=when, **fields)
+    await store.transition(job.id, JobState.DELIVERED, expect=JobState.COMPLETED, now=when)
+    return job.id
+
+
+async def test_a_job_keeps_its_count_estimate_and_input(store: AnyJobStore) -> None:
+    image = JobInput("image/png", 64, 32, PNG)
+    job = await store.create(gallery(4, cost=0.28, image=image), now=NOW)
+    assert job.count == 4
+    assert job.cost_usd == 0.28
+    assert job.cost_estimated
+    assert job.input_url == "https://cdn.example/a.png?ex=1"
+    assert job.input_expires_at == NOW + timedelta(hours=24)
+    assert await store.inputs.get(job.id) == image
+    plain = await store.create(gallery(1), now=NOW)
+    assert (plain.count, plain.cost_usd, plain.cost_estimated, plain.input_url) == (1, None, False, None)
+    assert await store.inputs.get(plain.id) is None
+
+
+async def test_every_image_url_is_kept_in_order(store: AnyJobStore) -> None:
+    job = await store.create(gallery(3), now=NOW)
+    urls = ["https://x/1.png", "https://x/2.png", "https://x/3.png"]
+    await store.transition(job.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=NOW, request_id="r")
+    done = await store.transition(
+        job.id, JobState.COMPLETED, expect=JobState.IN_QUEUE, now=NOW, result_url=urls[0], result_urls=json.dumps(urls)
+    )
+    assert done is not None
+    assert done.images == tuple(urls)
+
+
+async def test_quotas_and_the_budget_count_images_not_jobs(store: AnyJobStore) -> None:
+    await store.create(gallery(4, cost=0.28), now=NOW)
+    await store.create(gallery(1, cost=0.03), now=NOW)
+    used = await store.billable_since(ALICE, GUILD, NOW - timedelta(hours=1))
+    assert len(used) == 5
+    today, month = await store.spend(day=NOW - timedelta(hours=1), month=NOW - timedelta(days=3))
+    assert (today.images, month.images) == (5, 5)
+    assert round(today.cost_usd, 6) == 0.31
+    assert today.unpriced == 0
+
+
+async def test_usage_counts_images_before_and_after_a_prune(store: AnyJobStore) -> None:
+    await made(store, gallery(4), NOW - timedelta(days=100), cost=0.28)
+    await made(store, gallery(2), NOW - timedelta(days=100))
+    await made(store, gallery(1), NOW - timedelta(days=99), cost=0.03)
+    since = NOW - timedelta(days=120)
+    before = await store.usage(GUILD, since)
+    assert (before.images, before.unpriced) == (7, 2)
+    assert await store.prune(before=NOW - timedelta(days=90)) == 3
+    after = await store.usage(GUILD, since)
+    assert (after.images, after.unpriced, round(after.cost_usd, 6)) == (7, 2, 0.31)
+    _, month = await store.spend(day=NOW, month=NOW - timedelta(days=120))
+    assert month.images == 7
+
+
+async def test_an_input_goes_with_its_job(store: AnyJobStore) -> None:
+    job_id = await made(store, gallery(1, image=JobInput("image/png", 1, 1, PNG)), NOW - timedelta(days=100))
+    await store.prune(before=NOW - timedelta(days=90))
+    assert await store.inputs.get(job_id) is None
+
+
+async def test_a_server_keeps_its_models_and_default(store: AnyJobStore) -> None:
+    settings = await store.guilds.get(GUILD)
+    assert (settings.allowed_models, settings.default_model) == (None, None)
+    await store.guilds.update(GUILD, now=NOW, allowed_models="a/b c/d", default_model="c/d")
+    settings = await store.guilds.get(GUILD)
+    assert (settings.allowed_models, settings.default_model) == ("a/b c/d", "c/d")
+    await store.guilds.update(GUILD, now=NOW, allowed_models=None, default_model=None)
+    assert (await store.guilds.get(GUILD)).allowed_models is None
