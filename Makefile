@@ -39,8 +39,8 @@ emulator: install ## the local RunComfy stand-in; it prints the two .env lines t
 try: install ## one image from the built-in emulator, no token needed
 	$(BIN)/python -m bot generate "a red fox, watercolor" --aspect-ratio 16:9 --seed 7 --emulator --output fox.png
 
-test: install ## the whole test suite
-	$(BIN)/python -m pytest -q
+test: install ## the whole test suite, four workers (it mostly waits: four fit on two cores)
+	$(BIN)/python -m pytest -q -n 4 --dist worksteal
 
 pictures: install ## the README's pictures (docs/pictures/*.png): the bot against the fakes, shot by headless Chromium
 	$(BIN)/python -m tools.pictures

@@ -1,4 +1,4 @@
-"""`SQLiteJobInputs`: the image an edit job starts from, kept with the job (migration 0008).
+"""`SQLiteJobInputs`: the image an edit job starts from, kept with the job (migration 0009).
 
 Discord's attachment links expire, so the bot downloads and verifies the
 member's image when the command arrives and keeps its bytes here: details and

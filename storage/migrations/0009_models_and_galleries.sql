@@ -1,5 +1,4 @@
--- 0008: several models, image input, several images per job (issue 16).
--- (The lead renumbers this 0009 when merging: 0008 is issue 15's on main.)
+-- 0009: several models, image input, several images per job (issue 16).
 --
 -- `count` images per job: quotas, the budget and usage reports count images,
 -- not jobs, so a 4-image job weighs 4. `result_urls` keeps every image's URL

@@ -1,5 +1,4 @@
--- 0009: several models, image input, several images per job (storage/migrations/0008_models_and_galleries.sql).
--- (The lead renumbers this 0010 when merging: 0009 is issue 15's on main.)
+-- 0010: several models, image input, several images per job (storage/migrations/0009_models_and_galleries.sql).
 ALTER TABLE jobs ADD COLUMN count INTEGER NOT NULL DEFAULT 1 CHECK (count BETWEEN 1 AND 10);
 ALTER TABLE jobs ADD COLUMN result_urls TEXT;
 ALTER TABLE jobs ADD COLUMN input_url TEXT;
