@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "imagine"
 CUSTOM_ID_MAX = 100
+# The answer to a button whose job is unknown, forged or deleted (every cog that handles buttons says this).
+UNKNOWN_BUTTON = "That button belongs to an image I don't know (any more)."
 
 # action -> (label, emoji, style)
 ACTIONS: dict[str, tuple[str, str, discord.ButtonStyle]] = {

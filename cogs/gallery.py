@@ -29,7 +29,7 @@ from bot.clock import Clock
 from bot.model_spec import PROMPT_MAX
 from cogs import render
 from cogs.access import refuse
-from cogs.buttons import image_number
+from cogs.buttons import UNKNOWN_BUTTON, image_number
 from cogs.choices import offered
 from cogs.results import on_form
 from cogs.starter import JobStarter
@@ -44,7 +44,6 @@ PICKED_KEEP = 1000  # pictures picked with "Edit image" whose form is still open
 PICKED_SECONDS = 15 * 60.0  # an interaction's life: its form cannot come back later
 NO_PICTURE = "That message has no picture I can edit (PNG, JPEG, WebP or GIF attached to it)."
 FORM_EXPIRED = "That form is too old (or the bot restarted since it opened). Use **Edit image** on the picture again."
-NOT_A_RESULT = "That button belongs to an image I don't know (any more)."
 
 
 class EditForm(discord.ui.Modal):
@@ -127,7 +126,7 @@ class GalleryCog(commands.Cog, name="Gallery"):
         message = interaction.message
         found = picture(message, number) if message is not None and number is not None else None
         if job is None or found is None or job.state is not JobState.DELIVERED:
-            await interaction.response.send_message(NOT_A_RESULT, ephemeral=True)
+            await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)
             return
         if action == "edit":
             await interaction.response.send_modal(EditForm(f"{job.id}:{number}"))

@@ -19,6 +19,7 @@ from bot.jobs import CancelOutcome, JobManager
 from bot.model_registry import MAX_COUNT
 from bot.model_spec import PROMPT_MAX, SEED_MAX
 from cogs import choices
+from cogs.buttons import UNKNOWN_BUTTON
 from cogs.choices import offered
 from cogs.starter import JobStarter
 from storage.base import JobStore
@@ -34,7 +35,6 @@ CANCEL_ANSWERS = {
         "I couldn't reach the part of the bot making this image just now. Try again in a minute."
     ),
 }
-UNKNOWN_BUTTON = "That button belongs to an image I don't know (any more)."
 
 
 class ImagineCog(commands.Cog, name="Imagine"):

@@ -30,6 +30,7 @@ from discord.ext import commands
 from bot.jobs import JobManager, LimitReachedError
 from bot.model_spec import InvalidInputError
 from cogs import render
+from cogs.buttons import UNKNOWN_BUTTON
 from cogs.courier import CourierError, ReplyCourier
 from cogs.starter import missing_permissions, prompt_refusal
 from storage.base import JobStore
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 REROLL_EMOJI = "🔄"
 WINDOW_SECONDS = 10.0
-UNKNOWN_BUTTON = "That button belongs to an image I don't know (any more)."
 
 
 class RerollCog(commands.Cog, name="Rerolls"):

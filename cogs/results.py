@@ -30,6 +30,7 @@ from bot.jobs.orders import source_input
 from bot.model_spec import NO_SEED, PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio
 from cogs import render, reports
 from cogs.access import refuse
+from cogs.buttons import UNKNOWN_BUTTON
 from cogs.failures import answer_failure
 from cogs.gates import Gate
 from cogs.starter import JobStarter
@@ -43,7 +44,6 @@ REMIX_FORM = "imagine:remix-form:"
 NOTICE_SECONDS = 20.0
 DM_WINDOW = 600.0
 DMS_PER_WINDOW = 5
-NOT_A_RESULT = "That button belongs to an image I don't know (any more)."
 DMS_CLOSED = (
     "{mention} I couldn't send you the details: your DMs are closed for this server "
     "(Server menu → Privacy Settings → Direct Messages)."
@@ -161,7 +161,7 @@ class ResultsCog(commands.Cog, name="Results"):
         job = await self.store.get(job_id) if job_id is not None else None
         message = interaction.message
         if job is None or message is None or job.origin.message_id != message.id:
-            await interaction.response.send_message(NOT_A_RESULT, ephemeral=True)
+            await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)
             return
         if action == "remix":
             form = RemixForm(job)
@@ -188,7 +188,7 @@ class ResultsCog(commands.Cog, name="Results"):
     async def _remix(self, interaction: discord.Interaction[Any], raw_id: str, values: dict[str, str]) -> None:
         source = await self.store.get(int(raw_id)) if raw_id.isascii() and raw_id.isdigit() else None
         if source is None or source.origin.guild_id != interaction.guild_id:
-            await interaction.response.send_message(NOT_A_RESULT, ephemeral=True)
+            await interaction.response.send_message(UNKNOWN_BUTTON, ephemeral=True)
             return
         try:
             prompt, ratio, seed = parse_remix(values)
