@@ -61,12 +61,23 @@ def image_number(custom_id: str) -> int | None:
 class ImagineButton(discord.ui.DynamicItem[discord.ui.Button[discord.ui.View]], template=re.compile(r"imagine:.*")):
     """A job button; the cog named in HANDLERS (else "Imagine") answers the click."""
 
-    def __init__(self, action: str, job_id: int | None, number: int | None = None, *, row: int | None = None) -> None:
+    def __init__(
+        self,
+        action: str,
+        job_id: int | None,
+        number: int | None = None,
+        *,
+        row: int | None = None,
+        numbered: bool = True,
+    ) -> None:
+        """`number`: the image a per-image button acts on; `numbered=False` keeps it out of the label, where the
+        message shows one image only ("✏️ Edit", not "✏️ Edit 1")."""
         label, emoji, style = ACTIONS.get(action, (action[:80] or "?", "❔", discord.ButtonStyle.secondary))
         custom_id = f"{PREFIX}:{action}:{job_id}"
         if number is not None:
             custom_id += f":{number}"
-            label = f"{label} {number}"
+            if numbered:
+                label = f"{label} {number}"
         button = discord.ui.Button[discord.ui.View](
             label=label, emoji=emoji, style=style, custom_id=custom_id[:CUSTOM_ID_MAX], row=row
         )

@@ -120,7 +120,7 @@ def result_buttons(job: Job, images: int) -> list[ImagineButton]:
     a gallery, 🔍 Image n (that image on its own)."""
     buttons = [ImagineButton(action, job.id, row=0) for action in ("reroll", "remix", "delete")]
     if images == 1:
-        return [*buttons, ImagineButton("edit", job.id, 1, row=0)]
+        return [*buttons, ImagineButton("edit", job.id, 1, row=0, numbered=False)]
     buttons += [ImagineButton("alone", job.id, number, row=1) for number in range(1, images + 1)]
     return buttons + [ImagineButton("edit", job.id, number, row=2) for number in range(1, images + 1)]
 
@@ -204,7 +204,7 @@ def alone(job: Job, number: int, attachment: str, *, model_name: str) -> Rendere
     embed.set_image(url=f"attachment://{attachment}")
     embed.set_footer(text=f"Job {job.id} · image {number} of {job.count}")
     status = f"🔍 Image {number} of {job.count}"
-    return Rendered(_headline(job, status), embed, [ImagineButton("edit", job.id, number, row=0)])
+    return Rendered(_headline(job, status), embed, [ImagineButton("edit", job.id, number, row=0, numbered=False)])
 
 
 def text_answer(job: Job, missing: list[str], *, too_large: bool = False) -> Rendered:

@@ -28,6 +28,10 @@ def custom_ids(rendered: render.Rendered) -> list[str]:
     return [button.custom_id for button in rendered.buttons]
 
 
+def labels(rendered: render.Rendered) -> list[str | None]:
+    return [button.item.label for button in rendered.buttons]
+
+
 def test_queued_shows_position_and_a_cancel_button() -> None:
     rendered = render.queued(make_job(), 3)
     assert "Queued · #3" in rendered.content
@@ -55,6 +59,7 @@ def test_finished_embeds_the_attachment_and_offers_reroll_remix_and_delete() -> 
     assert fields["Model"] == "ImagineArt 1.5"
     assert "Cost" not in fields  # only when the server asks for it
     assert custom_ids(rendered) == ["imagine:reroll:42", "imagine:remix:42", "imagine:delete:42", "imagine:edit:42:1"]
+    assert labels(rendered) == ["Reroll", "Remix", "Delete", "Edit"]  # one image: no number to tell it apart
 
 
 def test_finished_shows_cost_when_asked_and_marks_estimates() -> None:
@@ -138,6 +143,8 @@ def test_a_gallery_shows_every_image_with_buttons_per_image() -> None:
     assert ids[7:] == [f"imagine:edit:42:{n}" for n in range(1, 5)]
     rows = [item.item.row for item in rendered.buttons]
     assert rows == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert labels(rendered)[3:] == [f"Image {n}" for n in range(1, 5)] + [f"Edit {n}" for n in range(1, 5)]
+    assert labels(render.alone(job, 2, names[1], model_name="Nano Banana 2 Edit")) == ["Edit"]
     alt = render.alt_text(job, 2, 4)
     assert alt.startswith("Image 2 of 4: An edit of the member's image: ")
 
