@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.chaos                                  # 3 seeds x 500 jobs, >= 100 kills each (~6 min)
     .venv/bin/python -m bench.chaos --seeds 1 --jobs 100 --kills 20  # what CI runs (tests/chaos/test_chaos.py)
     .venv/bin/python -m bench.chaos --uptime 0.05 0.3                # kills closer together
-    .venv/bin/python -m bench.chaos --processes 3                    # 3 processes on PostgreSQL, 5 seeds x 300 jobs
+    .venv/bin/python -m bench.chaos --processes 3                    # 3 processes on PostgreSQL, 4 x 300 jobs (~8 min)
     .venv/bin/python -m bench.chaos --processes 3 --seeds 1 --jobs 100 --kills 10  # tests/chaos/test_processes.py
 
 Same harness as the CI test (tests/chaos/harness.py): the fake Discord and the
@@ -67,7 +67,7 @@ def postgres(wanted: bool) -> Iterator[PostgresServer | None]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--processes", type=int, default=1, help="bot processes on one PostgreSQL (default 1: SQLite)")
-    parser.add_argument("--seeds", type=int, default=None, help="how many seeds to run, from --first-seed (3; 5)")
+    parser.add_argument("--seeds", type=int, default=None, help="how many seeds to run, from --first-seed (3; 4)")
     parser.add_argument("--first-seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=None, help="commands per seed (500; with --processes, 300)")
     parser.add_argument("--kills", type=int, default=None, help="at least this many SIGKILLs per run (100; 30)")
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     several = args.processes > 1
     # One process: the defaults of ChaosPlan; several: the CI plan of tests/chaos/test_processes.py, longer.
     base = dataclasses.replace(THREE_PROCESSES, processes=args.processes) if several else ChaosPlan()
-    defaults = {"seeds": 5, "jobs": 300, "kills": 30} if several else {"seeds": 3, "jobs": 500, "kills": 100}
+    defaults = {"seeds": 4, "jobs": 300, "kills": 30} if several else {"seeds": 3, "jobs": 500, "kills": 100}
     reports = []
     with postgres(several) as server:
         for seed in range(args.first_seed, args.first_seed + (args.seeds or defaults["seeds"])):

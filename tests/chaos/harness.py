@@ -347,7 +347,8 @@ async def world(plan: ChaosPlan) -> AsyncIterator[World]:
 
 def bot_environment(world: World, workdir: Path, **extra: str) -> dict[str, str]:
     """A clean environment (no inherited tokens, no .env: cwd is `workdir`) pointing the bot at the fakes, with a
-    SQLite file in `workdir`, quick polling and a budget that never holds the chaos back."""
+    SQLite file in `workdir`, quick polling, and neither a request budget nor the operator's caps holding the
+    chaos back."""
     environment = runcomfy_and_discord_environment(
         world.fake, world.emulator.url, RUNCOMFY_TOKEN, [guild.id for guild in world.guilds]
     )
@@ -358,6 +359,10 @@ def bot_environment(world: World, workdir: Path, **extra: str) -> dict[str, str]
             "POLL_MIN_INTERVAL_SECONDS": "0.05",
             "POLL_MAX_INTERVAL_SECONDS": "0.25",
             "LOG_LEVEL": "INFO",
+            # The operator's caps (200 images a day by default) would refuse the long runs' later commands.
+            "BUDGET_IMAGES_PER_DAY": "0",
+            "BUDGET_USD_PER_DAY": "0",
+            "BUDGET_USD_PER_MONTH": "0",
         }
     )
     environment.update(extra)
