@@ -287,6 +287,21 @@ class ChaosReport:
         return "\n".join(lines)
 
 
+def assert_promises_kept(report: ChaosReport, run: Chaos) -> None:
+    """What every chaos test asserts: each acknowledged command delivered once or honestly failed, nothing
+    submitted twice, nothing left behind, enough commands met a running bot to prove it, every kill made."""
+    plan = report.plan
+    assert not report.problems, f"{report.text()}\n--- last bot logs ---\n{run.log_tail()}"
+    assert report.kills >= plan.min_kills
+    assert report.commands == plan.jobs
+    assert report.lost == 0
+    assert report.duplicate_final_edits == report.duplicate_result_messages == 0
+    assert report.double_submits == 0
+    assert report.replies_not_final == 0
+    assert report.acknowledged == report.delivered + report.failed_not_resent
+    assert report.acknowledged >= plan.jobs * 0.6, "too few commands met a running bot to prove anything"
+
+
 def _stats(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
