@@ -26,7 +26,6 @@ from typing import Any
 import aiohttp
 import discord
 import yarl
-from aiolimiter import AsyncLimiter
 from discord import app_commands
 from discord.ext import commands
 
@@ -44,8 +43,7 @@ from cogs.buttons import ImagineButton
 from cogs.failures import answer_failure
 from cogs.wiring import add_cogs, app_commands_to_sync, translator
 from storage.models import Job
-from storage.open import AnyJobStore, open_store
-from storage.postgres.budget import SharedRequestBudget
+from storage.open import AnyJobStore, open_request_budget, open_store
 from storage.postgres.jobs import PostgresJobStore
 
 log = logging.getLogger(__name__)
@@ -148,13 +146,12 @@ class ImagineBot(commands.Bot):
         self.store = store = await open_store(
             database_url=settings.postgres_url, database_path=settings.database_path, busy_timeout_ms=2000
         )
-        limiter: AsyncLimiter | SharedRequestBudget = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
         owner: str | None = None
         if isinstance(store, PostgresJobStore):
             # Registered before the gateway connects: overlapping shards stop here, with one sentence.
             self.membership = await Membership.join(store, settings, clock=self.clock, on_lost=self._lost_shards)
             owner = self.membership.process_id
-            limiter = await SharedRequestBudget.open(store.pool, rate=settings.runcomfy_requests_per_second)
+        limiter = await open_request_budget(store, settings.runcomfy_requests_per_second)
         token = settings.require("RUNCOMFY_API_TOKEN")
         client = MeteredRunComfyClient.metered(
             self.session, settings, token=token, limiter=limiter, metrics=self.metrics, image_workers=self.image_workers

@@ -13,7 +13,6 @@ import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aiolimiter import AsyncLimiter
 from pydantic import SecretStr
 from rich.console import Console
 
@@ -27,7 +26,7 @@ from bot.model_spec import RATIO_VALUES, InvalidInputError, check_ratio, check_s
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from storage.models import Job, JobState, NewJob
-from storage.open import open_store
+from storage.open import open_request_budget, open_store
 
 EXIT_OK = 0
 EXIT_UPSTREAM = 1
@@ -169,7 +168,7 @@ async def generate(args: argparse.Namespace, settings: Settings, console: Consol
         open_session(settings) as session,
         await open_store(database_url=settings.postgres_url, database_path=settings.database_path) as store,
     ):
-        limiter = AsyncLimiter(settings.runcomfy_requests_per_second, 1.0)
+        limiter = await open_request_budget(store, settings.runcomfy_requests_per_second)
         workers = ImageWorkers.from_settings(settings)
         client = RunComfyClient.from_settings(session, settings, token=token, limiter=limiter, image_workers=workers)
         manager = JobManager.from_settings(client, store, settings)

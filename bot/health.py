@@ -99,6 +99,8 @@ async def check(bot: Monitored) -> HealthReport:
     checks["scheduler"] = {"ok": alive, "pending": jobs.pending if jobs is not None else 0}
     if jobs is not None:
         bot.metrics.scheduled.set(jobs.pending)
+        if jobs.keeper is not None:
+            bot.metrics.taken_over.set(jobs.keeper.taken_over)
 
     if bot.stopping:
         status = "stopping"

@@ -190,6 +190,11 @@ class BotMetrics:
             ["window"],
             registry=registry,
         )
+        self.taken_over = Gauge(
+            "imagine_jobs_taken_over",
+            "With DATABASE_URL: jobs this process took over from processes that stopped, since it started.",
+            registry=registry,
+        )
         self.budget_limit = Gauge(
             "imagine_budget_limit", "The operator's caps (0: none), by window.", ["window"], registry=registry
         )

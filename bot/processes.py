@@ -4,8 +4,9 @@ Before it connects to Discord, a process sharing the database registers its
 shards (storage/postgres/registry.py): a live process already running any of
 them, or running another SHARD_COUNT, stops this one with one sentence. A
 process restarted in place of its own crashed run (same host, same shards)
-waits a heartbeat interval to be sure the old run is silent, then takes its
-place and, through the job manager, its jobs.
+watches the old run's heartbeat for 0.8 of a lease (more than two heartbeat
+intervals) to be sure it is silent, then takes its place and, through the job
+manager, its jobs.
 
 The heartbeat runs every third of LEASE_SECONDS. If this process's row is
 gone (it was silent for a lease, say during a long network cut, and another
@@ -34,6 +35,9 @@ from storage.sqlite_common import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
+# Of a lease: how long a previous run's heartbeat must stay still to be taken for dead. More than two heartbeat
+# intervals (each a third of the lease), so one heartbeat that failed or came late does not pass for a death.
+SILENCE_TO_WATCH = 0.8
 LOST_SHARDS = (
     "this process was silent for longer than LEASE_SECONDS and another process has taken its shards over; "
     "stopping so that no event is answered twice"
@@ -80,7 +84,7 @@ class Membership:
                 raise
             # Most likely this process's own previous run, killed: it is dead if its heartbeat no longer moves.
             log.info("process %s runs these shards on this host; checking whether it is still alive", holder.process_id)
-            if not await registry.is_silent(holder, wait=lease.total_seconds() / 3 * 1.5):
+            if not await registry.is_silent(holder, wait=lease.total_seconds() * SILENCE_TO_WATCH):
                 raise
             info = await registry.register(
                 me, host=host, pid=pid, shard_count=count, shard_ids=shards, now=clock.now(), replaces=holder

@@ -65,12 +65,12 @@ class JobLeases(Protocol):
         """Extend every lease `owner` holds on a live job to `until`; how many."""
         ...
 
-    async def release(self, owner: str) -> int:
-        """Give up every lease `owner` holds (a clean stop), so others take the jobs at once; how many."""
+    async def release(self, owner: str, *, job_ids: Collection[int] | None = None) -> int:
+        """Give up every lease `owner` holds (or those on `job_ids`), so others take the jobs at once; how many."""
         ...
 
-    async def orphans(self, *, now: datetime, limit: int) -> list[Job]:
-        """Live Discord jobs (those with a channel) whose lease is free or ran out, oldest first."""
+    async def orphans(self, owner: str, *, now: datetime, limit: int) -> list[Job]:
+        """Live Discord jobs (those with a channel) whose lease is free or ran out, not `owner`'s, oldest first."""
         ...
 
     async def next_expiry(self, owner: str) -> datetime | None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeAlias
 
+from aiolimiter import AsyncLimiter
+
+from storage.postgres.budget import SharedRequestBudget
 from storage.postgres.jobs import PostgresJobStore
 from storage.sqlite import SQLiteJobStore
 
@@ -29,3 +32,11 @@ async def open_store(
     if database_url:
         return await PostgresJobStore.open(database_url, max_size=pool_size)
     return await SQLiteJobStore.open(database_path, busy_timeout_ms=busy_timeout_ms)
+
+
+async def open_request_budget(store: AnyJobStore, rate: float) -> AsyncLimiter | SharedRequestBudget:
+    """The RunComfy request budget of everything using `store`: one token bucket in PostgreSQL, shared by every
+    process on it (the bot's and the CLI's), else this process's own limiter."""
+    if isinstance(store, PostgresJobStore):
+        return await SharedRequestBudget.open(store.pool, rate=rate)
+    return AsyncLimiter(rate, 1.0)

@@ -54,6 +54,7 @@ from storage.sqlite_common import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
+LEFT_A_SLOT = (JobCompleted, JobFailed, JobCancelled)
 PRUNE_FIRST_DELAY = 60.0  # seconds after the start, out of the way of resuming jobs
 PRUNE_INTERVAL = 24 * 3600.0
 REPLY_GONE = "the reply was deleted"
@@ -94,7 +95,14 @@ class JobManager:
             if store.leases is None:
                 raise ValueError("an owner needs a store several processes can share (PostgreSQL)")
             self.keeper = LeaseKeeper(
-                store.leases, self.clock, owner, lease=lease, resume=self._resume, request=self._request, get=store.get
+                store.leases,
+                self.clock,
+                owner,
+                lease=lease,
+                resume=self._resume,
+                request=self._request,
+                get=store.get,
+                pump=lambda guild_id: self.line.timer.schedule(guild_id, self.clock.now()),
             )
         self.policy: PollPolicy = policy or AdaptivePolicy()
         self.prices = PriceBook(client.model_info, self.clock)
@@ -227,24 +235,28 @@ class JobManager:
             self.upstream.resume(job)
         if job.owes_delivery:
             self.delivery.schedule(job)
-        if job.deleted_at is not None and not job.state.is_final:
-            self.spawn(self._gone(job, REPLY_GONE), f"gone-{job.id}")  # deleted while its holder was away
+        if self.keeper is not None and job.deleted_at is not None and not job.state.is_final:
+            self.spawn(self._gone(job, REPLY_GONE), f"gone-{job.id}")  # deleted while another process held it
 
     async def stop(self, grace: float = 10.0) -> None:
-        """Stop every worker; in-flight steps get `grace` seconds to write their state, then are cancelled."""
+        """Stop every worker; in-flight steps get `grace` seconds to write their state, then are cancelled. With
+        leases, nothing is taken over from the moment the stop begins, and the leases are given up only once
+        nothing of this process can write any more (a submit on its way included)."""
+        if self.keeper is not None:
+            await self.keeper.stop_taking_over()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
         for worker in (self.line.timer, self.upstream.worker, self.delivery.worker):
             await worker.stop(grace)
-        if self.keeper is not None:
-            await self.keeper.stop()  # after the workers: nothing more is written under these leases
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.keeper is not None:
+            await self.keeper.stop()  # nothing more is written under these leases: hand them over
         await self.delivery.close()
         await self.prices.close()
         await self.upstream.save_queue_speed(final=True)
@@ -314,10 +326,14 @@ class JobManager:
         job = await self.store.get(job_id)
         if job is None:
             return CancelOutcome.UNKNOWN_JOB
-        if self.keeper is not None and not self.ledger.mine(job) and job.lease_owner is not None:
-            answer = await self.keeper.ask(job, "cancel")
+        if self.keeper is not None and not self.ledger.mine(job) and not _made_or_over(job):
+            answer = await self.keeper.ask(job, "cancel")  # the holder decides, and answers
             known = {outcome.value: outcome for outcome in CancelOutcome}
-            return known.get(answer or "", CancelOutcome.UNREACHABLE)
+            if answer in known:
+                return known[answer]
+            ended = await self.store.get(job_id)
+            done = ended is not None and _made_or_over(ended)
+            return CancelOutcome.ALREADY_FINISHED if done else CancelOutcome.UNREACHABLE
         if job.state is JobState.WAITING:
             cancelled = await self.line.cancel(job)
             return CancelOutcome.CANCELLED if cancelled is not None else CancelOutcome.TOO_LATE
@@ -410,6 +426,8 @@ class JobManager:
 
     def _on_event(self, event: JobEvent) -> None:
         job = event.job
+        if self.keeper is not None and job.origin.guild_id is not None and isinstance(event, LEFT_A_SLOT):
+            self.keeper.freed_slot(job.origin.guild_id)  # another process's waiting job of the server may start
         if isinstance(event, JobQueued):
             self.line.credit_back()
         elif isinstance(event, JobCompleted):
@@ -449,3 +467,8 @@ class JobManager:
             )
         else:
             await self.ledger.fail(job, RESTARTED_WHILE_WAITING, expect=JobState.WAITING, kind=FailureKind.FINAL)
+
+
+def _made_or_over(job: Job) -> bool:
+    """Nothing left to cancel: the image is made (paid for), or the job ended."""
+    return job.state.is_final or job.state in MADE_STATES

@@ -99,6 +99,11 @@ class Upstream:
         """
         inputs = model_inputs(job.prompt, job.aspect_ratio, job.seed)
         for attempt in itertools.count(1):
+            if self.ledger.owner is not None and await self.ledger.note(job.id, expect=JobState.SUBMITTING) is None:
+                # Another process took the job over while this one waited (for the request budget, or a retry):
+                # it failed the job as "may exist upstream", so nothing may be sent for it now.
+                log.warning("job %d: no longer held here; not sent", job.id, extra={"job_id": job.id})
+                return job
             try:
                 submitted = await self.client.submit(inputs)
             except BalanceError as error:

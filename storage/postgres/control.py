@@ -16,9 +16,11 @@ more connection, outside the pool:
   jobs were given up, or that a job it holds was cancelled elsewhere.
 
 If the connection drops, the server releases its locks; the next use connects
-again and listens again. A task holding a lock at that moment is told (the
-unlock fails with StoreUnavailableError) but cannot undo what it did under it:
-the cost is at most one admission checked against a stale count, logged.
+again and listens again. A task holding a lock at that moment cannot undo what
+it did under it, and its unlock finds nothing to release: that is logged as a
+warning, and the cost is at most one admission checked against a stale count.
+An unlock that fails is logged too, never raised over the work it guarded
+(which is committed by then).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from storage.postgres.connect import unavailable_on_error
+from storage.sqlite_common import StoreUnavailableError
 
 if TYPE_CHECKING:
     from storage.postgres.connect import Connection
@@ -87,7 +90,7 @@ class Control:
             try:
                 yield
             finally:
-                await asyncio.shield(self._unlock(key))
+                await asyncio.shield(self._release(key))
 
     async def _lock(self, key: int) -> None:
         delay = _FIRST_RETRY
@@ -97,16 +100,22 @@ class Control:
             try:
                 taken = await asyncio.shield(attempt)
             except asyncio.CancelledError:
-                if await attempt:
-                    await self._unlock(key)
+                with contextlib.suppress(Exception):  # the cancellation is what the caller must see
+                    if await attempt:
+                        await self._release(key)
                 raise
             if taken:
                 return
             await asyncio.sleep(delay * (1 + random.random()))  # noqa: S311 - jitter, not a secret
             delay = min(delay * 2, _LAST_RETRY)
 
-    async def _unlock(self, key: int) -> None:
-        if not await self._run("SELECT pg_advisory_unlock($1)", key):
+    async def _release(self, key: int) -> None:
+        try:
+            held = await self._run("SELECT pg_advisory_unlock($1)", key)
+        except StoreUnavailableError as error:
+            log.warning("advisory lock %d not released (%s); the server frees it with the connection", key, error)
+            return
+        if not held:
             log.warning("advisory lock %d was no longer held (the connection to PostgreSQL was lost)", key)
 
     async def listen(self, channel: str, callback: Callable[[str], None]) -> None:

@@ -52,9 +52,12 @@ _ADOPT_SQL = (
 )
 _RENEW_SQL = f"UPDATE jobs SET lease_until = $2 WHERE lease_owner = $1 AND {LIVE_WHERE}"  # noqa: S608
 _RELEASE_SQL = f"UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1 AND {LIVE_WHERE}"  # noqa: S608
+_RELEASE_SOME_SQL = f"{_RELEASE_SQL} AND id = ANY($2::bigint[])"
+# Not this process's own: a lease of its own that ran out (a renewal came late) is still its job, mid-step maybe.
 _ORPHANS_SQL = (
     f"SELECT {SELECT_LIST} FROM jobs WHERE {LIVE_WHERE} AND channel_id IS NOT NULL"  # noqa: S608 - constants
-    " AND (lease_owner IS NULL OR lease_until < $1) ORDER BY created_at, id LIMIT $2"
+    " AND (lease_owner IS NULL OR lease_until < $1) AND lease_owner IS DISTINCT FROM $3"
+    " ORDER BY created_at, id LIMIT $2"
 )
 # A free lease counts as long run out (the epoch).
 _NEXT_EXPIRY_SQL = (
@@ -104,14 +107,17 @@ class PostgresJobLeases:
         await self._control.check()
         return renewed
 
-    async def release(self, owner: str) -> int:
-        """Give up `owner`'s leases on live jobs, so other processes can claim them without waiting."""
-        return await self._execute(_RELEASE_SQL, owner)
+    async def release(self, owner: str, *, job_ids: Collection[int] | None = None) -> int:
+        """Give up `owner`'s leases on live jobs (only on `job_ids`, when given), so other processes can claim
+        them without waiting."""
+        if job_ids is None:
+            return await self._execute(_RELEASE_SQL, owner)
+        return await self._execute(_RELEASE_SOME_SQL, owner, list(job_ids))
 
-    async def orphans(self, *, now: datetime, limit: int) -> list[Job]:
-        """Live Discord jobs whose lease is free or ran out, oldest first (CLI jobs have no channel: the command
-        line that made them resumes them, never the bot)."""
-        return await self._jobs(_ORPHANS_SQL, aware(now, "now"), limit)
+    async def orphans(self, owner: str, *, now: datetime, limit: int) -> list[Job]:
+        """Live Discord jobs whose lease is free or ran out, other than `owner`'s own, oldest first (CLI jobs
+        have no channel: the command line that made them resumes them, never the bot)."""
+        return await self._jobs(_ORPHANS_SQL, aware(now, "now"), limit, owner)
 
     async def next_expiry(self, owner: str) -> datetime | None:
         """When the next lease not held by `owner` runs out; a free lease is reported as long past."""

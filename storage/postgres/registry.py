@@ -22,7 +22,7 @@ that row's own heartbeat meet on the row lock, and whichever commits first wins
 A process restarted on the same host with the same shards (a crash, then
 the service manager starting it again) meets its own previous run, still
 "live" for up to a lease. `is_silent` tells the two cases apart by watching
-the holder's heartbeat for a little longer than a heartbeat interval: a dead
+the holder's heartbeat for longer than two heartbeat intervals: a dead
 process's does not move, and `register(..., replaces=holder)` then deletes
 that row (only if its heartbeat still has not moved) and takes its place; its
 jobs can be adopted at once instead of waiting for their leases to run out.

@@ -8,7 +8,8 @@ real time that a test can move forward, so a lease runs out in no time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from bot.emulator import Duration, Emulator, Fault
 from bot.jobs import RESTARTED_WHILE_SUBMITTING, CancelOutcome
 from bot.jobs.budget import Budget
-from bot.jobs.events import JobCancelled, JobDelivered, JobFailed, JobRunning
+from bot.jobs.events import JobCancelled, JobCompleted, JobDelivered, JobFailed, JobRunning
 from bot.jobs.limits import LimitReachedError
 from bot.jobs.line import BUDGET_LOCK
 from bot.jobs.manager import JobManager
@@ -24,58 +25,83 @@ from bot.polling import FixedPolicy
 from bot.runcomfy import RunComfyClient
 from storage.models import Job, JobState
 from storage.postgres.jobs import PostgresJobStore
+from storage.sqlite_common import StoreUnavailableError
 from tests.bot.conftest import ClientFactory
-from tests.bot.jobs_support import MODEL, new_job, started, submitted
+from tests.bot.jobs_support import MODEL, Destination, Recorder, new_job, started, submitted
 from tests.clocks import MovableClock
 
 pytestmark = pytest.mark.postgres
 
 LEASE = 2.0
-Factory = Callable[..., JobManager]
+
+
+class Processes:
+    """Job managers with stores of their own on one database: bot processes, which a test may crash."""
+
+    def __init__(self, url: str, client: RunComfyClient, clock: MovableClock, monkeypatch: pytest.MonkeyPatch):
+        self.url = url
+        self.client = client
+        self.clock = clock
+        self.monkeypatch = monkeypatch
+        self.running: list[JobManager] = []
+
+    async def new(self, owner: str, **options: object) -> JobManager:
+        store = await PostgresJobStore.open(self.url, max_size=4)
+        settings: dict[str, object] = {"model": MODEL, "policy": FixedPolicy(0.02), "clock": self.clock}
+        settings.update(options)
+        chosen = settings.pop("client", self.client)
+        manager = JobManager(chosen, store, owner=owner, lease_seconds=LEASE, **settings)  # type: ignore[arg-type]
+        manager.upstream.retry_cap = 0.05
+        self.running.append(manager)
+        return manager
+
+    async def crash(self, manager: JobManager) -> None:
+        """The process dies: its workers stop at once, its leases are not given up (they run out), and its
+        connections go with it, so it hears and answers nothing any more."""
+        assert manager.keeper is not None
+
+        async def nothing_released(owner: str, **_: object) -> int:
+            return 0
+
+        self.monkeypatch.setattr(manager.keeper.leases, "release", nothing_released)
+        await manager.stop(grace=0.0)
+        await manager.store.close()
+        self.running.remove(manager)
+
+    async def stop_all(self) -> None:
+        for manager in self.running:
+            await manager.stop(grace=1.0)
+            await manager.store.close()
 
 
 @pytest.fixture
-async def make_process(postgres_url: str, client: RunComfyClient, clock: MovableClock) -> AsyncIterator[Factory]:
-    """A job manager with a store of its own on the shared database: one bot process."""
-    made: list[tuple[JobManager, PostgresJobStore]] = []
-    stores: list[PostgresJobStore] = []
-
-    async def open_store() -> PostgresJobStore:
-        store = await PostgresJobStore.open(postgres_url, max_size=4)
-        stores.append(store)
-        return store
-
-    def build(owner: str, store: PostgresJobStore, **options: object) -> JobManager:
-        settings: dict[str, object] = {"model": MODEL, "policy": FixedPolicy(0.02), "clock": clock}
-        settings.update(options)
-        chosen = settings.pop("client", client)
-        manager = JobManager(chosen, store, owner=owner, lease_seconds=LEASE, **settings)  # type: ignore[arg-type]
-        manager.upstream.retry_cap = 0.05
-        made.append((manager, store))
-        return manager
-
-    build.open_store = open_store  # type: ignore[attr-defined]
-    yield build
-    for manager, _ in made:
-        await manager.stop(grace=1.0)
-    for store in stores:
-        await store.close()
+async def processes(
+    postgres_url: str, client: RunComfyClient, clock: MovableClock, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Processes]:
+    made = Processes(postgres_url, client, clock, monkeypatch)
+    yield made
+    await made.stop_all()
 
 
-async def process(make_process: Factory, owner: str, **options: object) -> JobManager:
-    store = await make_process.open_store()  # type: ignore[attr-defined]
-    return make_process(owner, store, **options)
+@dataclass
+class Pair:
+    """Two started processes on one database, with what each one heard and delivered."""
+
+    first: JobManager
+    second: JobManager
+    first_events: Recorder
+    second_events: Recorder
+    first_destination: Destination
+    second_destination: Destination
 
 
-async def crash(manager: JobManager, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process dies: its workers stop at once and its leases are not given up (they run out)."""
-    assert manager.keeper is not None
-
-    async def nothing_released(owner: str) -> int:
-        return 0
-
-    monkeypatch.setattr(manager.keeper.leases, "release", nothing_released)
-    await manager.stop(grace=0.0)
+async def two_processes(processes: Processes, names: tuple[str, str] = ("first", "second"), **options: object) -> Pair:
+    """Both started (so both keepers watch for orphans); `options` go to both managers."""
+    first = await processes.new(names[0], **options)
+    second = await processes.new(names[1], **options)
+    first_events, first_destination = await started(first)
+    second_events, second_destination = await started(second)
+    return Pair(first, second, first_events, second_events, first_destination, second_destination)
 
 
 async def row(manager: JobManager, job_id: int) -> Job:
@@ -85,53 +111,45 @@ async def row(manager: JobManager, job_id: int) -> Job:
 
 
 async def test_a_dead_processs_jobs_are_taken_over_and_finished_once(
-    emulator: Emulator, make_process: Factory, clock: MovableClock, monkeypatch: pytest.MonkeyPatch
+    emulator: Emulator, processes: Processes, clock: MovableClock
 ) -> None:
     emulator.config.queue_time = Duration.constant(0.3)
     emulator.config.run_time = Duration.constant(0.3)
-    first = await process(make_process, "first")
-    second = await process(make_process, "second")
-    await started(first)
-    recorder, destination = await started(second)
-    jobs = [await submitted(first, new_job(seed=seed)) for seed in range(3)]
-    await crash(first, monkeypatch)
+    pair = await two_processes(processes)
+    jobs = [await submitted(pair.first, new_job(seed=seed)) for seed in range(3)]
+    await processes.crash(pair.first)
     clock.advance(LEASE + 1)  # the leases run out; the survivor's keeper wakes on the jump
     for job in jobs:
-        await recorder.wait_for(JobDelivered, job.id)
-        done = await row(second, job.id)
+        await pair.second_events.wait_for(JobDelivered, job.id)
+        done = await row(pair.second, job.id)
         assert done.lease_owner == "second"
-    assert second.keeper is not None
-    assert second.keeper.taken_over == 3
-    assert sorted(job_id for job_id, _ in destination.images) == sorted(job.id for job in jobs)
+    assert pair.second.keeper is not None
+    assert pair.second.keeper.taken_over == 3
+    assert sorted(job_id for job_id, _ in pair.second_destination.images) == sorted(job.id for job in jobs)
     assert len(emulator.submits) == 3, "nothing was sent twice"
 
 
-async def test_a_clean_stop_hands_jobs_over_at_once(emulator: Emulator, make_process: Factory) -> None:
+async def test_a_clean_stop_hands_jobs_over_at_once(emulator: Emulator, processes: Processes) -> None:
     emulator.config.queue_time = Duration.constant(0.5)
-    first = await process(make_process, "first")
-    second = await process(make_process, "second")
-    await started(first)
-    recorder, _ = await started(second)
-    job = await submitted(first)
-    await first.stop()  # gives the leases up and says so: no waiting for them to run out
-    await recorder.wait_for(JobDelivered, job.id, within=LEASE / 2 + 1.0)
-    assert (await row(second, job.id)).lease_owner == "second"
+    pair = await two_processes(processes)
+    job = await submitted(pair.first)
+    await pair.first.stop()  # gives the leases up and says so: no waiting for them to run out
+    await pair.second_events.wait_for(JobDelivered, job.id, within=LEASE / 2 + 1.0)
+    assert (await row(pair.second, job.id)).lease_owner == "second"
     assert len(emulator.submits) == 1
 
 
 async def test_a_process_that_lost_its_lease_stops_working_on_the_job(
-    emulator: Emulator, make_process: Factory, clock: MovableClock
+    emulator: Emulator, processes: Processes, clock: MovableClock
 ) -> None:
     """Alive but silent past its lease (say a long pause): another process took the job, and the first's next
     write matches nothing, so it drops the job instead of delivering it a second time."""
     emulator.config.queue_time = Duration.constant(0.6)
-    first = await process(make_process, "first")
-    second = await process(make_process, "second")
-    first_events, first_destination = await started(first)
-    await started(second)
+    pair = await two_processes(processes)
+    first, second = pair.first, pair.second
     job = await submitted(first)
     assert first.keeper is not None
-    await first.keeper.stop()  # first stops renewing (and gives up nothing it still writes to)
+    await first.keeper.stop()  # no more renewals (and its leases given up); its workers go on
     clock.advance(LEASE + 1)
     for _ in range(200):
         if (await row(second, job.id)).lease_owner == "second":
@@ -147,45 +165,41 @@ async def test_a_process_that_lost_its_lease_stops_working_on_the_job(
         await asyncio.sleep(0.02)
     assert done is not None
     assert done.state is JobState.DELIVERED
-    assert first_destination.images == []
-    assert first_events.of(JobDelivered, job.id) == []
+    assert pair.first_destination.images == []
+    assert pair.first_events.of(JobDelivered, job.id) == []
     assert len(emulator.submits) == 1
 
 
 async def test_a_job_found_submitting_is_failed_not_resent(
-    emulator: Emulator, make_process: Factory, clock: MovableClock, monkeypatch: pytest.MonkeyPatch
+    emulator: Emulator, processes: Processes, clock: MovableClock
 ) -> None:
-    first = await process(make_process, "first")
-    second = await process(make_process, "second")
-    await started(first)
-    recorder, _ = await started(second)
+    pair = await two_processes(processes)
+    first = pair.first
     # The process died right after writing this, before the submit left (or while it was on its way).
     orphan = await first.store.create(new_job(), now=clock.now(), state=JobState.SUBMITTING, lease=first.ledger.lease())
-    await crash(first, monkeypatch)
+    await processes.crash(first)
     clock.advance(LEASE + 1)
-    failed = await recorder.wait_for(JobFailed, orphan.id)
+    failed = await pair.second_events.wait_for(JobFailed, orphan.id)
     assert failed.reason == RESTARTED_WHILE_SUBMITTING
     assert emulator.submits == []
 
 
 async def test_a_request_taken_over_mid_submit_is_cancelled_upstream(
-    emulator: Emulator, make_process: Factory, make_client: ClientFactory, clock: MovableClock
+    emulator: Emulator, processes: Processes, make_client: ClientFactory, clock: MovableClock
 ) -> None:
     """The submit was on its way when the lease ran out and another process failed the job as unknown: the
     request RunComfy made is cancelled, so nobody pays for an image nobody will deliver."""
     emulator.config.queue_time = Duration.constant(30.0)
     emulator.inject("submit", Fault.slow(0.8))
-    first = await process(make_process, "first", client=make_client(timeout=5.0))
-    second = await process(make_process, "second")
-    await started(first)
-    recorder, _ = await started(second)
+    pair = await two_processes(processes, client=make_client(timeout=5.0))
+    first = pair.first
     assert first.keeper is not None
     await first.keeper.stop()
     ticket = await first.enqueue(new_job(), None)
     await first.confirm(ticket.job.id)
     await asyncio.sleep(0.2)  # the submit is on its way
     clock.advance(LEASE + 1)
-    failed = await recorder.wait_for(JobFailed, ticket.job.id)
+    failed = await pair.second_events.wait_for(JobFailed, ticket.job.id)
     assert failed.reason == RESTARTED_WHILE_SUBMITTING
     for _ in range(300):
         if emulator.jobs and all(job.cancelled_at is not None for job in emulator.jobs.values()):
@@ -195,12 +209,10 @@ async def test_a_request_taken_over_mid_submit_is_cancelled_upstream(
     assert upstream.cancelled_at is not None
 
 
-async def test_a_cancel_reaches_the_process_holding_the_job(emulator: Emulator, make_process: Factory) -> None:
+async def test_a_cancel_reaches_the_process_holding_the_job(emulator: Emulator, processes: Processes) -> None:
     emulator.config.queue_time = Duration.constant(30.0)
-    holder = await process(make_process, "holder")
-    other = await process(make_process, "other")
-    recorder, _ = await started(holder)
-    await started(other)
+    pair = await two_processes(processes, ("holder", "other"))
+    holder, other, recorder = pair.first, pair.second, pair.first_events
     job = await submitted(holder)
     assert await other.cancel(job.id) is CancelOutcome.CANCELLED
     await recorder.wait_for(JobCancelled, job.id)
@@ -213,31 +225,25 @@ async def test_a_cancel_reaches_the_process_holding_the_job(emulator: Emulator, 
     assert await other.cancel(running.id) is CancelOutcome.TOO_LATE
 
 
-async def test_a_cancel_for_a_dead_holders_job_is_carried_out_here(
-    emulator: Emulator, make_process: Factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_cancel_for_a_dead_holders_job_is_carried_out_here(emulator: Emulator, processes: Processes) -> None:
     """Nobody answers for a job whose lease ran out: the process the member clicked in claims it and cancels."""
     emulator.config.queue_time = Duration.constant(30.0)
-    dead = await process(make_process, "dead")
-    other = await process(make_process, "other")
-    await started(dead)
-    await started(other)  # its keeper now sleeps until the dead process's lease runs out
+    pair = await two_processes(processes, ("dead", "other"))
+    dead, other = pair.first, pair.second  # other's keeper sleeps until the dead process's lease runs out
     job = await submitted(dead)
-    await crash(dead, monkeypatch)
+    await processes.crash(dead)
     await other.store.update(job.id, now=other.clock.now(), lease_until=other.clock.now() - timedelta(seconds=1))
     assert await other.cancel(job.id) is CancelOutcome.CANCELLED
     cancelled = await row(other, job.id)
     assert (cancelled.state, cancelled.lease_owner) == (JobState.CANCELLED, "other")
 
 
-async def test_a_deleted_reply_reaches_the_holder(emulator: Emulator, make_process: Factory) -> None:
+async def test_a_deleted_reply_reaches_the_holder(emulator: Emulator, processes: Processes) -> None:
     """The reply of a job another process holds was deleted: the fact is written here, the holder cancels the
     job (it was not paid for yet) and nothing is sent."""
     emulator.config.queue_time = Duration.constant(30.0)
-    holder = await process(make_process, "holder")
-    other = await process(make_process, "other")
-    recorder, _ = await started(holder)
-    await started(other)
+    pair = await two_processes(processes, ("holder", "other"))
+    holder, other, recorder = pair.first, pair.second, pair.first_events
     job = await submitted(holder)
     await other.store.update(job.id, now=other.clock.now(), message_id=555)  # the reply's message
     await other.reply_deleted(555)
@@ -247,14 +253,11 @@ async def test_a_deleted_reply_reaches_the_holder(emulator: Emulator, make_proce
     assert emulator.jobs[job.request_id].cancelled_at is not None
 
 
-async def test_the_operators_budget_holds_across_processes(emulator: Emulator, make_process: Factory) -> None:
+async def test_the_operators_budget_holds_across_processes(emulator: Emulator, processes: Processes) -> None:
     """Two processes admit at the same moment against a budget of one image a day: exactly one gets it."""
     emulator.config.queue_time = Duration.constant(30.0)
-    budget = Budget(images_per_day=1)
-    first = await process(make_process, "first", budget=budget)
-    second = await process(make_process, "second", budget=budget)
-    await started(first)
-    await started(second)
+    pair = await two_processes(processes, budget=Budget(images_per_day=1))
+    first, second = pair.first, pair.second
     settings = [await manager.store.guilds.get(guild) for manager, guild in ((first, 111 << 22), (second, 222 << 22))]
 
     async def admit(manager: JobManager, index: int) -> bool:
@@ -269,3 +272,72 @@ async def test_the_operators_budget_holds_across_processes(emulator: Emulator, m
         racing = asyncio.gather(admit(first, 0), admit(second, 1))
         await asyncio.sleep(0.05)
     assert sorted(await racing) == [False, True]
+
+
+async def test_a_clean_stop_waits_for_a_submit_on_its_way_before_handing_over(
+    emulator: Emulator, processes: Processes, make_client: ClientFactory
+) -> None:
+    """A rolling restart while a submit is in flight: the stopping process records the request first, then hands
+    the job over; the other process polls and delivers it (not "restarted while submitting", billed for nothing)."""
+    emulator.config.queue_time = Duration.constant(0.3)
+    emulator.inject("submit", Fault.slow(0.6))
+    pair = await two_processes(processes, client=make_client(timeout=5.0))
+    ticket = await pair.first.enqueue(new_job(), None)
+    await pair.first.confirm(ticket.job.id)
+    await asyncio.sleep(0.2)  # the submit is on its way
+    await pair.first.stop(grace=5.0)
+    delivered = await pair.second_events.wait_for(JobDelivered, ticket.job.id)
+    assert delivered.job.lease_owner == "second"
+    assert len(emulator.submits) == 1
+
+
+async def test_a_slot_freed_by_one_process_starts_the_waiting_job_another_holds(
+    emulator: Emulator, processes: Processes
+) -> None:
+    """After a take-over a server's jobs are split between processes: when one process's job leaves the server's
+    only slot, the other process's waiting job starts at once, not when it has waited too long."""
+    emulator.config.queue_time = Duration.constant(0.4)
+    pair = await two_processes(processes, job_timeout=60.0)
+    guild = 333 << 22
+    settings = await pair.first.store.guilds.update(guild, now=pair.first.clock.now(), guild_concurrent=1)
+    first = await pair.first.enqueue(new_job(guild=guild, seed=1), settings)
+    await pair.first.confirm(first.job.id, message_id=1001)
+    second = await pair.second.enqueue(new_job(guild=guild, seed=2), settings)
+    await pair.second.confirm(second.job.id, message_id=1002)
+    await pair.first_events.wait_for(JobCompleted, first.job.id)
+    await pair.second_events.wait_for(JobDelivered, second.job.id, within=5.0)
+    assert len(emulator.submits) == 2
+
+
+async def test_a_job_taken_over_but_not_resumed_is_given_up_and_taken_again(
+    emulator: Emulator, processes: Processes, clock: MovableClock
+) -> None:
+    emulator.config.queue_time = Duration.constant(0.3)
+    pair = await two_processes(processes)
+    job = await submitted(pair.first)
+    second = pair.second
+    assert second.keeper is not None
+    resume = second.keeper._resume
+    failures = [StoreUnavailableError("db", "the server went away")]
+
+    async def flaky(taken: Job) -> None:
+        if failures:
+            raise failures.pop()
+        await resume(taken)
+
+    processes.monkeypatch.setattr(second.keeper, "_resume", flaky)
+    await processes.crash(pair.first)
+    clock.advance(LEASE + 1)
+    await pair.second_events.wait_for(JobDelivered, job.id)
+    assert failures == []
+    assert len(emulator.submits) == 1
+
+
+async def test_cancelling_a_finished_job_of_a_process_gone_for_good_answers_at_once(
+    emulator: Emulator, processes: Processes
+) -> None:
+    pair = await two_processes(processes)
+    job = await submitted(pair.first)
+    await pair.first_events.wait_for(JobDelivered, job.id)
+    await processes.crash(pair.first)  # its name stays on the finished job
+    assert await asyncio.wait_for(pair.second.cancel(job.id), 1.0) is CancelOutcome.ALREADY_FINISHED

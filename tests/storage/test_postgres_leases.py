@@ -50,8 +50,8 @@ async def test_a_lease_that_ran_out_is_taken_over_and_the_old_holder_can_change_
     first, second = stores[0], stores[1]
     job = await first.create(new_job(origin=ORIGIN), now=at(0), state=JobState.WAITING, lease=Lease("a", at(30)))
     assert await second.leases.claim([job.id], "b", until=at(60), now=at(29)) == [], "not yet run out"
-    assert await second.leases.orphans(now=at(29), limit=10) == []
-    assert [o.id for o in await second.leases.orphans(now=at(31), limit=10)] == [job.id]
+    assert await second.leases.orphans("b", now=at(29), limit=10) == []
+    assert [o.id for o in await second.leases.orphans("b", now=at(31), limit=10)] == [job.id]
     [taken] = await second.leases.claim([job.id], "b", until=at(60), now=at(31))
     assert taken.lease_owner == "b"
     moved = await first.transition(job.id, JobState.SUBMITTING, expect=JobState.WAITING, now=at(32), owner="a")
@@ -73,8 +73,9 @@ async def test_renewal_and_orphans_cover_live_jobs_and_owed_deliveries_only(stor
     await store.transition(owing.id, JobState.FAILED, expect=ANY, now=at(1), deliver_at=at(1))
     await store.transition(done.id, JobState.DELIVERED, expect=ANY, now=at(1))
     assert await store.leases.renew("a", until=at(60)) == 3  # not the delivered one
-    orphans = await store.leases.orphans(now=at(61), limit=10)
+    orphans = await store.leases.orphans("b", now=at(61), limit=10)
     assert [job.id for job in orphans] == [live.id, owing.id], "the command line's job is not the bot's to take"
+    assert await store.leases.orphans("a", now=at(61), limit=10) == [], "a late renewal: still its own jobs"
     assert await store.leases.next_expiry("b") == at(60)
     assert await store.leases.next_expiry("a") is None, "its own leases are not waited for"
     assert cli.origin.channel_id is None
@@ -85,9 +86,17 @@ async def test_a_released_lease_is_free_at_once(stores: list[PostgresJobStore]) 
     job = await store.create(new_job(origin=ORIGIN), now=at(0), lease=Lease("a", at(30)))
     assert await store.leases.release("a") == 1
     assert await store.leases.next_expiry("b") is not None
-    assert [o.id for o in await store.leases.orphans(now=at(1), limit=10)] == [job.id]
+    assert [o.id for o in await store.leases.orphans("b", now=at(1), limit=10)] == [job.id]
     [taken] = await stores[1].leases.claim([job.id], "b", until=at(60), now=at(1))
     assert taken.lease_owner == "b"
+
+
+async def test_some_leases_can_be_given_up(stores: list[PostgresJobStore]) -> None:
+    store = stores[0]
+    jobs = [await store.create(new_job(str(n), origin=ORIGIN), now=at(0), lease=Lease("a", at(30))) for n in range(3)]
+    assert await store.leases.release("a", job_ids=[jobs[1].id, jobs[2].id]) == 2
+    assert await store.leases.release("b", job_ids=[jobs[0].id]) == 0, "only the holder gives a lease up"
+    assert [o.id for o in await store.leases.orphans("b", now=at(1), limit=10)] == [jobs[1].id, jobs[2].id]
 
 
 async def test_adopting_a_dead_predecessors_jobs_takes_them_whatever_their_lease(
