@@ -13,8 +13,11 @@ runs long ones.
 database (`plan.processes`, one Discord shard each, servers spread over the
 shards): one process at a time is killed and restarted while the others keep
 running, and every job the dead process held is watched in the database until
-another process (or its own restart) has claimed it. That delay is the
-promise of the leases: "taken over within the lease time".
+another process (or its own restart) has claimed it. That delay is what the
+leases promise ("taken over within the lease time"); the report prints it
+(p50, p95, how many within the lease) and a job never taken over is a broken
+promise, but the delay itself is not asserted: a slow CI machine must not fail
+a test of correctness.
 `tests/chaos/test_processes.py` runs it in CI, `bench/chaos.py --processes 3`
 runs long ones.
 """
@@ -91,13 +94,6 @@ class ChaosPlan:
     # How long a killed process stays down before it is started again (a service manager's restart delay): the
     # longer, the more of its jobs the other processes take over before its restart adopts the rest.
     down_time: tuple[float, float] = (0.0, 0.0)
-    # The promise checked: every job a SIGKILL orphaned is claimed by a live process within the lease time of the
-    # kill; this much more is allowed for the scan that claims it and for a busy machine.
-    take_over_margin: float = 1.0
-
-    @property
-    def take_over_bound(self) -> float:
-        return self.lease_seconds + self.take_over_margin
 
 
 # The plan of tests/chaos/test_processes.py (bench/chaos.py --processes 3 runs it longer). Jobs live a few
@@ -216,13 +212,14 @@ class ChaosReport:
         return [takeover.delay for takeover in self.takeovers if takeover.delay is not None]
 
     def figures(self) -> dict[str, Any]:
-        recoveries, starts = self.recoveries, self.starts
+        recoveries, starts, delays = self.recoveries, self.starts, self.take_over_delays
         several = {
             "orphaned_jobs": len(self.takeovers),
             "taken_over_by_the_restart": sum(1 for takeover in self.takeovers if takeover.by_restart),
             "never_taken_over": sum(1 for takeover in self.takeovers if takeover.delay is None),
-            "take_over_seconds": _stats(self.take_over_delays),
-            "take_over_bound_seconds": self.plan.take_over_bound,
+            "take_over_seconds": _stats(delays),
+            "taken_over_within_the_lease": sum(1 for delay in delays if delay <= self.plan.lease_seconds),
+            "lease_seconds": self.plan.lease_seconds,
         }
         return {
             "seed": self.plan.seed,
@@ -265,7 +262,10 @@ class ChaosReport:
             )
             delays = f["take_over_seconds"]
             shown = f"p50 {delays['median']} · p95 {delays['p95']} · max {delays['max']} s" if delays else "n/a"
-            lines.append(f"  take-over (SIGKILL -> claimed): {shown}; promised <= {f['take_over_bound_seconds']:g} s")
+            lines.append(
+                f"  take-over (SIGKILL -> claimed): {shown}; {f['taken_over_within_the_lease']} of "
+                f"{len(self.take_over_delays)} within the lease ({f['lease_seconds']:g} s)"
+            )
         else:
             lines.append(
                 f"  Discord outages of {self.plan.outage_seconds:.0f} s: {', '.join(f['discord_outages']) or 'none'}"
@@ -880,12 +880,6 @@ class ProcessesChaosRun(Chaos):
                     f"job {takeover.job_id} ({takeover.state}), orphaned by the kill of life {takeover.kill}, "
                     "was never taken over"
                 )
-            elif takeover.delay > plan.take_over_bound:
-                report.problems.append(
-                    f"job {takeover.job_id} ({takeover.state}), orphaned by the kill of life {takeover.kill}, was "
-                    f"taken over after {takeover.delay:.2f} s, more than the lease {plan.lease_seconds:g} s "
-                    f"+ {plan.take_over_margin:g} s"
-                )
         report.duration = time.monotonic() - began
         return report
 
@@ -917,12 +911,14 @@ class ProcessesChaosRun(Chaos):
     async def _watch_orphans(self, life: Life, prefix: str, killed_at: float) -> None:
         """Until each live job held by `prefix` (the dead process) names another holder; TakeOvers recorded.
 
-        Runs at least until the dead process's leases have run out plus the margin (a statement of the dead
-        process still in flight at the kill may land after the first look), at most a few leases longer.
+        Runs at least until the dead process's leases have run out and a scan has had time to claim them (a
+        statement of the dead process still in flight at the kill may land after the first look), and gives up a
+        few leases later: a job still held by the dead process then was never taken over, a broken promise
+        whatever the machine's speed. How long each take-over took is reported, never checked.
         """
         plan = self.plan
         found: dict[int, TakeOver] = {}
-        quiet_after = killed_at + plan.take_over_bound + 0.5
+        quiet_after = killed_at + plan.lease_seconds + 1.5
         give_up = killed_at + 3 * plan.lease_seconds + 15
         while True:
             rows = await self.pool.fetch(_HELD_SQL, prefix, list(found))
