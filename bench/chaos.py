@@ -111,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         totals |= {
             "orphaned_jobs": sum(len(report.takeovers) for report in reports),
             "taken_over_by_the_restart": sum(f["taken_over_by_the_restart"] for f in figures),
-            "taken_over_within_the_lease": sum(f["taken_over_within_the_lease"] for f in figures),
             "take_over_p50_s": round(percentile(delays, 50), 2),
             "take_over_p95_s": round(percentile(delays, 95), 2),
             "take_over_max_s": round(max(delays, default=float("nan")), 2),
