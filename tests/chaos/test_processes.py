@@ -7,7 +7,8 @@ promises of issue 15: every acknowledged /imagine is delivered exactly once (or
 failed with the honest "not sent again" when a kill caught it in
 `submitting`), no submit is repeated, nothing is left unfinished in the
 database, and every job a dead process held is taken over by a live process
-within the lease time. A process whose shards overlap a running one's is
+(how soon, meant to be within the lease, is printed as p50/p95, never
+asserted). A process whose shards overlap a running one's is
 refused at start with one sentence. `python -m bench.chaos --processes 3`
 runs longer plans.
 """
