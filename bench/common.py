@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import socket
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiolimiter import AsyncLimiter
 
 from bot.clock import Clock
+from bot.settings import Settings
+from tests.fakediscord import FakeDiscord
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -19,6 +24,47 @@ OUT = Path(__file__).resolve().parent / "out"
 def out_dir() -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     return OUT
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now (for a child's HEALTH_PORT)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def healthy(process: asyncio.subprocess.Process, port: int, within: float = 60.0) -> None:
+    """Until the bot child answers 200 on /healthz (RuntimeError if it exits first)."""
+    async with asyncio.timeout(within), aiohttp.ClientSession() as session:
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"the bot exited with {process.returncode}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+
+
+def bot_settings(
+    fake: FakeDiscord, runcomfy_url: str, token: str, database: Path, guild_ids: Sequence[int], **overrides: Any
+) -> Settings:
+    """Settings of a bot run in the benchmark's own process: pointed at the fake Discord and the emulator, on
+    the SQLite file `database`, the operator's caps off (benchmarks measure the bot), `overrides` on top."""
+    values: dict[str, Any] = {
+        "discord_token": fake.bot_token,
+        "runcomfy_api_token": token,
+        "runcomfy_base_url": runcomfy_url,
+        "database_path": database,
+        "discord_guild_ids": list(guild_ids),
+        "discord_api_base_url": fake.rest_base,
+        "discord_gateway_url": fake.gateway_url,
+        "budget_images_per_day": 0,
+        "budget_usd_per_day": 0,
+        "budget_usd_per_month": 0,
+    }
+    return Settings(_env_file=None, **(values | overrides))  # _env_file: pydantic-settings' test override, no .env
 
 
 def remove_database(path: Path) -> None:

@@ -33,12 +33,11 @@ import discord.webhook.async_ as webhook_async
 from aiohttp import web
 from PIL import Image
 
-from bench.common import out_dir, percentile, remove_database, table
+from bench.common import bot_settings, out_dir, percentile, remove_database, table
 from bot import download as download_module
 from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator, EmulatorConfig
 from bot.runcomfy import UpstreamState
-from bot.settings import Settings
 from storage.models import JobState
 from tests.fakediscord import FakeDiscord
 from tests.fakediscord.runner import run_bot
@@ -139,18 +138,12 @@ async def measure(case: str, jobs: int, database: Path) -> dict[str, Any]:
         guild = fake.add_guild("Overhead", premium_tier=0)
         channel = guild.add_channel("images")
         member = guild.add_member("member")
-        settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]  # pydantic-settings' documented test override
-            discord_token=fake.bot_token,
-            runcomfy_api_token=TOKEN,
-            runcomfy_base_url=emulator.url,
-            database_path=database,
-            discord_guild_ids=[guild.id],
-            discord_api_base_url=fake.rest_base,
-            discord_gateway_url=fake.gateway_url,
-            budget_images_per_day=0,  # the benchmark measures the bot, not the operator's caps
-            budget_usd_per_day=0,
-            budget_usd_per_month=0,
+        settings = bot_settings(
+            fake,
+            emulator.url,
+            TOKEN,
+            database,
+            [guild.id],
             poll_min_interval_seconds=0.05,
             poll_max_interval_seconds=0.25,
         )

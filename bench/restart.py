@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import signal
-import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from bench.common import out_dir, remove_database, table
+from bench.common import free_port, healthy, out_dir, remove_database, table
 from bot.emulator import Duration, Emulator, EmulatorConfig
 from storage.models import JobState
 from storage.sqlite import SQLiteJobStore
@@ -55,13 +52,6 @@ class LoggingEmulator(Emulator):
         return await super()._middleware(request, handler)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def start_bot(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, int]:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
@@ -75,18 +65,6 @@ async def start_bot(env: dict[str, str]) -> tuple[asyncio.subprocess.Process, in
         stderr=asyncio.subprocess.DEVNULL,
     )
     return process, port
-
-
-async def healthy(process: asyncio.subprocess.Process, port: int, within: float = 60.0) -> None:
-    async with asyncio.timeout(within), aiohttp.ClientSession() as session:
-        while True:
-            if process.returncode is not None:
-                raise RuntimeError(f"the bot exited with {process.returncode}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.05)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
