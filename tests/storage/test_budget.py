@@ -54,6 +54,37 @@ async def test_a_refused_take_waits_for_the_next_token(pools: list[asyncpg.Pool]
     assert (await budget.state()).granted == 2
 
 
+async def test_a_process_waiters_ask_the_database_one_at_a_time_first_come_first_served(
+    pools: list[asyncpg.Pool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hundreds of waiting requests each asking the database whenever a token was due held every connection of
+    # the pool, and a new /imagine's writes waited past Discord's 3 s (bench/scale.py --processes 3).
+    budget = await SharedRequestBudget.open(pools[0], rate=50, capacity=1, name="turns")
+    asking, most_asking = 0, 0
+    ask = budget.try_acquire
+
+    async def counted(amount: float = 1) -> float:
+        nonlocal asking, most_asking
+        asking += 1
+        most_asking = max(most_asking, asking)
+        try:
+            return await ask(amount)
+        finally:
+            asking -= 1
+
+    monkeypatch.setattr(budget, "try_acquire", counted)
+    served: list[int] = []
+
+    async def request(number: int) -> None:
+        await budget.acquire()
+        served.append(number)
+
+    await asyncio.gather(*(request(number) for number in range(20)))
+    assert most_asking == 1
+    assert served == list(range(20))
+    assert (await budget.state()).granted == 20
+
+
 async def test_three_pools_hammering_stay_within_the_rate(pools: list[asyncpg.Pool]) -> None:
     rate, capacity, seconds = 40.0, 5.0, 2.0
     budgets = [await SharedRequestBudget.open(pool, rate=rate, capacity=capacity, name="hammer") for pool in pools]
