@@ -292,7 +292,10 @@ class ImagineBot(commands.Bot):
             await self.store.close()
         if self.session is not None:
             await self.session.close()
-        log.info("shut down cleanly")
+        if self._shutdown is not None:  # asked to stop; a close on the way out of an error is no clean shutdown
+            log.info("shut down cleanly")
+        else:
+            log.debug("closed")
 
 
 class ShardedImagineBot(ImagineBot, commands.AutoShardedBot):

@@ -165,6 +165,7 @@ async def test_run_with_a_rejected_token_is_one_line_and_status_2(
     assert code == 2
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: Discord rejected DISCORD_TOKEN: ")
+    assert "shut down cleanly" not in err  # the failure is the last word, not a reassurance before it
     assert "Traceback" not in err
     assert "not-the-token" not in err
 
