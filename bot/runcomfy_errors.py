@@ -289,7 +289,8 @@ def failure_error(error: Any, *, request_id: str | None, status: str) -> RunComf
     """The error for a job that failed upstream, told apart from a moderation refusal by its text."""
     message = error_message(error) if isinstance(error, Mapping) else (_short(str(error)) if error else None)
     code = error_code(error)
-    text = f"result of {request_id}: job {status or 'failed'}" + (f": {message}" if message else "")
+    text = f"result of {request_id}: job {status or 'failed'}"
+    text += (f", error_code {code}" if code is not None else "") + (f": {message}" if message else "")
     if looks_like_moderation(message):
         return ModerationError(text, code=code)
     return UpstreamJobFailedError(text, code=code)

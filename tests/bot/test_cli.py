@@ -125,7 +125,7 @@ async def test_completed_status_with_failed_result_is_an_upstream_failure(tmp_pa
     lines = err.strip().splitlines()
     # The operator at the terminal gets RunComfy's own words, not the sentence members see.
     assert lines[-1].startswith("error: the job failed at RunComfy [result of ")
-    assert lines[-1].endswith("job failed: Generation failed: worker error]")
+    assert lines[-1].endswith("job failed, error_code 500001: Generation failed: worker error]")
     assert [line for line in lines if line.startswith("error:")] == lines[-1:]  # progress lines, then one error
     assert "Traceback" not in err
 
