@@ -7,17 +7,17 @@ still checks the final choice itself, since a member can type anything.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 
 from bot.attachments import Offered
-from bot.model_registry import ModelDescription, find, server_default, server_models
+from bot.model_registry import ModelDescription, ModelRegistry, find, server_default, server_models
 from bot.model_spec import ASPECT_RATIOS
 
 if TYPE_CHECKING:
-    from bot.jobs import JobManager
     from storage.base import JobStore
 
 CHOICES_MAX = 25  # Discord shows at most 25 suggestions
@@ -36,42 +36,43 @@ def describe(model: ModelDescription) -> str:
     return f"{model.name} · {what}{count}"[:100]
 
 
-async def _context(interaction: discord.Interaction[Any]) -> tuple[list[ModelDescription], ModelDescription | None]:
-    """The server's models, and the one the member picked so far (else the server's default)."""
-    cog: Any = interaction.client.get_cog("Imagine")
-    jobs: JobManager = cog.jobs
-    store: JobStore = cog.store
+@dataclass(frozen=True, slots=True)
+class Picking:
+    """What a member typing `/imagine` may pick: the server's models, and the one picked so far (else the default)."""
+
+    models: list[ModelDescription]
+    picked: ModelDescription | None
+
+
+async def picking(registry: ModelRegistry, store: JobStore, interaction: discord.Interaction[Any]) -> Picking:
     settings = await store.guilds.get(interaction.guild_id or 0)
-    models = server_models(jobs.registry, settings)
+    allowed = server_models(registry, settings)
     typed = getattr(interaction.namespace, "model", None)
-    picked = find(jobs.registry, typed) if isinstance(typed, str) and typed else None
-    if picked is None or picked not in models:
-        picked = server_default(jobs.registry, settings)
-    return models, picked
+    picked = find(registry, typed) if isinstance(typed, str) and typed else None
+    if picked is None or picked not in allowed:
+        picked = server_default(registry, settings)
+    return Picking(allowed, picked)
 
 
-async def models(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
-    found, _ = await _context(interaction)
+def models(offer: Picking, current: str) -> list[app_commands.Choice[str]]:
     text = current.casefold()
     return [
         app_commands.Choice(name=describe(model), value=model.id)
-        for model in found
+        for model in offer.models
         if text in model.name.casefold() or text in model.id
     ][:CHOICES_MAX]
 
 
-async def ratios(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
-    _, model = await _context(interaction)
-    if model is None:
+def ratios(offer: Picking, current: str) -> list[app_commands.Choice[str]]:
+    if offer.picked is None:
         return []
     return [
         app_commands.Choice(name=RATIO_LABELS[ratio], value=ratio)
-        for ratio in model.ratios
+        for ratio in offer.picked.ratios
         if current.strip() in RATIO_LABELS[ratio]
     ][:CHOICES_MAX]
 
 
-async def counts(interaction: discord.Interaction[Any], current: int | str) -> list[app_commands.Choice[int]]:
-    _, model = await _context(interaction)
-    most = model.max_count if model is not None else 1
+def counts(offer: Picking) -> list[app_commands.Choice[int]]:
+    most = offer.picked.max_count if offer.picked is not None else 1
     return [app_commands.Choice(name=f"{n} image{'s' if n > 1 else ''}", value=n) for n in range(1, most + 1)]

@@ -52,8 +52,6 @@ class ImagineCog(commands.Cog, name="Imagine"):
         count="How many images at once, where the model allows (1 to 4)",
         image="A picture of yours to edit (it goes to an edit model)",
     )
-    @app_commands.autocomplete(model=choices.models, aspect_ratio=choices.ratios)
-    @app_commands.autocomplete(count=choices.counts)
     @app_commands.guild_only()
     async def imagine(
         self,
@@ -74,6 +72,20 @@ class ImagineCog(commands.Cog, name="Imagine"):
             count=count,
             image=offered(image) if image is not None else None,
         )
+
+    # The pickers, asked by Discord while the member types (cogs/choices.py says what each offers).
+
+    @imagine.autocomplete("model")
+    async def _models(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+        return choices.models(await choices.picking(self.jobs.registry, self.store, interaction), current)
+
+    @imagine.autocomplete("aspect_ratio")
+    async def _ratios(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+        return choices.ratios(await choices.picking(self.jobs.registry, self.store, interaction), current)
+
+    @imagine.autocomplete("count")
+    async def _counts(self, interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[int]]:
+        return choices.counts(await choices.picking(self.jobs.registry, self.store, interaction))
 
     async def on_button(self, interaction: discord.Interaction[Any], action: str, job_id: int | None) -> None:
         """❌ Cancel, and any `imagine:` button nobody else answers (forged or from an older release)."""
