@@ -84,7 +84,7 @@ class ChaosPlan:
     # 503 or has its connection cut for `outage_seconds`, while members keep sending commands; the bot is killed
     # a moment after Discord is back, so what finished meanwhile must be delivered by the next process.
     outage_lives: tuple[int, ...] = (4, 11)  # one process only
-    outage_seconds: float = 12.0
+    outage_seconds: float = 20.0  # "tens of seconds": longer than a delivery's first few retries
     # Several processes (ProcessesChaosRun): `processes` bots on one PostgreSQL database, process i running shard i
     # of `processes`, and `guilds` servers spread over the shards (server g on shard g % processes); `channels` and
     # `members` are then per server. One process at a time is killed, `uptime` after every process is up again.
@@ -352,7 +352,7 @@ async def world(plan: ChaosPlan) -> AsyncIterator[World]:
                 guild = fake.add_guild("Chaos Server" if plan.guilds == 1 else f"Chaos Server {index}")
             guilds.append(guild)
             channels += [guild.add_channel(f"chaos-{number}") for number in range(plan.channels)]
-            # Server admins skip the per-member limits (cogs/limits.py), so every command becomes a job; nobody
+            # Server admins skip the per-member limits (bot/jobs/limits.py), so every command becomes a job; nobody
             # skips the server's line, so jobs past its concurrency wait (state `waiting`) and are started by the bot.
             admins = guild.add_role("Admins", permissions=Perm.MANAGE_GUILD)
             members += [guild.add_member(f"member{number}", roles=[admins]) for number in range(plan.members)]
