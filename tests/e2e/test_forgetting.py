@@ -3,7 +3,6 @@ every image it ever made (issue 13: the per-job state is dropped when a job ends
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from bot.app import ImagineBot
@@ -60,9 +59,7 @@ async def test_jobs_that_ended_every_way_leave_nothing_behind(
 
     await jobs_for(bot, [delivered], JobState.DELIVERED)
     await jobs_for(bot, [failed, cancelled], JobState.FAILED, JobState.CANCELLED)
-    try:
-        async with asyncio.timeout(10):
-            while per_job_memory(bot):  # the last edits of a reply may still be on their way
-                await asyncio.sleep(0.05)
-    except TimeoutError:
+    try:  # the last edits of a reply may still be on their way
+        await fake_discord.wait_for(lambda: not per_job_memory(bot), 10)
+    except AssertionError:
         raise AssertionError(f"kept after every job ended: {per_job_memory(bot)}") from None
