@@ -164,7 +164,7 @@ async def test_errors_reach_the_caller_and_free_the_slot() -> None:
 
 
 def test_worker_count_comes_from_the_settings() -> None:
-    workers = ImageWorkers.from_settings(Settings(_env_file=None, image_workers=3))  # type: ignore[call-arg]
+    workers = ImageWorkers.from_settings(Settings(_env_file=None, image_workers=3))
     try:
         assert workers.count == 3
     finally:

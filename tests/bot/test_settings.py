@@ -44,7 +44,7 @@ def test_env_example_lists_every_setting_with_a_comment() -> None:
 def test_env_example_parses_to_the_defaults(tmp_path: Path) -> None:
     env = tmp_path / ".env"
     env.write_text((ROOT / ".env.example").read_text(encoding="utf-8"), encoding="utf-8")
-    loaded = Settings(_env_file=env)  # type: ignore[call-arg]
+    loaded = Settings(_env_file=env)
     assert loaded.model_dump() == build().model_dump()
 
 
