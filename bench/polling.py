@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -53,7 +54,7 @@ TOKEN = "bench-token"  # noqa: S105 (the emulator's stand-in token)
 FIXED = (0.1, 0.5, 2.0, 3.0, 5.0)
 OURS, COLD = "ours", "ours (cold)"
 FINISHED = frozenset({UpstreamState.FINISHED, UpstreamState.SUCCEEDED, UpstreamState.FAILED})
-PRODUCTION_BUDGET = Settings(_env_file=None).runcomfy_requests_per_second  # type: ignore[call-arg]
+PRODUCTION_BUDGET = Settings(_env_file=None).runcomfy_requests_per_second
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class Options:
 def policy_for(strategy: str, tuning: dict[str, float]) -> PollPolicy:
     if strategy.startswith("fixed "):
         return FixedPolicy(float(strategy.removeprefix("fixed ").removesuffix(" s")))
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]  # production defaults, not this shell's env
+    settings = Settings(_env_file=None)  # production defaults, not this shell's env
     options = {"min_interval": settings.poll_min_interval_seconds, "max_interval": settings.poll_max_interval_seconds}
     return AdaptivePolicy.for_model(EmulatorConfig().model_id, **{**options, **tuning})
 
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for profile in profiles:
             print(f"{profile.name}: {profile.describe()}", flush=True)
-            results[profile.name] = run_virtual(lambda p=profile: run_profile(p, strategies, opts), args.scale)
+            results[profile.name] = run_virtual(partial(run_profile, profile, strategies, opts), args.scale)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
