@@ -129,7 +129,7 @@ async def test_a_cancelled_caller_keeps_its_slot_until_its_thread_ends(workers: 
     assert await started(queued)
     other.release.set()
     queued.release.set()
-    assert await asyncio.gather(keeps, waiting) == ["other", "queued"]
+    assert list(await asyncio.gather(keeps, waiting)) == ["other", "queued"]  # a list, though typeshed says tuple
 
 
 async def test_a_waiting_caller_that_is_cancelled_never_runs(workers: ImageWorkers) -> None:
