@@ -274,7 +274,8 @@ async def test_the_request_sent_for_each_model_matches_its_description(
         body = submitted(emulator, prompt)
         image_url = None
         if model.edits:
-            sent = body[model.inputs.image.field]  # type: ignore[union-attr]
+            assert model.inputs.image is not None  # an editing model names its image input
+            sent = body[model.inputs.image.field]
             image_url = sent[0] if isinstance(sent, list) else sent
         expected = build_request(
             model,

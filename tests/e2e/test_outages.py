@@ -70,7 +70,8 @@ async def test_images_finished_during_ten_minutes_of_discord_outage_arrive_once_
             await asyncio.sleep(0.1)
         delivered = await jobs_for(bot, interactions, JobState.DELIVERED)
     assert [done_versions(interaction) for interaction in interactions] == [1, 1, 1]
-    assert all(len(interaction.original_message.attachments) == 1 for interaction in interactions)  # type: ignore[union-attr]
+    replies = [interaction.original_message for interaction in interactions]
+    assert all(reply is not None and len(reply.attachments) == 1 for reply in replies)
     assert {job.delivery for job in delivered} <= {"interaction", "channel_edit"}  # the reply itself, edited
     assert len(general.messages) == 3  # no second message for any of them
     assert len(emulator.submits) == 3
