@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
@@ -89,8 +90,8 @@ def _dist(duration: Duration) -> str:
 class TimedClient(RunComfyClient):
     """The product client, noting when an answer first says a request finished (loop time)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.detected: dict[str, float] = {}
         self.started_seen: dict[str, float] = {}
         self.polls: Counter[str] = Counter()  # status and result calls per request id

@@ -1,5 +1,6 @@
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import discord
 
@@ -11,7 +12,7 @@ from storage.models import Job, JobOrigin, JobState
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def make_job(prompt: str = "a red fox, watercolor", **changes: object) -> Job:
+def make_job(prompt: str = "a red fox, watercolor", **changes: Any) -> Job:
     job = Job(
         id=42,
         model="imagineart/imagineart-1.5-preview/text-to-image",
@@ -23,7 +24,7 @@ def make_job(prompt: str = "a red fox, watercolor", **changes: object) -> Job:
         created_at=T0,
         updated_at=T0,
     )
-    return replace(job, **changes)  # type: ignore[arg-type]
+    return replace(job, **changes)
 
 
 def custom_ids(rendered: render.Rendered) -> list[str]:
