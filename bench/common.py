@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import math
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -18,6 +18,7 @@ from bot.clock import Clock
 from bot.settings import Settings
 from tests.fakediscord import FakeDiscord
 
+T = TypeVar("T")
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -107,7 +108,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         return self._now
 
 
-def run_virtual(main: Callable[[], Any], scale: float) -> Any:
+def run_virtual(main: Callable[[], Coroutine[Any, Any, T]], scale: float) -> T:
     """Run the coroutine function `main` on a VirtualClockLoop."""
     with asyncio.Runner(loop_factory=lambda: VirtualClockLoop(scale)) as runner:
         return runner.run(main())

@@ -30,6 +30,7 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from bench.common import out_dir, percentile, run_virtual, table
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(args.jobs, 0, args.seed, args.gap, 5000.0, 0.0, workdir, {})
     if args.derive_prior:
         for name in args.profiles.split(","):
-            print(run_virtual(lambda p=PROFILES[name]: derive_prior(p, opts, args), args.scale))
+            print(run_virtual(partial(derive_prior, PROFILES[name], opts, args), args.scale))
         shutil.rmtree(workdir, ignore_errors=True)
         return 0
     mode = f"after a restart on {args.train} jobs" if args.restart else "on an empty database"
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.profiles.split(","):
             profile = PROFILES[name]
             outcomes = [
-                run_virtual(lambda p=profile, s=seed: one_install(p, opts, s, args), args.scale)
+                run_virtual(partial(one_install, profile, opts, seed, args), args.scale)
                 for seed in range(args.seed, args.seed + args.installs)
             ]
             early, late = pools(outcomes)

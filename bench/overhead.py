@@ -25,7 +25,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator, EmulatorConfig
 from bot.runcomfy import UpstreamState
 from storage.models import JobState
-from tests.fakediscord import FakeDiscord
+from tests.fakediscord import FakeDiscord, FakeInteraction, FakeMessage
 from tests.fakediscord.runner import run_bot
 
 TOKEN = "bench-overhead-token"  # noqa: S105 (the emulator's stand-in token)
@@ -111,13 +111,20 @@ def instrument(bot: ImagineBot, watch: Stopwatch) -> Callable[[], None]:
     client.result = result  # type: ignore[method-assign]
     client.download_image = download_image  # type: ignore[method-assign]
     download_module.inspect_image = inspect_image
-    webhook_async.AsyncWebhookAdapter.request = request  # type: ignore[method-assign]
+    # discord.py's internal webhook adapter, patched with a pass-through wrapper whose signature is looser than its own
+    webhook_async.AsyncWebhookAdapter.request = request  # type: ignore[method-assign,assignment]
 
     def undo() -> None:
         download_module.inspect_image = original_inspect
         webhook_async.AsyncWebhookAdapter.request = original_request  # type: ignore[method-assign]
 
     return undo
+
+
+def with_image(interaction: FakeInteraction) -> FakeMessage | None:
+    """The interaction's reply once it carries an attachment."""
+    message = interaction.original_message
+    return message if message is not None and message.attachments else None
 
 
 async def longest_block(stop: asyncio.Event, blocks: list[float], period: float = 0.005) -> None:
@@ -162,14 +169,7 @@ async def measure(case: str, jobs: int, database: Path) -> dict[str, Any]:
             try:
                 for index in range(jobs):
                     interaction = await member.run_command("imagine", channel, prompt=f"overhead {case} {index}")
-                    message = await fake.wait_for(
-                        lambda i=interaction: (
-                            i.original_message
-                            if i.original_message is not None and i.original_message.attachments
-                            else None
-                        ),
-                        timeout=60,
-                    )
+                    message = await fake.wait_for(partial(with_image, interaction), timeout=60)
                     job = (await bot.store.jobs_for_user(member.id, limit=1))[0]
                     while job.state is not JobState.DELIVERED:
                         await asyncio.sleep(0.01)

@@ -33,7 +33,9 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from pydantic import SecretStr
@@ -53,7 +55,7 @@ TOKEN = "bench-token"  # noqa: S105 (the emulator's stand-in token)
 FIXED = (0.1, 0.5, 2.0, 3.0, 5.0)
 OURS, COLD = "ours", "ours (cold)"
 FINISHED = frozenset({UpstreamState.FINISHED, UpstreamState.SUCCEEDED, UpstreamState.FAILED})
-PRODUCTION_BUDGET = Settings(_env_file=None).runcomfy_requests_per_second  # type: ignore[call-arg]
+PRODUCTION_BUDGET = Settings(_env_file=None).runcomfy_requests_per_second
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,8 @@ def _dist(duration: Duration) -> str:
 class TimedClient(RunComfyClient):
     """The product client, noting when an answer first says a request finished (loop time)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.detected: dict[str, float] = {}
         self.started_seen: dict[str, float] = {}
         self.polls: Counter[str] = Counter()  # status and result calls per request id
@@ -156,7 +158,7 @@ class Options:
 def policy_for(strategy: str, tuning: dict[str, float]) -> PollPolicy:
     if strategy.startswith("fixed "):
         return FixedPolicy(float(strategy.removeprefix("fixed ").removesuffix(" s")))
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]  # production defaults, not this shell's env
+    settings = Settings(_env_file=None)  # production defaults, not this shell's env
     options = {"min_interval": settings.poll_min_interval_seconds, "max_interval": settings.poll_max_interval_seconds}
     return AdaptivePolicy.for_model(EmulatorConfig().model_id, **{**options, **tuning})
 
@@ -448,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for profile in profiles:
             print(f"{profile.name}: {profile.describe()}", flush=True)
-            results[profile.name] = run_virtual(lambda p=profile: run_profile(p, strategies, opts), args.scale)
+            results[profile.name] = run_virtual(partial(run_profile, profile, strategies, opts), args.scale)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -17,7 +17,7 @@ def bot_settings(
 ) -> Settings:
     """No `.env` is read (pydantic-settings' documented test override); `overrides` are further fields."""
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         discord_token=fake.bot_token,
         runcomfy_api_token=token,
         runcomfy_base_url=emulator.url,

@@ -129,13 +129,25 @@ class PostgresServer:
 
     def _run(self, program: str, *args: str) -> None:
         command = [str(self.bindir / program), *args]
-        kwargs: dict[str, object] = {}
+        # As an unprivileged user when we are root (None: as ourselves, subprocess's default).
+        user: int | None = None
+        group: int | None = None
+        extra_groups: list[int] | None = None
         if self.user is not None:
-            kwargs = {"user": self.user.pw_uid, "group": self.user.pw_gid, "extra_groups": []}
+            user, group, extra_groups = self.user.pw_uid, self.user.pw_gid, []
         # initdb picks its locale from the environment: C keeps it the same on every machine.
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
         result = subprocess.run(  # noqa: S603 - our own binaries, no shell
-            command, cwd=self.root, env=env, capture_output=True, text=True, timeout=120, check=False, **kwargs
+            command,
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            user=user,
+            group=group,
+            extra_groups=extra_groups,
         )
         if result.returncode != 0:
             tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""

@@ -208,7 +208,7 @@ async def interrupt_cli(tmp_path: Path, emulator: Emulator, after: str) -> tuple
         cwd=tmp_path, env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None
-    seen = []
+    seen: list[str] = []
     async with asyncio.timeout(30):
         while after not in "".join(seen):
             line = await process.stderr.readline()

@@ -10,7 +10,7 @@ from bot.emulator import Duration, Emulator, Fault
 from bot.jobs.events import JobCancelled, JobDelivered, JobFailed, JobRunning
 from bot.jobs.line import TOO_LONG_IN_LINE
 from storage.models import GuildSettings, JobState
-from tests.bot.jobs_support import ManagerFactory, new_job, started, submitted
+from tests.bot.jobs_support import ManagerFactory, Recorder, new_job, started, submitted
 from tests.clocks import MovableClock
 
 
@@ -78,9 +78,9 @@ async def test_a_job_that_cannot_be_cancelled_is_waited_for_and_delivered(
     assert len(destination.images) == 1
 
 
-async def _running_events(recorder: object, job_id: int) -> list[JobRunning]:
+async def _running_events(recorder: Recorder, job_id: int) -> list[JobRunning]:
     for _ in range(200):
-        events = [e for e in recorder.of(JobRunning, job_id) if e.overdue]  # type: ignore[attr-defined]
+        events = [e for e in recorder.of(JobRunning, job_id) if e.overdue]
         if events:
             return events
         await asyncio.sleep(0.01)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -26,20 +27,22 @@ from tests.bot.jobs_support import Destination, ManagerFactory, new_job, started
 from tests.clocks import MovableClock
 
 
-async def until(manager: JobManager, job_id: int, check: object, within: float = 10.0) -> Job:
+async def until(manager: JobManager, job_id: int, check: Callable[[Job], object], within: float = 10.0) -> Job:
     """The job's row once `check(row)` holds."""
     async with asyncio.timeout(within):
         while True:
             row = await manager.store.get(job_id)
-            if row is not None and check(row):  # type: ignore[operator]
+            if row is not None and check(row):
                 return row
             await asyncio.sleep(0.01)
 
 
-async def advance_until(clock: MovableClock, done: object, step: float = 60.0, limit: int = 200) -> None:
+async def advance_until(
+    clock: MovableClock, done: Callable[[], Awaitable[bool]], step: float = 60.0, limit: int = 200
+) -> None:
     """Move the clock in steps (letting the workers run between them) until `done()` is true."""
     for _ in range(limit):
-        if await done():  # type: ignore[operator]
+        if await done():
             return
         clock.advance(step)
         await asyncio.sleep(0.02)

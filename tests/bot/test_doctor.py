@@ -38,7 +38,7 @@ def settings(tmp_path: Path, emulator: Emulator, fake_discord: FakeDiscord, guil
 
 async def check(settings: Settings, fake: FakeDiscord, **overrides: Any) -> tuple[int, list[str]]:
     out = io.StringIO()
-    changed = Settings(_env_file=None, **(settings.model_dump() | overrides))  # type: ignore[call-arg]
+    changed = Settings(_env_file=None, **(settings.model_dump() | overrides))
     code = await run_checks(changed, out, ready_timeout=0.05)
     text = out.getvalue()
     for secret in (fake.bot_token, TOKEN, fake.bot_token.split(".")[-1]):
@@ -173,7 +173,7 @@ async def test_unregistered_commands_are_reported(settings: Settings, fake_disco
 async def test_a_bot_in_no_server_is_told_to_use_the_invite(tmp_path: Path, emulator: Emulator) -> None:
     async with FakeDiscord() as fake:
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             discord_token=fake.bot_token,
             runcomfy_api_token=TOKEN,
             runcomfy_base_url=emulator.url,
@@ -282,7 +282,7 @@ async def test_a_public_bot_without_allow_list_or_budget_is_a_failure(
         lines, "✓ Discord application"
     )
 
-    fake_discord.bot_public = False  # type: ignore[attr-defined]
+    fake_discord.bot_public = False
     code, lines = await check(settings, fake_discord, **no_caps)
     assert code == 0, "\n".join(lines)
     assert line(lines, "✓ Discord application") == (

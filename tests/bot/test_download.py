@@ -333,7 +333,7 @@ async def test_an_allowlisted_name_resolving_to_a_local_address_is_refused_befor
 ) -> None:
     file_host.files["a.png"] = (render_png("x", 1, "1:1"), "image/png")
     dns = MapDNS({"cdn.runcomfy.net": [answers]})
-    settings = Settings(_env_file=None, runcomfy_base_url=emulator.url)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, runcomfy_base_url=emulator.url)
     port = file_host.url.rsplit(":", 1)[1]
     async with open_session(settings, resolver=dns) as session:
         client = pinned_client(session, emulator.url, settings.allowed_download_hosts)
@@ -351,7 +351,7 @@ async def test_a_redirect_to_a_name_resolving_to_loopback_is_refused(emulator: E
     file_host.files["a.png"] = (render_png("x", 1, "1:1"), "image/png")
     port = file_host.url.rsplit(":", 1)[1]
     dns = MapDNS({"images.runcomfy.net": [["127.0.0.1"]]})
-    settings = Settings(_env_file=None, runcomfy_base_url=emulator.url)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, runcomfy_base_url=emulator.url)
     async with open_session(settings, resolver=dns) as session:
         client = pinned_client(session, emulator.url, settings.allowed_download_hosts)
         url = (await client.result((await client.submit(INPUTS)).request_id)).image_urls[0]
@@ -371,7 +371,7 @@ async def test_the_connection_goes_to_the_address_that_was_resolved_once(emulato
     base_url = f"http://emulator.test:{port}"
     dns = MapDNS({"emulator.test": [["127.0.0.1"], ["127.0.0.2"]]})
     emulator.config.file_base_url = base_url
-    settings = Settings(_env_file=None, runcomfy_base_url=base_url)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, runcomfy_base_url=base_url)
     async with open_session(settings, resolver=dns) as session:
         client = pinned_client(session, base_url, settings.allowed_download_hosts)
         result = await client.result((await client.submit(INPUTS)).request_id)

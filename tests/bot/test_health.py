@@ -153,7 +153,7 @@ async def test_the_health_command_asks_the_running_bot(bot: ImagineBot, settings
 
 
 async def test_the_health_command_fails_when_nothing_answers(unused_tcp_port: int) -> None:
-    settings = Settings(_env_file=None, health_port=unused_tcp_port, health_host="0.0.0.0")  # type: ignore[call-arg]  # noqa: S104
+    settings = Settings(_env_file=None, health_port=unused_tcp_port, health_host="0.0.0.0")  # noqa: S104
     assert probe_url(settings) == f"http://127.0.0.1:{unused_tcp_port}/healthz"
     out = io.StringIO()
     assert await probe(settings, out) == 1

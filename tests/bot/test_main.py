@@ -202,9 +202,9 @@ def test_shard_of_is_discords_formula() -> None:
 
 
 def test_build_bot_shards_only_when_asked(tmp_path: Path) -> None:
-    plain = build_bot(Settings(_env_file=None))  # type: ignore[call-arg]
+    plain = build_bot(Settings(_env_file=None))
     assert type(plain) is ImagineBot
-    sharded = build_bot(Settings(_env_file=None, shard_count=4, shard_ids=[1, 2]))  # type: ignore[call-arg]
+    sharded = build_bot(Settings(_env_file=None, shard_count=4, shard_ids=[1, 2]))
     assert isinstance(sharded, ShardedImagineBot)
     assert (sharded.shard_count, sharded.shard_ids) == (4, [1, 2])
 
@@ -231,7 +231,7 @@ async def test_a_sharded_process_resumes_only_the_jobs_of_its_shards(
             new = NewJob(model=emulator.config.model_id, prompt=name, aspect_ratio="1:1", seed=1, origin=origin)
             jobs[name] = await store.create(new, now=now)
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         discord_token=fake_discord.bot_token,
         runcomfy_api_token=TOKEN,
         runcomfy_base_url=emulator.url,

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.postgres
 
 
 def settings(shards: list[int], count: int = 4) -> Settings:
-    return Settings(_env_file=None, shard_count=count, shard_ids=shards, lease_seconds=3)  # type: ignore[call-arg]
+    return Settings(_env_file=None, shard_count=count, shard_ids=shards, lease_seconds=3)
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import discord
 
 from bot.model_spec import NO_SEED
 from cogs import render
@@ -9,7 +12,7 @@ from storage.models import Job, JobOrigin, JobState
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def make_job(prompt: str = "a red fox, watercolor", **changes: object) -> Job:
+def make_job(prompt: str = "a red fox, watercolor", **changes: Any) -> Job:
     job = Job(
         id=42,
         model="imagineart/imagineart-1.5-preview/text-to-image",
@@ -21,11 +24,17 @@ def make_job(prompt: str = "a red fox, watercolor", **changes: object) -> Job:
         created_at=T0,
         updated_at=T0,
     )
-    return replace(job, **changes)  # type: ignore[arg-type]
+    return replace(job, **changes)
 
 
 def custom_ids(rendered: render.Rendered) -> list[str]:
     return [button.custom_id for button in rendered.buttons]
+
+
+def card(rendered: render.Rendered) -> discord.Embed:
+    """The rendering's embed: every rendering these tests read one from has it."""
+    assert rendered.embed is not None
+    return rendered.embed
 
 
 def labels(rendered: render.Rendered) -> list[str | None]:
@@ -37,7 +46,7 @@ def test_queued_shows_position_and_a_cancel_button() -> None:
     assert "Queued · #3" in rendered.content
     assert "<@3>" in rendered.content
     assert custom_ids(rendered) == ["imagine:cancel:42"]
-    fields = {field.name: field.value for field in rendered.embed.fields}
+    fields = {field.name: field.value for field in card(rendered).fields}
     assert fields["Seed"] == "`7`"
     assert fields["Aspect ratio"] == "16:9 · landscape"
 
@@ -53,8 +62,8 @@ def test_generating_uses_relative_timestamps() -> None:
 def test_finished_embeds_the_attachment_and_offers_reroll_remix_and_delete() -> None:
     job = make_job(state=JobState.COMPLETED, completed_at=T0 + timedelta(seconds=9.4), cost_usd=0.03)
     rendered = render.finished(job, ["imagine-42.png"], model_name="ImagineArt 1.5")
-    assert rendered.embed.image.url == "attachment://imagine-42.png"
-    fields = {field.name: field.value for field in rendered.embed.fields}
+    assert card(rendered).image.url == "attachment://imagine-42.png"
+    fields = {field.name: field.value for field in card(rendered).fields}
     assert fields["Time"] == "9.4 s"
     assert fields["Model"] == "ImagineArt 1.5"
     assert "Cost" not in fields  # only when the server asks for it
@@ -66,8 +75,8 @@ def test_finished_shows_cost_when_asked_and_marks_estimates() -> None:
     job = make_job(state=JobState.COMPLETED, completed_at=T0, cost_usd=0.03)
     exact = render.finished(job, ["imagine-42.png"], model_name="m", show_cost=True)
     estimate = render.finished(replace(job, cost_estimated=True), ["imagine-42.png"], model_name="m", show_cost=True)
-    assert {f.name: f.value for f in exact.embed.fields}["Cost"] == "$0.03"
-    assert {f.name: f.value for f in estimate.embed.fields}["Cost"] == "≈ $0.03"
+    assert {f.name: f.value for f in card(exact).fields}["Cost"] == "$0.03"
+    assert {f.name: f.value for f in card(estimate).fields}["Cost"] == "≈ $0.03"
 
 
 def test_waiting_for_a_slot_shows_the_place_in_line_and_can_be_cancelled() -> None:
@@ -79,7 +88,7 @@ def test_waiting_for_a_slot_shows_the_place_in_line_and_can_be_cancelled() -> No
 def test_a_content_refusal_does_not_repeat_the_prompt() -> None:
     job = make_job(prompt="something the filter hated")
     rendered = render.refused(job, "The image service refused this prompt under its content rules.")
-    shown = rendered.content + str(rendered.embed.to_dict())
+    shown = rendered.content + str(card(rendered).to_dict())
     assert "filter hated" not in shown
     assert "content rules" in shown
     assert "Failed" in rendered.content
@@ -91,23 +100,26 @@ def test_markdown_in_prompts_is_escaped_and_long_prompts_trimmed() -> None:
     rendered = render.queued(job, None)
     assert len(rendered.content) <= render.CONTENT_MAX
     assert "```" not in rendered.content
-    assert rendered.embed.description is not None
-    assert len(rendered.embed.description) <= render.DESCRIPTION_MAX
-    assert rendered.embed.description.endswith("…")
-    assert "\\*\\*bold\\*\\*" in rendered.embed.description
+    description = card(rendered).description
+    assert description is not None
+    assert len(description) <= render.DESCRIPTION_MAX
+    assert description.endswith("…")
+    assert "\\*\\*bold\\*\\*" in description
     assert len(render.alt_text(job)) <= render.ALT_TEXT_MAX
 
 
 def test_total_embed_size_stays_within_discord_limit() -> None:
     job = make_job(prompt="y" * 2048, state=JobState.COMPLETED, completed_at=T0)
     rendered = render.finished(job, ["imagine-42.png"], model_name="m" * 200)
-    assert len(rendered.embed) <= 6000
+    assert len(card(rendered)) <= 6000
 
 
 def test_failure_says_what_happened_and_offers_retry_only_when_useful() -> None:
     retry = render.failed(make_job(), "RunComfy had a hiccup.", retryable=True)
     final = render.failed(make_job(), "The server's RunComfy balance is empty.", retryable=False)
-    assert "Press 🔄" in retry.embed.fields[-1].value
+    advice = card(retry).fields[-1].value
+    assert advice is not None
+    assert "Press 🔄" in advice
     assert custom_ids(retry) == ["imagine:reroll:42"]
     assert not final.buttons
 
@@ -133,8 +145,8 @@ def test_a_gallery_shows_every_image_with_buttons_per_image() -> None:
     names = [render.file_name(job, "png", number, 4) for number in range(1, 5)]
     assert names[1] == "imagine-42-2.png"
     rendered = render.finished(job, names, model_name="Nano Banana 2 Edit")
-    assert rendered.embed.image.url is None  # the attachments themselves make the gallery
-    fields = {field.name: field.value for field in rendered.embed.fields}
+    assert card(rendered).image.url is None  # the attachments themselves make the gallery
+    fields = {field.name: field.value for field in card(rendered).fields}
     assert "Seed" not in fields  # the model takes none
     assert fields["Images"] == "4"
     ids = custom_ids(rendered)

@@ -1,5 +1,6 @@
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from storage.models import GuildSettings, Job, JobOrigin, JobState, MemberUsage,
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def delivered(**changes: object) -> Job:
+def delivered(**changes: Any) -> Job:
     job = Job(
         id=42,
         model="m",
@@ -30,7 +31,7 @@ def delivered(**changes: object) -> Job:
         finished_at=T0 + timedelta(seconds=12),
         cost_usd=0.03,
     )
-    return replace(job, **changes)  # type: ignore[arg-type]
+    return replace(job, **changes)
 
 
 def fields(embed: object) -> dict[str, str]:

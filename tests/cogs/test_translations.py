@@ -59,6 +59,8 @@ def test_tables_translate_the_same_strings(table: dict[str, str]) -> None:
 
 
 async def test_other_locales_stay_english() -> None:
-    context = app_commands.TranslationContext(app_commands.TranslationContextLocation.other, None)
+    context: app_commands.TranslationContextTypes = app_commands.TranslationContext(
+        app_commands.TranslationContextLocation.other, None
+    )
     text = app_commands.locale_str("Create an image from a text prompt")
     assert await CommandTranslator().translate(text, discord.Locale.japanese, context) is None

@@ -102,7 +102,7 @@ async def jobs_for(
     assert bot.store is not None
     async with asyncio.timeout(within):
         while True:
-            rows = []
+            rows: list[Job] = []
             for interaction in interactions:
                 prompt = interaction.data.get("options", [{}])
                 mine = await bot.store.jobs_for_user(interaction.member.id, limit=1000)

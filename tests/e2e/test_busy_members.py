@@ -47,7 +47,8 @@ async def test_six_rerolls_at_once_in_one_channel_do_not_hold_up_an_imagine(
     await admin(moderator, general, "set server-jobs", limit=20)
     original = await reply_showing(fake_discord, await alice.run_command("imagine", general, prompt="a kite"), "Done")
     job_id = original.embeds[0]["footer"]["text"].removeprefix("Job ")
-    members = [alice, bob, moderator, *(general.guild.add_member(f"fan{index}") for index in range(3))]  # type: ignore[union-attr]
+    assert general.guild is not None
+    members = [alice, bob, moderator, *(general.guild.add_member(f"fan{index}") for index in range(3))]
     with fake_discord.hold(CREATE) as held:
         clicks = [await member.click(original, f"imagine:reroll:{job_id}") for member in members]
         for click in clicks:

@@ -26,6 +26,7 @@ import pytest
 from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator, Fault
 from bot.settings import Settings
+from storage.sqlite import SQLiteJobStore
 from tests.chaos.harness import DONE, FAILED, read_jobs
 from tests.e2e.conftest import BotStarter, reply_showing
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember, FakeMessage, Perm
@@ -412,12 +413,13 @@ def result_answer_pointing_at(url: str) -> Callable[[World], None]:
 
 async def database_read_only(w: World) -> None:
     # Root ignores file modes; query_only makes SQLite refuse writes the way a read-only file does (SQLITE_READONLY).
-    assert w.bot.store is not None
-    await w.bot.store._db.execute("PRAGMA query_only = ON")
+    store = w.bot.store
+    assert isinstance(store, SQLiteJobStore)  # these bots keep their jobs in a SQLite file
+    await store._db.execute("PRAGMA query_only = ON")
     try:
         await ephemeral_answer(await w.alice.run_command("imagine", w.general, prompt="a locked-out fox"), NOT_STARTED)
     finally:
-        await w.bot.store._db.execute("PRAGMA query_only = OFF")
+        await store._db.execute("PRAGMA query_only = OFF")
 
 
 async def database_locked(w: World) -> None:

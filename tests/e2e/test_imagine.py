@@ -138,7 +138,8 @@ async def test_reaction_rerolls_a_result(
     async with start_bot() as first:
         interaction = await alice.run_command("imagine", general, prompt="a copper kettle")
         original = await reply_showing(fake_discord, interaction, "Done")
-        [job] = await first.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+        assert first.store is not None
+        [job] = await first.store.jobs_for_user(alice.id)
         await job_in_state(first, job.id, JobState.DELIVERED)
         if cached:
             await bob.react(original, "🔄")
@@ -177,7 +178,8 @@ async def test_cancel_while_queued_and_too_late(
     emulator.config.queue_time = Duration.constant(30.0)
     interaction = await alice.run_command("imagine", general, prompt="a slow queue")
     message = await reply_showing(fake_discord, interaction, "Queued")
-    [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+    assert bot.store is not None
+    [job] = await bot.store.jobs_for_user(alice.id)
     refused = await bob.click(message, f"imagine:cancel:{job.id}")
     assert "Only the member who asked" in (await refused.wait_for_message()).content
     click = await alice.click(message, f"imagine:cancel:{job.id}")
@@ -201,7 +203,8 @@ async def test_cancel_that_loses_the_race_says_it_will_be_billed(
     emulator.config.queue_time = Duration.constant(30.0)
     interaction = await alice.run_command("imagine", general, prompt="a race")
     message = await reply_showing(fake_discord, interaction, "Queued")
-    [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+    assert bot.store is not None
+    [job] = await bot.store.jobs_for_user(alice.id)
     emulator.inject("cancel", Fault.http(202, {"request_id": job.request_id, "outcome": "not_cancellable"}))
     click = await alice.click(message, f"imagine:cancel:{job.id}")
     await fake_discord.wait_for(lambda: click.followups and "Too late" in click.followups[-1].content, 10)
@@ -217,7 +220,8 @@ async def test_job_finishing_after_token_expiry_is_delivered_by_channel_edit(
     fake_discord.clock.advance(16 * 60)
     message = await reply_showing(fake_discord, interaction, "Done")
     assert message.attachments
-    [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+    assert bot.store is not None
+    [job] = await bot.store.jobs_for_user(alice.id)
     job = await job_in_state(bot, job.id, JobState.DELIVERED)
     assert job.delivery == "channel_edit"
 
@@ -286,7 +290,8 @@ async def test_missing_channel_permission_is_named_and_nothing_is_spent(
     assert answer.ephemeral
     assert named in answer.content
     assert emulator.submits == []
-    assert await bot.store.jobs_for_user(alice.id) == []  # type: ignore[union-attr]
+    assert bot.store is not None
+    assert await bot.store.jobs_for_user(alice.id) == []
 
 
 @pytest.mark.parametrize(
@@ -338,7 +343,8 @@ async def test_restart_mid_job_finishes_it_once(
         await reply_showing(fake_discord, interaction, "Generating")
     async with start_bot() as second:
         message = await reply_showing(fake_discord, interaction, "Done")
-        [job] = await second.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+        assert second.store is not None
+        [job] = await second.store.jobs_for_user(alice.id)
         await job_in_state(second, job.id, JobState.DELIVERED)
         assert len(message.attachments) == 1
     assert len(emulator.submits) == 1
@@ -352,7 +358,8 @@ async def test_buttons_on_old_results_work_after_a_restart(
     async with start_bot() as first:
         interaction = await alice.run_command("imagine", general, prompt="a bonsai")
         original = await reply_showing(fake_discord, interaction, "Done")
-        [job] = await first.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+        assert first.store is not None
+        [job] = await first.store.jobs_for_user(alice.id)
         await job_in_state(first, job.id, JobState.DELIVERED)
     async with start_bot():
         click = await alice.click(original, f"imagine:reroll:{job.id}")
@@ -368,7 +375,8 @@ async def test_a_reply_deleted_while_queued_cancels_the_job_upstream_and_sends_n
     message = await reply_showing(fake_discord, interaction, "Queued")
     seen = len(fake_discord.requests)
     await fake_discord.delete_message(message)
-    [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+    assert bot.store is not None
+    [job] = await bot.store.jobs_for_user(alice.id)
     job = await job_in_state(bot, job.id, JobState.CANCELLED)
     assert job.deleted_at is not None
     assert job.request_id is not None
@@ -451,7 +459,8 @@ async def test_reply_that_cannot_be_edited_falls_back_to_a_new_message(
     )
     assert f"<@{alice.id}> your image is ready" in posted.content
     assert posted.pings.users == frozenset({alice.id})  # the requester, and nobody named in the prompt
-    [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+    assert bot.store is not None
+    [job] = await bot.store.jobs_for_user(alice.id)
     job = await job_in_state(bot, job.id, JobState.DELIVERED)
     assert job.delivery == "new_message"
 
@@ -466,7 +475,8 @@ async def test_a_channel_deleted_while_the_job_runs_ends_it_without_further_send
     interaction = await alice.run_command("imagine", channel, prompt="into the void")
     await reply_showing(fake_discord, interaction, "Generating")
     await fake_discord.delete_channel(channel)
-    [job] = await bot.store.jobs_for_user(alice.id)  # type: ignore[union-attr]
+    assert bot.store is not None
+    [job] = await bot.store.jobs_for_user(alice.id)
     job = await job_in_state(bot, job.id, JobState.UNDELIVERABLE)  # made (and billed) while running, shown nowhere
     assert job.deleted_at is not None
     assert job.delivery_error is not None

@@ -50,7 +50,8 @@ async def test_a_members_extra_job_waits_its_turn_and_only_past_the_line_cap_is_
     assert emulator.submits_for("one too many") == 0
 
     job = await job_for(bot, first)
-    click = await alice.click(first.original_message, f"imagine:cancel:{job.id}")  # type: ignore[arg-type]
+    assert first.original_message is not None
+    click = await alice.click(first.original_message, f"imagine:cancel:{job.id}")
     await fake_discord.wait_for(lambda: click.followups and "nothing was charged" in click.followups[-1].content, 10)
     await reply_showing(fake_discord, third, "Queued")  # its turn came
     assert emulator.submits_for("waits for mine") == 1
@@ -169,7 +170,8 @@ async def test_cancelling_a_waiting_job_moves_the_line_up(
     behind = await moderator.run_command("imagine", general, prompt="behind")
     await reply_showing(fake_discord, behind, "#2")
     job = await job_for(bot, ahead)
-    click = await bob.click(ahead.original_message, f"imagine:cancel:{job.id}")  # type: ignore[arg-type]
+    assert ahead.original_message is not None
+    click = await bob.click(ahead.original_message, f"imagine:cancel:{job.id}")
     await fake_discord.wait_for(lambda: click.followups and "nothing was charged" in click.followups[-1].content, 10)
     await reply_showing(fake_discord, ahead, "Cancelled")
     await reply_showing(fake_discord, behind, "Waiting for a free slot · #1")

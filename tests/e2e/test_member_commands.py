@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator
@@ -12,8 +13,8 @@ from tests.e2e.test_community_support import admin, finished_image
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeMember
 
 
-def fields_of(embed: dict[str, object]) -> dict[str, str]:
-    return {str(field["name"]): str(field["value"]) for field in embed["fields"]}  # type: ignore[attr-defined]
+def fields_of(embed: dict[str, Any]) -> dict[str, str]:  # an embed as Discord's JSON
+    return {str(field["name"]): str(field["value"]) for field in embed["fields"]}
 
 
 async def test_queue_shows_my_jobs_with_state_and_place_and_the_server_totals(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Awaitable
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -15,7 +17,7 @@ from bot.settings import DEFAULT_MODEL
 from storage.models import JobState
 from tests.clocks import FakeDiscordClock
 from tests.e2e.conftest import BotStarter, job_in_state, reply_showing
-from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeMember
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember
 
 NANO = "google/nano-banana-2/text-to-image"
 NANO_EDIT = "google/nano-banana-2/edit"
@@ -27,13 +29,14 @@ def png(width: int = 64, height: int = 48, colour: str = "teal") -> bytes:
     return buffer.getvalue()
 
 
-def submitted(emulator: Emulator, prompt: str) -> dict[str, object]:
+def submitted(emulator: Emulator, prompt: str) -> dict[str, Any]:
+    """The JSON body the emulator received for `prompt`."""
     [record] = [record for record in emulator.submits if prompt in record.body.values()]
     return record.body
 
 
-async def refusal(interaction_coro: object) -> str:
-    interaction = await interaction_coro  # type: ignore[misc]
+async def refusal(interaction_coro: Awaitable[FakeInteraction]) -> str:
+    interaction = await interaction_coro
     await interaction.wait_until_acked()
     assert interaction.ephemeral, interaction
     message = await interaction.wait_for_message()
@@ -47,14 +50,16 @@ async def test_an_edit_from_an_attached_image(
     interaction = await alice.run_command("imagine", general, prompt="make it snow", image=("me.png", picture))
     message = await reply_showing(fake_discord, interaction, "Done")
     body = submitted(emulator, "make it snow")
-    [url] = body["image_urls"]  # type: ignore[misc]
+    [url] = body["image_urls"]
     assert "ex=" in str(url)  # the attachment's own (signed) link
     assert emulator.inputs.fetched == [(url, 200)]  # RunComfy could read it
     fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
     assert fields["Kind"] == "✏️ Edit of an image"
     assert fields["Model"] == "Nano Banana 2 Edit"
     assert "Seed" not in fields  # Nano Banana takes none
-    assert message.attachments[0].description.startswith("An edit of the member's image: make it snow")
+    description = message.attachments[0].description
+    assert description is not None
+    assert description.startswith("An edit of the member's image: make it snow")
     assert bot.store is not None
     [job] = await bot.store.jobs_for_user(alice.id)
     assert job.model == NANO_EDIT
@@ -87,7 +92,7 @@ async def test_edit_image_on_a_result(
     edited = await reply_showing(fake_discord, form, "Done")
     assert edited is not result
     body = submitted(emulator, "the castle at night")
-    [url] = body["image_urls"]  # type: ignore[misc]
+    [url] = body["image_urls"]
     assert str(url).split("?")[0] == result.attachments[0].url
     assert f"<@{bob.id}>" in edited.content
 
@@ -115,7 +120,9 @@ async def test_a_four_image_job_arrives_in_one_reply_under_the_upload_limit(
     message = await reply_showing(fake_discord, interaction, "Done")
     assert len(message.attachments) == 4
     assert all(attachment.size <= 40_000 for attachment in message.attachments)
-    assert [a.description for a in message.attachments][1].startswith("Image 2 of 4: four foxes")
+    description = message.attachments[1].description
+    assert description is not None
+    assert description.startswith("Image 2 of 4: four foxes")
     assert len(message.versions[-1].attachments) == 4  # one edit carried them all
     ids = [component.get("custom_id") for component in message.items()]
     assert sum(1 for custom_id in ids if str(custom_id).startswith("imagine:alone:")) == 4
@@ -135,7 +142,7 @@ async def test_a_four_image_job_arrives_in_one_reply_under_the_upload_limit(
     await opened.wait_until_acked()
     form = await alice.submit_modal(opened, {"prompt": "only the third fox, in snow"})
     await reply_showing(fake_discord, form, "Done")
-    [url] = submitted(emulator, "only the third fox, in snow")["image_urls"]  # type: ignore[misc]
+    [url] = submitted(emulator, "only the third fox, in snow")["image_urls"]
     assert str(url).split("?")[0] == message.attachments[2].url
 
 
@@ -267,7 +274,8 @@ async def test_the_request_sent_for_each_model_matches_its_description(
         body = submitted(emulator, prompt)
         image_url = None
         if model.edits:
-            sent = body[model.inputs.image.field]  # type: ignore[union-attr]
+            assert model.inputs.image is not None  # an editing model names its image input
+            sent = body[model.inputs.image.field]
             image_url = sent[0] if isinstance(sent, list) else sent
         expected = build_request(
             model,

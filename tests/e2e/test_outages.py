@@ -11,6 +11,7 @@ import asyncio
 import statistics
 import sys
 from datetime import timedelta
+from functools import partial
 
 import pytest
 
@@ -27,6 +28,10 @@ DONE = "✅ Done"
 def done_versions(interaction: FakeInteraction) -> int:
     message = interaction.original_message
     return 0 if message is None else sum(1 for version in message.versions if DONE in version.content)
+
+
+def done_once(interaction: FakeInteraction) -> bool:
+    return done_versions(interaction) == 1
 
 
 @pytest.mark.parametrize("drop", [False, True], ids=["answering-503", "refusing-connections"])
@@ -65,7 +70,8 @@ async def test_images_finished_during_ten_minutes_of_discord_outage_arrive_once_
             await asyncio.sleep(0.1)
         delivered = await jobs_for(bot, interactions, JobState.DELIVERED)
     assert [done_versions(interaction) for interaction in interactions] == [1, 1, 1]
-    assert all(len(interaction.original_message.attachments) == 1 for interaction in interactions)  # type: ignore[union-attr]
+    replies = [interaction.original_message for interaction in interactions]
+    assert all(reply is not None and len(reply.attachments) == 1 for reply in replies)
     assert {job.delivery for job in delivered} <= {"interaction", "channel_edit"}  # the reply itself, edited
     assert len(general.messages) == 3  # no second message for any of them
     assert len(emulator.submits) == 3
@@ -95,7 +101,7 @@ async def test_jobs_finished_while_the_bot_was_down_twenty_minutes_are_all_deliv
     async with start_bot(clock=clock) as bot:
         delivered = await jobs_for(bot, interactions, JobState.DELIVERED, JobState.FAILED)
         for interaction in interactions:
-            await fake_discord.wait_for(lambda i=interaction: done_versions(i) == 1, 10)
+            await fake_discord.wait_for(partial(done_once, interaction), 10)
     assert [job.state for job in delivered] == [JobState.DELIVERED] * 3  # none failed for its age
     assert len(emulator.submits) == 3
 
@@ -128,7 +134,7 @@ async def test_a_channel_stuck_on_429_does_not_hold_up_other_servers(
             for index, artist in enumerate(artists)
         ]
         for interaction in free:
-            await fake_discord.wait_for(lambda i=interaction: done_versions(i) == 1, 30)
+            await fake_discord.wait_for(partial(done_once, interaction), 30)
         assert all(done_versions(interaction) == 0 for interaction in blocked)  # still stuck meanwhile
         rows = await jobs_for(bot, free, JobState.DELIVERED)
     delays = [_poll_delay(emulator, job) for job in rows]

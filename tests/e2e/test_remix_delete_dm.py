@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from bot.app import ImagineBot
 from bot.emulator import Emulator
@@ -12,9 +13,9 @@ from tests.e2e.test_community_support import admin, finished_image, job_for
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeMember
 
 
-def form_values(modal: dict[str, object]) -> dict[str, str]:
+def form_values(modal: dict[str, Any]) -> dict[str, str]:  # a modal as Discord's JSON
     values = {}
-    for top in modal["components"]:  # type: ignore[attr-defined]
+    for top in modal["components"]:
         for item in [top["component"]] if "component" in top else top["components"]:
             values[item["custom_id"]] = item.get("value", "")
     return values
@@ -71,7 +72,8 @@ async def test_delete_by_the_requester_removes_the_result(
     await fake_discord.wait_for(lambda: message.deleted and click.followups, 10)
     assert answer.ephemeral
     assert click.followups[-1].content == "Deleted."
-    deleted = await bot.store.get(job.id)  # type: ignore[union-attr]
+    assert bot.store is not None
+    deleted = await bot.store.get(job.id)
     assert deleted is not None
     assert deleted.deleted_at is not None
 

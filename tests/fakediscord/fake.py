@@ -184,8 +184,10 @@ class FakeDiscord:
         event, self._changed = self._changed, asyncio.Event()
         event.set()
 
-    async def wait_for(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:  # noqa: ASYNC109  # the test-facing API reads better with a timeout
-        """Poll `predicate` on every change (and every 50 ms, for state outside the fake) until it is truthy."""
+    async def wait_for(self, predicate: Callable[[], T | None], timeout: float = 5.0) -> T:  # noqa: ASYNC109  # the test-facing API reads better with a timeout
+        """Poll `predicate` on every change (and every 50 ms, for state outside the fake) until it is truthy.
+
+        The predicate may answer None while it waits: what comes back is the first truthy answer, never None."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

@@ -129,7 +129,9 @@ async def test_file_over_the_guild_limit_refused_40005_and_the_limit_follows_the
         error = await _refused(bot.text_channel(general).send(file=discord.File(io.BytesIO(data), "big.bin")))
         assert (error.status, error.code) == (413, 40005)
         await bot.text_channel(lounge).send(file=discord.File(io.BytesIO(data), "big.bin"))
-        assert bot.get_guild(boosted.id).filesize_limit == boosted.upload_limit == 50 * MIB  # type: ignore[union-attr]
+        seen = bot.get_guild(boosted.id)
+        assert seen is not None
+        assert seen.filesize_limit == boosted.upload_limit == 50 * MIB
     assert [a.size for a in lounge.messages[0].attachments] == [len(data)]
     assert general.messages == []
 

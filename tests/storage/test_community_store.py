@@ -91,6 +91,7 @@ async def test_a_job_can_start_waiting_and_only_submitting_or_waiting(store: Any
     assert waiting.state is JobState.WAITING
     assert [j.id for j in await store.unfinished()] == [waiting.id]  # a restart finds it
     sent = await store.transition(waiting.id, JobState.SUBMITTING, expect=ANY, now=at(1))
+    assert sent is not None
     assert sent.created_at == T0  # the wait does not rewrite when it was asked for
     with pytest.raises(ValueError, match="submitting or waiting"):
         await store.create(job(), now=T0, state=JobState.IN_QUEUE)

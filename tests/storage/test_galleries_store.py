@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from storage.models import JobInput, JobOrigin, JobState, NewJob
 from storage.open import AnyJobStore
@@ -35,7 +36,7 @@ def gallery(count: int, *, cost: float | None = None, image: JobInput | None = N
 async def made(store: AnyJobStore, new: NewJob, when: datetime, *, cost: float | None = None) -> int:
     job = await store.create(new, now=when - timedelta(minutes=2))
     await store.transition(job.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=when, request_id=f"r{job.id}")
-    fields: dict[str, object] = {"result_url": "https://x/1.png", "result_urls": json.dumps(["https://x/1.png"])}
+    fields: dict[str, Any] = {"result_url": "https://x/1.png", "result_urls": json.dumps(["https://x/1.png"])}
     if cost is not None:
         fields.update(cost_usd=cost, cost_estimated=False)
     await store.transition(job.id, JobState.COMPLETED, expect=JobState.IN_QUEUE, now=when, **fields)

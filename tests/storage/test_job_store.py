@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ async def test_every_field_and_the_origin_round_trip(store: AnyJobStore) -> None
         parent_id=parent.id,
     )
 
-    fields = {
+    fields: dict[str, Any] = {  # the store takes its columns as keyword arguments of any type
         "request_id": "req-123",
         "queue_position": 4,
         "queued_at": at(2),
@@ -85,9 +86,10 @@ async def test_every_field_and_the_origin_round_trip(store: AnyJobStore) -> None
         state=JobState.COMPLETED,
         updated_at=at(4),
         completed_at=at(4),
-        origin=dataclasses.replace(ORIGIN, **origin_fields),  # type: ignore[arg-type]
-        **fields,  # type: ignore[arg-type]
+        origin=dataclasses.replace(ORIGIN, **origin_fields),
+        **fields,
     )
+    assert moved is not None
     assert moved == expected
     assert await store.get(created.id) == expected
     assert moved.origin.interaction_token == TOKEN + "-2"
@@ -100,10 +102,10 @@ async def test_the_delivery_stage_round_trips(store: AnyJobStore) -> None:
     job = await store.create(new_job(exempt=True), now=at(0), post_nonce="nonce-1")
     assert (job.exempt, job.post_nonce, job.delivery_attempts, job.failure_kind) == (True, "nonce-1", 0, None)
     made = await store.transition(job.id, JobState.COMPLETED, expect=JobState.SUBMITTING, now=at(1))
-    owed = {"deliver_at": at(3), "delivery_attempts": 1, "delivery_error": "Discord answered 503"}
+    owed: dict[str, Any] = {"deliver_at": at(3), "delivery_attempts": 1, "delivery_error": "Discord answered 503"}
     delivering = await store.transition(job.id, JobState.DELIVERING, expect=JobState.COMPLETED, now=at(2), **owed)
     assert made is not None
-    expected = dataclasses.replace(made, state=JobState.DELIVERING, updated_at=at(2), **owed)  # type: ignore[arg-type]
+    expected = dataclasses.replace(made, state=JobState.DELIVERING, updated_at=at(2), **owed)
     assert delivering == expected, "delivering has no stamp of its own"
     failed = await store.transition(job.id, JobState.FAILED, expect=ANY, now=at(4), failure_kind=FailureKind.REFUSED)
     assert failed is not None
@@ -135,8 +137,9 @@ async def test_timestamps_come_back_aware_utc(store: AnyJobStore) -> None:
     india = timezone(timedelta(hours=5, minutes=30))
     local = datetime(2025, 3, 1, 17, 30, 0, 123456, tzinfo=india)
     job = await store.create(new_job(origin=ORIGIN), now=local)
-    job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=local + timedelta(seconds=1))
-    stored = await store.get(job.id)
+    queued = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=local + timedelta(seconds=1))
+    assert queued is not None
+    stored = await store.get(queued.id)
     assert stored is not None
     for value in (stored.created_at, stored.updated_at, stored.queued_at, stored.origin.token_expires_at):
         assert value is not None
@@ -160,21 +163,27 @@ async def test_naive_datetimes_are_refused(store: AnyJobStore) -> None:
 async def test_transition_stamps_the_state_it_enters_and_never_created_at(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     again = await store.transition(job.id, JobState.SUBMITTING, expect=ANY, now=at(1))
+    assert again is not None
     assert again.created_at == at(0)
     assert again.updated_at == at(1)
 
     queued = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(2), queue_position=5)
+    assert queued is not None
     assert queued.queued_at == at(2)
     repeated = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(3), queue_position=2)
+    assert repeated is not None
     assert repeated.queued_at == at(2), "a repeated transition keeps the time the state was entered"
     assert repeated.queue_position == 2
     assert repeated.updated_at == at(3)
 
     started = await store.transition(job.id, JobState.IN_PROGRESS, expect=ANY, now=at(4), started_at=at(3.5))
+    assert started is not None
     assert started.started_at == at(3.5), "an explicit field wins over the stamp"
     requeued = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(5))
+    assert requeued is not None
     assert requeued.queued_at == at(5), "entering the state again stamps it again"
     failed = await store.transition(job.id, JobState.FAILED, expect=ANY, now=at(6), error="boom")
+    assert failed is not None
     assert (failed.finished_at, failed.error, failed.created_at) == (at(6), "boom", at(0))
 
 
@@ -186,16 +195,18 @@ async def test_unknown_or_fixed_fields_raise_type_error_and_write_nothing(store:
         await store.update(job.id, now=at(1), model="other")
     with pytest.raises(TypeError, match="state"):
         await store.update(job.id, now=at(1), state="failed")
+    hostile: dict[str, Any] = {"id = 0; DROP TABLE jobs; --": 1}  # a column name no keyword could spell
     with pytest.raises(TypeError, match="DROP TABLE"):
-        await store.update(job.id, now=at(1), **{"id = 0; DROP TABLE jobs; --": 1})
+        await store.update(job.id, now=at(1), **hostile)
     assert await store.get(job.id) == job
 
 
 async def test_fields_can_be_cleared_to_none(store: AnyJobStore) -> None:
     job = await store.create(new_job(origin=ORIGIN), now=at(0))
-    job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1), queue_position=3, request_id="r")
+    queued = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1), queue_position=3, request_id="r")
+    assert queued is not None
     done = await store.transition(
-        job.id,
+        queued.id,
         JobState.DELIVERED,
         expect=ANY,
         now=at(2),
@@ -203,10 +214,11 @@ async def test_fields_can_be_cleared_to_none(store: AnyJobStore) -> None:
         queue_position=None,
         delivery="interaction",
     )
+    assert done is not None
     assert done.origin.interaction_token is None
     assert done.queue_position is None
     assert done.request_id == "r"
-    assert (await store.get(job.id)) == done
+    assert (await store.get(queued.id)) == done
 
 
 async def test_writes_to_an_unknown_job_change_nothing_and_say_so(store: AnyJobStore) -> None:
@@ -243,8 +255,10 @@ async def test_two_racing_transitions_only_one_wins(store: AnyJobStore) -> None:
 
 async def test_update_keeps_the_state(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
-    job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1))
-    updated = await store.update(job.id, now=at(2), poll_count=1, next_poll_at=at(3))
+    queued = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(1))
+    assert queued is not None
+    updated = await store.update(queued.id, now=at(2), poll_count=1, next_poll_at=at(3))
+    assert updated is not None
     assert (updated.state, updated.queued_at, updated.updated_at) == (JobState.IN_QUEUE, at(1), at(2))
     assert (updated.poll_count, updated.next_poll_at) == (1, at(3))
 
@@ -274,7 +288,9 @@ async def complete(store: AnyJobStore, model: str, created: float, queued: float
     job = await store.create(new_job(model=model), now=at(created))
     await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(queued))
     await store.transition(job.id, JobState.IN_PROGRESS, expect=ANY, now=at(started))
-    return await store.transition(job.id, JobState.COMPLETED, expect=ANY, now=at(done))
+    completed = await store.transition(job.id, JobState.COMPLETED, expect=ANY, now=at(done))
+    assert completed is not None
+    return completed
 
 
 async def test_recent_timings_newest_first_with_the_right_math(store: AnyJobStore) -> None:
@@ -300,16 +316,18 @@ async def test_recent_timings_newest_first_with_the_right_math(store: AnyJobStor
 async def test_by_request_id(store: AnyJobStore) -> None:
     job = await store.create(new_job(), now=at(0))
     await store.create(new_job(), now=at(1))
-    job = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(2), request_id="req-a")
-    assert await store.by_request_id("req-a") == job
+    queued = await store.transition(job.id, JobState.IN_QUEUE, expect=ANY, now=at(2), request_id="req-a")
+    assert queued is not None
+    assert await store.by_request_id("req-a") == queued
     assert await store.by_request_id("req-missing") is None
 
 
 async def test_by_message_id(store: AnyJobStore) -> None:
     job = await store.create(new_job(origin=ORIGIN), now=at(0))
     await store.create(new_job(), now=at(1))
-    job = await store.update(job.id, now=at(2), message_id=SNOWFLAKE - 10)
-    assert await store.by_message_id(SNOWFLAKE - 10) == job
+    updated = await store.update(job.id, now=at(2), message_id=SNOWFLAKE - 10)
+    assert updated is not None
+    assert await store.by_message_id(SNOWFLAKE - 10) == updated
     assert await store.by_message_id(SNOWFLAKE - 11) is None
 
 

@@ -178,6 +178,7 @@ async def test_a_version_1_file_upgrades_and_keeps_its_rows(tmp_path: Path) -> N
         delivered = await store.transition(
             1, JobState.DELIVERED, expect=ANY, now=NOW, delivery="file", interaction_token=None
         )
+        assert delivered is not None
         assert delivered.delivery == "file"
         assert [job.id for job in await store.unfinished()] == [2]
     assert read_pragma(path, "user_version") == latest_version()

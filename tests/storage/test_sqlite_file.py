@@ -81,10 +81,11 @@ async def test_connection_pragmas_keep_the_durability_promise(store: SQLiteJobSt
 async def test_a_write_is_on_disk_when_the_method_returns(db_path: Path) -> None:
     first = await SQLiteJobStore.open(db_path)
     try:
-        job = await first.create(new_job(origin=ORIGIN), now=at(0))
+        created = await first.create(new_job(origin=ORIGIN), now=at(0))
         job = await first.transition(
-            job.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=at(1), request_id="req-1"
+            created.id, JobState.IN_QUEUE, expect=JobState.SUBMITTING, now=at(1), request_id="req-1"
         )
+        assert job is not None
         # The first store is still open: nothing was flushed by closing it.
         second = await SQLiteJobStore.open(db_path)
         try:
