@@ -108,3 +108,45 @@ async def test_usage_adds_up_spend_and_images_per_day_and_names_the_top_members(
 
 def fields_total(embed: dict[str, object]) -> str:
     return next(str(f["value"]) for f in embed["fields"] if f["name"] == "Total")  # type: ignore[attr-defined]
+
+
+NANO = "google/nano-banana-2/text-to-image"
+
+
+async def test_a_gallery_is_priced_at_its_own_models_price_times_its_images(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
+) -> None:
+    await admin(moderator, general, "set show-cost", enabled=True)
+    emulator.config.queue_time = Duration.constant(1.0)
+    emulator.config.run_time = Duration.constant(0.0)
+    interaction = await alice.run_command("imagine", general, prompt="four pears", model=NANO, count=4)
+    job = await job_for(bot, interaction)
+    # Written with the job: Nano Banana 2's $0.07 (docs/models.md) times 4, not the default model's $0.03.
+    assert job.cost_usd == pytest.approx(0.28)
+    assert job.cost_estimated
+    job = await job_in_state(bot, job.id, JobState.IN_QUEUE)
+    assert job.request_id is not None
+    # The result brings no cost, and RunComfy's model info gives Nano Banana 2 a base price of its own.
+    urls = [emulator.file_url(job.request_id, number) for number in range(1, 5)]
+    emulator.inject(
+        "result", Fault.http(200, {"request_id": job.request_id, "status": "succeeded", "output": {"images": urls}})
+    )
+    emulator.inject("model", Fault.http(200, {"model_id": NANO, "base_price_usd": 0.08}))
+
+    message = await reply_showing(fake_discord, interaction, "Done")
+    assert len(message.attachments) == 4
+    fields = {field["name"]: field["value"] for field in message.embeds[0]["fields"]}
+    assert fields["Cost"] == "≈ $0.32"  # that base price times the 4 images
+    assert emulator.calls["model"] == 1  # asked for this job's model, once
+    job = await job_in_state(bot, job.id, JobState.DELIVERED)
+    assert (job.cost_usd, job.cost_estimated) == (pytest.approx(0.32), True)
+
+    usage = await admin(moderator, general, "usage", days=1)
+    [embed] = usage.embeds
+    assert fields_total(embed) == "4 images · ≈ $0.32"
+    assert embed["fields"][1]["value"] == f"1. <@{alice.id}> · 4 images · ≈ $0.32"
