@@ -10,7 +10,7 @@ import pytest
 from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator, Fault
 from storage.models import JobOrigin, JobState, NewJob
-from tests.e2e.conftest import job_in_state, reply_showing
+from tests.e2e.conftest import BotStarter, job_in_state, reply_showing
 from tests.e2e.test_community_support import admin, job_for
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeMember
 
@@ -150,3 +150,48 @@ async def test_a_gallery_is_priced_at_its_own_models_price_times_its_images(
     [embed] = usage.embeds
     assert fields_total(embed) == "4 images · ≈ $0.32"
     assert embed["fields"][1]["value"] == f"1. <@{alice.id}> · 4 images · ≈ $0.32"
+
+
+async def test_the_operators_daily_dollars_refuse_a_gallery_that_would_pass_them_while_one_image_fits(
+    fake_discord: FakeDiscord,
+    start_bot: BotStarter,
+    emulator: Emulator,
+    alice: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
+) -> None:
+    async with start_bot(budget_usd_per_day=0.30) as bot:
+        await reply_showing(fake_discord, await alice.run_command("imagine", general, prompt="a plum"), "Done")
+        # $0.03 spent; Nano Banana 2 × 4 = $0.28 would make $0.31.
+        over = await alice.run_command("imagine", general, prompt="four plums", model=NANO, count=4)
+        refusal = await over.wait_for_message()
+        assert refusal.ephemeral
+        assert "about $0.28" in refusal.content
+        assert "$0.27 left of its operator's daily budget ($0.30)" in refusal.content
+        assert "fewer images or a cheaper model" in refusal.content
+        assert "<t:" in refusal.content  # when it resets
+        one = await alice.run_command("imagine", general, prompt="one plum", model=NANO)
+        await reply_showing(fake_discord, one, "Done")  # $0.07 more: $0.10 of $0.30
+        usage = await admin(moderator, general, "usage", days=1)
+        assert "today: ≈ $0.10 of $0.30" in str(usage.embeds)
+        assert bot.store is not None
+        assert [job.prompt for job in await bot.store.jobs_for_user(alice.id)] == ["one plum", "a plum"]
+    assert emulator.submits_for("four plums") == 0
+    assert [record.body.get("num_images") for record in emulator.submits] == [None, None]
+
+
+async def test_the_operators_daily_images_refuse_a_gallery_that_would_pass_them_while_fewer_fit(
+    fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    async with start_bot(budget_images_per_day=3) as bot:
+        await reply_showing(fake_discord, await alice.run_command("imagine", general, prompt="a fig"), "Done")
+        over = await alice.run_command("imagine", general, prompt="four figs", model=NANO, count=4)
+        refusal = await over.wait_for_message()
+        assert refusal.ephemeral
+        assert "asked for 4 images" in refusal.content
+        assert "only 2 more today" in refusal.content
+        two = await alice.run_command("imagine", general, prompt="two figs", model=NANO, count=2)
+        await reply_showing(fake_discord, two, "Done")
+        assert bot.store is not None
+    assert emulator.submits_for("four figs") == 0
+    assert emulator.submits_for("two figs") == 1
