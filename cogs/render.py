@@ -271,20 +271,26 @@ OUT_OF_CREDIT_NOTICE = (
 def limit_refusal(error: LimitReachedError) -> str:
     """One sentence, with the numbers, for a member over one of their limits or the operator's."""
     resets = f" It resets {discord.utils.format_dt(error.frees_at, 'R')}." if error.frees_at else ""
+    left = error.allowed - error.used  # a gallery (or a dearer model) may pass a cap a smaller job would not
     if error.limit is Limit.BOT_IMAGES:
+        if error.asked > 1 and left >= 1:
+            return (
+                f"You asked for {error.asked} images, but this bot may make only {left:g} more today (its "
+                f"operator's limit for every server together), so nothing was started: ask for fewer.{resets}"
+            )
         return (
             f"This bot has made all {error.allowed:g} images its operator allows per day, for every server "
             f"together, so nothing was started.{resets}"
         )
-    if error.limit is Limit.BOT_DAY_USD:
-        return (
-            f"This bot has used its operator's daily budget ({money(error.allowed)}), so nothing was started.{resets}"
-        )
-    if error.limit is Limit.BOT_MONTH_USD:
-        return (
-            f"This bot has used its operator's budget for this month ({money(error.allowed)}), "
-            f"so nothing was started.{resets}"
-        )
+    if error.limit in (Limit.BOT_DAY_USD, Limit.BOT_MONTH_USD):
+        budget = "daily budget" if error.limit is Limit.BOT_DAY_USD else "budget for this month"
+        if error.cost is not None and left >= 0.005:
+            return (
+                f"This would cost about {money(error.cost)}, and this bot has {money(left)} left of its operator's "
+                f"{budget} ({money(error.allowed)}) for every server together, so nothing was started: ask for "
+                f"fewer images or a cheaper model.{resets}"
+            )
+        return f"This bot has used its operator's {budget} ({money(error.allowed)}), so nothing was started.{resets}"
     if error.limit is Limit.DAILY:
         frees = f" Room frees up {discord.utils.format_dt(error.frees_at, 'R')}." if error.frees_at else ""
         if error.asked > 1 and error.used + 1 <= error.allowed:

@@ -63,11 +63,20 @@ class BudgetState:
         price = cost if cost is not None else (self.price or 0.0) * images
         if budget.images_per_day and self.today.images + images > budget.images_per_day:
             return LimitReachedError(
-                Limit.BOT_IMAGES, used=self.today.images, allowed=budget.images_per_day, frees_at=self.day_resets
+                Limit.BOT_IMAGES,
+                used=self.today.images,
+                allowed=budget.images_per_day,
+                frees_at=self.day_resets,
+                asked=images,
             )
         if budget.usd_per_day and self.spent_today + price > budget.usd_per_day:
             return LimitReachedError(
-                Limit.BOT_DAY_USD, used=round(self.spent_today, 2), allowed=budget.usd_per_day, frees_at=self.day_resets
+                Limit.BOT_DAY_USD,
+                used=round(self.spent_today, 2),
+                allowed=budget.usd_per_day,
+                frees_at=self.day_resets,
+                asked=images,
+                cost=price,
             )
         if budget.usd_per_month and self.spent_this_month + price > budget.usd_per_month:
             return LimitReachedError(
@@ -75,6 +84,8 @@ class BudgetState:
                 used=round(self.spent_this_month, 2),
                 allowed=budget.usd_per_month,
                 frees_at=self.month_resets,
+                asked=images,
+                cost=price,
             )
         return None
 

@@ -25,10 +25,18 @@ class LimitReachedError(Exception):
     """A limit says no before anything is written; the numbers let the cog say so in one sentence."""
 
     def __init__(
-        self, limit: Limit, *, used: float, allowed: float, frees_at: datetime | None = None, asked: int = 1
+        self,
+        limit: Limit,
+        *,
+        used: float,
+        allowed: float,
+        frees_at: datetime | None = None,
+        asked: int = 1,
+        cost: float | None = None,
     ) -> None:
         super().__init__(f"{limit.value} limit reached: {used} of {allowed}")
         self.asked = asked  # images the refused job asked for (a gallery may pass a limit one image would not)
+        self.cost = cost  # what the refused job would have cost (USD), for the operator's dollar caps
         self.limit = limit
         self.used = used
         self.allowed = allowed

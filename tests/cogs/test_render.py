@@ -4,6 +4,7 @@ from typing import Any
 
 import discord
 
+from bot.jobs.limits import Limit, LimitReachedError
 from bot.model_spec import NO_SEED
 from cogs import render
 from cogs.buttons import image_number, parse_custom_id
@@ -166,3 +167,15 @@ def test_custom_ids_of_per_image_buttons_parse_back() -> None:
     assert image_number("imagine:edit:42:3") == 3
     assert image_number("imagine:reroll:42") is None
     assert image_number("imagine:edit:42:x") is None
+
+
+def test_an_operators_cap_says_what_is_left_when_only_a_smaller_job_would_fit() -> None:
+    month = LimitReachedError(Limit.BOT_MONTH_USD, used=9.80, allowed=10.0, frees_at=T0, asked=4, cost=0.28)
+    said = render.limit_refusal(month)
+    assert "about $0.28" in said
+    assert "$0.20 left of its operator's budget for this month ($10.00)" in said
+    assert "fewer images or a cheaper model" in said
+    spent = LimitReachedError(Limit.BOT_DAY_USD, used=0.30, allowed=0.30, frees_at=T0, cost=0.03)
+    assert render.limit_refusal(spent).startswith("This bot has used its operator's daily budget ($0.30)")
+    images = LimitReachedError(Limit.BOT_IMAGES, used=3, allowed=3, frees_at=T0, asked=2)
+    assert render.limit_refusal(images).startswith("This bot has made all 3 images its operator allows per day")

@@ -12,7 +12,7 @@ from PIL import Image
 from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator
 from bot.jobs.upstream import INPUT_EXPIRED
-from bot.model_registry import build_request, vetted_models
+from bot.model_registry import vetted_models
 from bot.settings import DEFAULT_MODEL
 from storage.models import JobState
 from tests.clocks import FakeDiscordClock
@@ -257,35 +257,79 @@ async def test_a_resumed_edit_whose_input_link_expired_ends_with_a_clear_sentenc
     assert all("make it autumn" not in record.body.values() for record in emulator.submits)  # never sent a dead link
 
 
-async def test_the_request_sent_for_each_model_matches_its_description(
-    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
+# What RunComfy must receive for each vetted model, written out by hand from the model's public input names
+# (vetted.toml's sources, docs/models.md), never computed by the bot's own request builder. `URL` stands for
+# the attachment link the member's interaction carried; `SEED` for the seed the bot picked when none was given.
+URL = object()
+SEED = object()
+KONTEXT = "blackforestlabs/flux-1-kontext/pro/edit"
+REQUESTS: dict[str, list[tuple[dict[str, object], dict[str, object]]]] = {
+    DEFAULT_MODEL: [
+        ({"aspect_ratio": "16:9", "seed": 11}, {"prompt": "P", "aspect_ratio": "16:9", "seed": 11}),
+        ({}, {"prompt": "P", "aspect_ratio": "1:1", "seed": SEED}),
+    ],
+    NANO: [
+        ({"aspect_ratio": "9:16", "count": 3}, {"prompt": "P", "aspect_ratio": "9:16", "num_images": 3}),
+        ({}, {"prompt": "P", "aspect_ratio": "1:1"}),  # one image: `num_images` left out
+    ],
+    NANO_EDIT: [
+        (
+            {"aspect_ratio": "4:3", "count": 2, "image": True},
+            {"prompt": "P", "image_urls": [URL], "aspect_ratio": "4:3", "num_images": 2},
+        ),
+        ({"image": True}, {"prompt": "P", "image_urls": [URL], "aspect_ratio": "1:1"}),
+    ],
+    KONTEXT: [
+        (
+            {"aspect_ratio": "2:3", "seed": 2147483647, "image": True},
+            {"prompt": "P", "image_url": URL, "aspect_ratio": "2:3", "seed": 2147483647},
+        ),
+        ({"image": True}, {"prompt": "P", "image_url": URL, "aspect_ratio": "1:1", "seed": SEED}),
+    ],
+}
+
+
+def test_every_vetted_model_has_its_requests_written_out() -> None:
+    assert sorted(REQUESTS) == sorted(model.id for model in vetted_models())
+
+
+def literal(expected: object, *, prompt: str, url: str | None, seed: int) -> object:
+    """`expected` with the placeholders filled in: the prompt, the member's link and the bot's seed."""
+    if expected == "P":
+        return prompt
+    if expected is URL:
+        return url
+    if expected is SEED:
+        return seed
+    if isinstance(expected, list):
+        return [literal(item, prompt=prompt, url=url, seed=seed) for item in expected]
+    if isinstance(expected, dict):
+        return {key: literal(value, prompt=prompt, url=url, seed=seed) for key, value in expected.items()}
+    return expected
+
+
+@pytest.mark.parametrize("model_id", sorted(REQUESTS))
+async def test_the_body_runcomfy_receives_for_each_model_is_the_one_written_out_here(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    general: FakeChannel,
+    model_id: str,
 ) -> None:
-    for model in vetted_models():
-        options: dict[str, object] = {"model": model.id, "aspect_ratio": model.ratios[1]}
-        if model.takes_seed:
-            options["seed"] = 11
-        if model.max_count > 1:
-            options["count"] = 2
-        if model.edits:
+    assert bot.store is not None
+    for number, (choices, expected) in enumerate(REQUESTS[model_id]):
+        options: dict[str, object] = {key: value for key, value in choices.items() if key != "image"}
+        if choices.get("image"):
             options["image"] = ("in.png", png())
-        prompt = f"a lantern for {model.id}"
-        interaction = await alice.run_command("imagine", general, prompt=prompt, **options)
+        prompt = f"a lantern, take {number}"
+        interaction = await alice.run_command("imagine", general, prompt=prompt, model=model_id, **options)
         await reply_showing(fake_discord, interaction, "Done")
-        body = submitted(emulator, prompt)
-        image_url = None
-        if model.edits:
-            assert model.inputs.image is not None  # an editing model names its image input
-            sent = body[model.inputs.image.field]
-            image_url = sent[0] if isinstance(sent, list) else sent
-        expected = build_request(
-            model,
-            prompt=prompt,
-            ratio=model.ratios[1],
-            seed=11,
-            count=2 if model.max_count > 1 else 1,
-            image_url=str(image_url) if image_url else None,
-        )
-        assert body == expected, model.id
+        attachments = interaction.data.get("resolved", {}).get("attachments", {})
+        url = next(iter(attachments.values()))["url"] if attachments else None
+        [job] = [job for job in await bot.store.jobs_for_user(alice.id) if job.prompt == prompt]
+        assert job.model == model_id
+        assert submitted(emulator, prompt) == literal(expected, prompt=prompt, url=url, seed=job.seed), choices
 
 
 async def test_pickers_offer_the_servers_models_and_only_what_the_chosen_model_supports(
@@ -294,7 +338,7 @@ async def test_pickers_offer_the_servers_models_and_only_what_the_chosen_model_s
     admin = await moderator.run_command("imagine-admin set models", general, action="remove", model=NANO_EDIT)
     await admin.wait_for_message()
     models = await alice.autocomplete("imagine", general, "model", "")
-    assert models == [DEFAULT_MODEL, NANO, "blackforestlabs/flux-1-kontext/pro/edit"]
+    assert models == [DEFAULT_MODEL, NANO, KONTEXT]
     assert await alice.autocomplete("imagine", general, "model", "nano") == [NANO]
     assert len(await alice.autocomplete("imagine", general, "aspect_ratio", "", prompt="p")) == 9
     assert "3:1" not in await alice.autocomplete("imagine", general, "aspect_ratio", "", prompt="p", model=NANO)
