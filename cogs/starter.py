@@ -91,7 +91,9 @@ class JobStarter:
         try:
             text = clean_prompt(prompt)
             chosen = choose(self.registry, settings, model, image=image is not None)
-            check_choices(chosen, Choices(ratio=aspect_ratio, seed=seed, count=count, image=image is not None))
+            check_choices(
+                chosen, Choices(ratio=aspect_ratio, seed=seed, count=count, image=image is not None, prompt=text)
+            )
             if seed is not None:
                 check_seed(seed)
         except InvalidInputError as error:

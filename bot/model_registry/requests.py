@@ -22,11 +22,17 @@ class Choices:
     seed: int | None = None
     count: int | None = None
     image: bool = False
+    prompt: str = ""  # as cleaned (clean_prompt checked it against the longest any model takes)
 
 
 def check_choices(model: ModelDescription, choices: Choices) -> None:
     """Refuse, in one sentence, any option `model` does not support, before anything is written or spent."""
     name = model.name
+    if len(choices.prompt) > model.inputs.prompt_max:
+        raise InvalidInputError(
+            "prompt",
+            f"The prompt is {len(choices.prompt):,} characters long; {name} takes at most {model.inputs.prompt_max:,}.",
+        )
     if choices.image and not model.edits:
         raise InvalidInputError("image", f"{name} makes images from text only; pick an edit model to change an image.")
     if model.edits and not choices.image:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -344,3 +345,32 @@ async def test_pickers_offer_the_servers_models_and_only_what_the_chosen_model_s
     assert "3:1" not in await alice.autocomplete("imagine", general, "aspect_ratio", "", prompt="p", model=NANO)
     assert await alice.autocomplete("imagine", general, "count", "", prompt="p", model=NANO) == [1, 2, 3, 4]
     assert await alice.autocomplete("imagine", general, "count", "", prompt="p") == [1]
+
+
+async def test_a_prompt_longer_than_the_chosen_model_takes_is_refused_before_anything_is_sent(
+    fake_discord: FakeDiscord,
+    start_bot: BotStarter,
+    emulator: Emulator,
+    alice: FakeMember,
+    general: FakeChannel,
+    tmp_path: Path,
+) -> None:
+    # The operator's file replaces Nano Banana 2 by id, with a shorter prompt limit than the bot's 2,048.
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[[model]]\nid = "{NANO}"\nname = "Nano Banana 2"\nkind = "text-to-image"\nprice_usd = 0.07\n'
+        '[model.inputs]\nprompt = "prompt"\nprompt_max = 30\n'
+        'aspect_ratio = { field = "aspect_ratio", values = ["1:1", "16:9"] }\n'
+    )
+    async with start_bot(runcomfy_models_file=models) as bot:
+        long = "a lighthouse on a cliff at dusk, oil painting"  # 45 characters
+        said = await refusal(alice.run_command("imagine", general, prompt=long, model=NANO))
+        assert said == "The prompt is 45 characters long; Nano Banana 2 takes at most 30."
+        assert emulator.submits == []
+        assert bot.store is not None
+        assert await bot.store.jobs_for_user(alice.id) == []
+        # The same prompt suits the default model, and a short one suits Nano Banana 2.
+        await reply_showing(fake_discord, await alice.run_command("imagine", general, prompt=long), "Done")
+        short = await alice.run_command("imagine", general, prompt="a lighthouse", model=NANO)
+        await reply_showing(fake_discord, short, "Done")
+        assert submitted(emulator, "a lighthouse")["prompt"] == "a lighthouse"
