@@ -1,5 +1,6 @@
-"""Jobs whose place to be shown is gone: the server left, the channel deleted, the reply deleted. Those still
-waiting in the server's line end without being sent (nothing billed); one queued at RunComfy is cancelled there; nothing more is sent where nobody can see it.
+"""Jobs whose place to be shown is gone: the server left, the channel deleted, the reply deleted, a channel the bot
+can no longer post in. Those still waiting in the server's line end without being sent (nothing billed); one
+queued at RunComfy is cancelled there; nothing more is sent where nobody can see it.
 
 The slot-holding job sits in the emulator's queue (position 1 throughout, so its reply gets no edits) until the
 test finishes it on the emulator.
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator
 from storage.models import Job, JobState
 from tests.e2e.conftest import job_in_state, reply_showing
 from tests.e2e.test_community_support import admin, job_for
-from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember, Perm
 from tests.fakediscord.server import RecordedRequest
 
 QUIET = 0.3  # seconds of nothing sent, after every job has ended, to show nothing more comes
@@ -30,6 +33,12 @@ def finish(emulator: Emulator, prompt: str) -> None:
     """RunComfy finishes the job with `prompt` now."""
     [job] = [job for job in emulator.jobs.values() if job.prompt == prompt]
     job.queue_wait = job.run_time = 0.0
+
+
+def start_running(emulator: Emulator, prompt: str) -> None:
+    """RunComfy starts generating the job with `prompt` now (it runs on for a minute)."""
+    [job] = [job for job in emulator.jobs.values() if job.prompt == prompt]
+    job.queue_wait, job.run_time = 0.0, 60.0
 
 
 def sends(requests: list[RecordedRequest]) -> list[RecordedRequest]:
@@ -151,3 +160,54 @@ async def test_a_reply_deleted_while_its_job_waits_ends_it_unsent(
     assert emulator.submits_for("deleted while waiting") == 0
     assert [record.body["prompt"] for record in emulator.submits] == ["holds the slot", "waits behind it"]
     assert not [r for r in fake_discord.requests if r.error_code == 10008]  # nothing sent to the deleted reply
+
+
+@pytest.mark.parametrize("found", ["generating", "delivering"])
+async def test_no_job_is_sent_for_a_channel_the_bot_found_it_cannot_post_in(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    guild: FakeGuild,
+    alice: FakeMember,
+    bob: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
+    found: str,
+) -> None:
+    """Bob may run one job at a time; his two in #hidden wait for the one he runs in #general. Alice's job in #hidden
+    runs meanwhile. Then the bot loses #hidden (View Channel taken away, Discord sends it no event) and finds out
+    when it next writes there (Alice's "Generating", or her image): from then on nothing is sent for #hidden, not
+    even once Bob's turn comes."""
+    hold_in_queue(emulator)
+    hidden = guild.add_channel("hidden")
+    await fake_discord.sync_guild(guild)
+    await admin(moderator, general, "set member-jobs", limit=1)
+    bobs_turn = await bob.run_command("imagine", general, prompt="bob's turn")
+    await reply_showing(fake_discord, bobs_turn, "Queued")
+    alices = await alice.run_command("imagine", hidden, prompt="finds the door shut")
+    await reply_showing(fake_discord, alices, "Queued")
+    later = [await bob.run_command("imagine", hidden, prompt=f"bob waits {index}") for index in range(2)]
+    await reply_showing(fake_discord, later[1], "Waiting for one of your images to finish · #2")
+    waiting = await waiting_jobs(bot, later)
+    made = await job_for(bot, alices)
+
+    fake_discord.clock.advance(16 * 60)  # the interaction tokens expired: the bot writes with its own token
+    hidden.set_overwrite(guild.bot_role, deny=Perm.VIEW_CHANNEL)  # 403 Missing Access from now on
+    emulator.config.queue_time = Duration.constant(0.2)
+    if found == "generating":
+        start_running(emulator, "finds the door shut")  # its "Generating" edit meets Missing Access
+    else:
+        finish(emulator, "finds the door shut")  # its image meets Missing Access
+
+    for job in waiting:
+        ended = await job_in_state(bot, job.id, JobState.CANCELLED)
+        assert ended.request_id is None
+    finish(emulator, "finds the door shut")
+    made = await job_in_state(bot, made.id, JobState.UNDELIVERABLE)  # made and billed, shown nowhere
+    assert made.deleted_at is not None
+    finish(emulator, "bob's turn")  # Bob's slot frees: nothing of his in #hidden is left to start
+    await job_in_state(bot, (await job_for(bot, bobs_turn)).id, JobState.DELIVERED, within=15)
+    await asyncio.sleep(QUIET)
+    assert emulator.submits_for("bob waits 0") == 0
+    assert emulator.submits_for("bob waits 1") == 0
+    assert len(emulator.submits) == 2
