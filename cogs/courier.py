@@ -107,7 +107,7 @@ class ReplyCourier:
         client: discord.Client,
         clock: Clock,
         *,
-        on_gone: Callable[[Job], None] = lambda job: None,
+        on_gone: Callable[[Job, bool], None] = lambda job, channel: None,
         channel_interval: float = 1.25,
         token_interval: float = 0.5,
     ) -> None:
@@ -142,7 +142,7 @@ class ReplyCourier:
                 except ReplyGoneError as error:
                     log.info("job %d: %s", job_id, error, extra={"job_id": job_id})
                     self._final.add(job_id)
-                    self.on_gone(job)
+                    self.on_gone(job, error.channel)
                 except CourierError as error:
                     log.info("job %d: status not shown: %s", job_id, error, extra={"job_id": job_id})
         finally:

@@ -44,7 +44,11 @@ async def add_cogs(
     fetcher: AttachmentFetcher,
 ) -> DiscordDestination:
     """Add every cog; returns the destination the job manager delivers to."""
-    courier = ReplyCourier(bot, clock, on_gone=lambda job: jobs.spawn(jobs.reply_gone(job.id), f"reply-gone-{job.id}"))
+    courier = ReplyCourier(
+        bot,
+        clock,
+        on_gone=lambda job, channel: jobs.spawn(jobs.reply_gone(job.id, channel=channel), f"reply-gone-{job.id}"),
+    )
     starter = JobStarter(jobs, store.guilds, model=model, fetcher=fetcher)
     await bot.tree.set_translator(CommandTranslator())
     await bot.add_cog(ImagineCog(starter, jobs, store))

@@ -353,10 +353,16 @@ class JobManager:
         if job is not None:
             await self._gone(job, REPLY_GONE)
 
-    async def reply_gone(self, job_id: int) -> None:
-        """Discord said the job's reply no longer exists (an edit met "unknown message")."""
+    async def reply_gone(self, job_id: int, *, channel: bool = False) -> None:
+        """Discord said the job's reply no longer exists (an edit met "unknown message"); with `channel`, that the
+        bot can no longer post in the reply's channel at all (deleted, or Missing Access): then every live job of
+        that channel ends, and none waiting there is sent."""
         job = await self.store.get(job_id)
-        if job is not None:
+        if job is None:
+            return
+        if channel and job.origin.channel_id is not None:
+            await self.channel_gone(job.origin.channel_id)
+        else:
             await self._gone(job, REPLY_GONE)
 
     async def channel_gone(self, channel_id: int) -> None:

@@ -344,6 +344,18 @@ class FakeDiscord:
             "CHANNEL_UPDATE", channel_payload(channel), guild=channel.guild, intent=Intent.GUILDS
         )
 
+    async def invite_bot(self, guild: FakeGuild) -> None:
+        """The bot is added to `guild` (made with `add_guild`) while it runs: GUILD_CREATE without `unavailable`,
+        which is how a join differs from a guild coming back (discord.py: `on_guild_join`, not `on_guild_available`).
+        """
+
+        def joined(session: GatewaySession) -> dict[str, Any]:
+            payload = self.gateway.guild_create(guild, session)
+            payload.pop("unavailable", None)
+            return payload
+
+        await self.gateway.dispatch("GUILD_CREATE", joined, guild=guild, intent=Intent.GUILDS)
+
     async def sync_guild(self, guild: FakeGuild) -> None:
         """Resend the whole guild (GUILD_CREATE, available) so the bot's cache matches roles/tier/members."""
         await self.gateway.dispatch(
