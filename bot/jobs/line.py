@@ -206,8 +206,8 @@ class Line:
             place = 0
             oldest: datetime | None = None
             for job in live:
-                if job.state is not JobState.WAITING or not self.ready(job):
-                    continue
+                if job.state is not JobState.WAITING or not self.ready(job) or job.deleted_at is not None:
+                    continue  # a job whose place is gone waits for its ending (JobManager._gone), never for a slot
                 if not self.ledger.mine(job):
                     place += 1  # another process holds it: it counts in the line, its holder starts and shows it
                     continue

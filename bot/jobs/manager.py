@@ -367,13 +367,16 @@ class JobManager:
 
     async def channel_gone(self, channel_id: int) -> None:
         """A channel was deleted, or the bot can no longer post there: its live jobs end without being sent."""
-        for job in await self.store.channel_unfinished(channel_id):
-            await self._gone(job, CHANNEL_GONE)
+        await self._all_gone(await self.store.channel_unfinished(channel_id), CHANNEL_GONE)
 
     async def guild_gone(self, guild_id: int) -> None:
         """The bot left (or was removed from) a server: its live jobs end without being sent."""
-        for job in await self.store.guild_unfinished(guild_id):
-            await self._gone(job, GUILD_GONE)
+        await self._all_gone(await self.store.guild_unfinished(guild_id), GUILD_GONE)
+
+    async def _all_gone(self, jobs: Sequence[Job], reason: str) -> None:
+        """Waiting jobs end first: cancelling a running one frees a slot, which must not go to one of them."""
+        for job in sorted(jobs, key=lambda job: job.state is not JobState.WAITING):
+            await self._gone(job, reason)
 
     async def _gone(self, job: Job, reason: str) -> None:
         """Nowhere to show this job any more. Unsent jobs end quietly; a queued one is cancelled upstream where

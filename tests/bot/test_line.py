@@ -178,3 +178,18 @@ async def test_two_commands_at_once_cannot_both_take_the_last_slot(line: LineUnd
     await asyncio.gather(line.line.pump(GUILD), line.line.pump(GUILD))
     await line.settle()
     assert len(line.sent) == 1
+
+
+async def test_a_waiting_job_whose_place_is_gone_never_leaves_the_line(line: LineUnderTest) -> None:
+    # A server or channel going away ends its jobs one by one; cancelling the running one frees a slot, and the
+    # line must not spend it on a job already known to be gone, whose own ending may not have been written yet.
+    chosen = await settings(line, guild_concurrent=1)
+    running = await confirmed(line, new(BOB), chosen)
+    gone = await confirmed(line, new(), chosen)
+    behind = await confirmed(line, new(), chosen)
+    await line.store.update(gone.id, expect=None, now=line.clock.now(), deleted_at=line.clock.now())
+    await line.finish(running.id)
+    await line.line.pump(GUILD)
+    await line.settle()
+    assert line.sent == [running.id, behind.id]
+    assert [e.position for e in line.waiting(behind.id)] == [2]  # shown behind it before it was known gone
