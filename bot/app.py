@@ -50,7 +50,7 @@ from storage.postgres.jobs import PostgresJobStore
 log = logging.getLogger(__name__)
 
 # What the invite asks for, and all the bot uses: View Channels, Send Messages, Embed Links,
-# Attach Files, Read Message History, Add Reactions = 117824 (discord-platform.md section 6).
+# Attach Files, Read Message History, Add Reactions = 117824 (docs/discord-platform.md, PERM).
 INVITE_PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,

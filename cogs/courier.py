@@ -13,8 +13,9 @@ exceptions, so the job manager's delivery stage decides about retries (for
 hours, across restarts). It tries the interaction token (valid 15 minutes,
 and it works before the reply's id is known), then the channel route with the
 bot token, and only when the job has no message at all a new message, posted
-with Discord's `nonce` + `enforce_nonce`, so a retry after a lost answer gets
-the first message back instead of a second one.
+with Discord's `nonce` + `enforce_nonce` (docs/discord-platform.md, NONCE), so
+a retry after a lost answer gets the first message back instead of a second
+one.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Application commands: bulk overwrite with Discord's schema checks and the 200 creates/day limit (AC)."""
+"""Application commands: bulk overwrite with Discord's schema checks and the 200 creates/day limit.
+
+The rules: docs/discord-platform.md, CMD.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Discord's error bodies: `{code, message, errors?}` with the real codes (CODES in discord-platform.md)."""
+"""Discord's error bodies: `{code, message, errors?}` with the real codes (docs/discord-platform.md, CODES)."""
 
 from __future__ import annotations
 

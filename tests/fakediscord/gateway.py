@@ -6,6 +6,7 @@ accepts text frames (its `received_message` only inflates bytes).
 Sessions are sharded as on Discord: each remembers the `[shard_id, num_shards]` it
 identified with, and `Gateway.dispatch` (the one way an event leaves the fake) sends
 an event only to the sessions whose shard owns its guild, or to shard 0 without one.
+The rules: docs/discord-platform.md, GW.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """Interactions as Discord tracks them: the 3 s acknowledgement window, the 15 min token, the responses.
 
+The rules: docs/discord-platform.md, INT.
+
 A background watcher on the fake's clock records an interaction as failed ("This
 interaction failed", as the member sees it) the moment its 3 s pass unacknowledged;
 `clock.advance()` runs the same check at once.

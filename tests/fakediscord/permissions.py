@@ -1,4 +1,4 @@
-"""Permission bits and Discord's channel permission algorithm (PERM in discord-platform.md).
+"""Permission bits and Discord's channel permission algorithm (docs/discord-platform.md, PERM).
 
 Order: @everyone role, then the member's roles (OR), administrator short-circuits; then
 the channel's @everyone overwrite, the member's role overwrites (deny then allow,
@@ -58,7 +58,7 @@ DEFAULT_EVERYONE = int(
     | Perm.SEND_MESSAGES_IN_THREADS
 )
 
-# The invite link's `permissions=117824` (discord-platform.md section 6).
+# The invite link's `permissions=117824` (docs/discord-platform.md, PERM).
 BOT_INVITE = int(
     Perm.VIEW_CHANNEL
     | Perm.SEND_MESSAGES

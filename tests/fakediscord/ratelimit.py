@@ -1,4 +1,4 @@
-"""Rate limits as Discord serves them (RL in discord-platform.md).
+"""Rate limits as Discord serves them (docs/discord-platform.md, RL).
 
 Per-route buckets keyed by the route's major parameter (channel, guild, webhook+token)
 with real `X-RateLimit-*` headers; a global 50/s per bot token that interaction and

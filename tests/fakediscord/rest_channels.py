@@ -20,7 +20,7 @@ from .server import Call, Reply, RestServer
 from .state import FakeChannel
 
 REACTIONS_MAX = 20
-NONCE_WINDOW = 5 * 60.0  # Discord checks an enforced nonce "in the past few minutes"
+NONCE_WINDOW = 5 * 60.0  # an enforced nonce counts "in the past few minutes" (docs/discord-platform.md, NONCE)
 
 
 def _channel(call: Call) -> tuple[FakeChannel, int]:

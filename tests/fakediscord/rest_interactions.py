@@ -221,7 +221,8 @@ async def followup(call: Call) -> Reply:
         ctx = _context(call, interaction, later=True)
         original = interaction.original_message
         if original is not None and original.loading and not original.deleted:
-            # A followup right after a type 5 fills the "thinking..." message (deprecated but real, RR).
+            # A followup right after a type 5 fills the "thinking..." message (deprecated but real;
+            # docs/discord-platform.md, INT).
             await fake.apply_edit(original, build_version(ctx, body, original))
             message = original
         else:

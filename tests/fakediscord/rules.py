@@ -1,4 +1,4 @@
-"""Message, embed, component and modal limits (MSG, COMP in discord-platform.md) -> 400 50035 field errors."""
+"""Message, embed, component and modal limits (docs/discord-platform.md, MSG, COMP) -> 400 50035 field errors."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ FIELD_VALUE_MAX = 1024
 FOOTER_MAX = 2048
 AUTHOR_NAME_MAX = 256
 ATTACHMENTS_MAX = 10
-REQUEST_LIMIT = 25 * 1024 * 1024  # one request's files together, at the default upload limit (MSG)
+# One request's files together, at the default upload limit (docs/discord-platform.md, MSG).
+REQUEST_LIMIT = 25 * 1024 * 1024
 ROWS_MAX = 5
 ROW_BUTTONS_MAX = 5
 CUSTOM_ID_MAX = 100
