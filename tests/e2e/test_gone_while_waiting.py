@@ -50,6 +50,26 @@ async def waiting_jobs(bot: ImagineBot, interactions: list[FakeInteraction]) -> 
     return [await job_for(bot, interaction) for interaction in interactions]
 
 
+async def one_slot_held_two_waiting(
+    fake_discord: FakeDiscord,
+    emulator: Emulator,
+    general: FakeChannel,
+    members: tuple[FakeMember, FakeMember, FakeMember],
+    prompts: tuple[str, str],
+) -> tuple[FakeInteraction, FakeInteraction, FakeInteraction]:
+    """A server with one slot: the first member's job holds it (queued at RunComfy), the others' wait #1 and #2.
+    The third member must be able to manage the server (it sets the slot count)."""
+    holder_member, first_member, admin_member = members
+    hold_in_queue(emulator)
+    await admin(admin_member, general, "set server-jobs", limit=1)
+    holder = await holder_member.run_command("imagine", general, prompt="holds the slot")
+    await reply_showing(fake_discord, holder, "Queued")
+    first = await first_member.run_command("imagine", general, prompt=prompts[0])
+    second = await admin_member.run_command("imagine", general, prompt=prompts[1])
+    await reply_showing(fake_discord, second, "Waiting for a free slot · #2")
+    return holder, first, second
+
+
 async def test_a_server_that_removed_the_bot_gets_nothing_more_and_its_line_is_not_sent(
     fake_discord: FakeDiscord,
     bot: ImagineBot,
@@ -60,13 +80,9 @@ async def test_a_server_that_removed_the_bot_gets_nothing_more_and_its_line_is_n
     moderator: FakeMember,
     general: FakeChannel,
 ) -> None:
-    hold_in_queue(emulator)
-    await admin(moderator, general, "set server-jobs", limit=1)
-    holder = await alice.run_command("imagine", general, prompt="holds the slot")
-    await reply_showing(fake_discord, holder, "Queued")
-    first = await bob.run_command("imagine", general, prompt="waits first")
-    second = await moderator.run_command("imagine", general, prompt="waits second")
-    await reply_showing(fake_discord, second, "Waiting for a free slot · #2")
+    holder, first, second = await one_slot_held_two_waiting(
+        fake_discord, emulator, general, (alice, bob, moderator), ("waits first", "waits second")
+    )
     queued = await job_for(bot, holder)
     waiting = await waiting_jobs(bot, [first, second])
     seen = len(fake_discord.requests)
@@ -142,13 +158,9 @@ async def test_a_reply_deleted_while_its_job_waits_ends_it_unsent(
     moderator: FakeMember,
     general: FakeChannel,
 ) -> None:
-    hold_in_queue(emulator)
-    await admin(moderator, general, "set server-jobs", limit=1)
-    holder = await alice.run_command("imagine", general, prompt="holds the slot")
-    await reply_showing(fake_discord, holder, "Queued")
-    doomed = await bob.run_command("imagine", general, prompt="deleted while waiting")
-    behind = await moderator.run_command("imagine", general, prompt="waits behind it")
-    await reply_showing(fake_discord, behind, "Waiting for a free slot · #2")
+    holder, doomed, behind = await one_slot_held_two_waiting(
+        fake_discord, emulator, general, (alice, bob, moderator), ("deleted while waiting", "waits behind it")
+    )
     job = await job_for(bot, doomed)
     assert doomed.original_message is not None
     reply = doomed.original_message
