@@ -69,24 +69,15 @@ class BudgetState:
                 frees_at=self.day_resets,
                 asked=images,
             )
-        if budget.usd_per_day and self.spent_today + price > budget.usd_per_day:
-            return LimitReachedError(
-                Limit.BOT_DAY_USD,
-                used=round(self.spent_today, 2),
-                allowed=budget.usd_per_day,
-                frees_at=self.day_resets,
-                asked=images,
-                cost=price,
-            )
-        if budget.usd_per_month and self.spent_this_month + price > budget.usd_per_month:
-            return LimitReachedError(
-                Limit.BOT_MONTH_USD,
-                used=round(self.spent_this_month, 2),
-                allowed=budget.usd_per_month,
-                frees_at=self.month_resets,
-                asked=images,
-                cost=price,
-            )
+        dollars = (
+            (Limit.BOT_DAY_USD, self.spent_today, budget.usd_per_day, self.day_resets),
+            (Limit.BOT_MONTH_USD, self.spent_this_month, budget.usd_per_month, self.month_resets),
+        )
+        for limit, spent, allowed, resets in dollars:
+            if allowed and spent + price > allowed:
+                return LimitReachedError(
+                    limit, used=round(spent, 2), allowed=allowed, frees_at=resets, asked=images, cost=price
+                )
         return None
 
 
