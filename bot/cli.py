@@ -22,10 +22,12 @@ from bot.images import ImageWorkers
 from bot.jobs import CancelOutcome, Delivered, Gone, JobManager, RecoveredReply, Reply
 from bot.jobs.delivery import Outcome
 from bot.jobs.events import JobCancelled, JobDelivered, JobEvent, JobFailed, JobQueued, JobRunning, JobUndeliverable
-from bot.model_spec import RATIO_VALUES, InvalidInputError, check_ratio, check_seed, clean_prompt
+from bot.jobs.orders import order
+from bot.model_registry import Choices, ModelRegistry, check_choices, find, load_registry
+from bot.model_spec import NO_SEED, RATIO_VALUES, InvalidInputError, check_ratio, check_seed, clean_prompt
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
-from storage.models import Job, JobState, NewJob
+from storage.models import Job, JobOrigin, JobState, NewJob
 from storage.open import open_request_budget, open_store
 
 EXIT_OK = 0
@@ -39,31 +41,42 @@ class UsageError(Exception):
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="what the image should show")
-    parser.add_argument("--aspect-ratio", default="1:1", help=f"one of {', '.join(RATIO_VALUES)} (default 1:1)")
+    parser.add_argument(
+        "--aspect-ratio", help=f"one of {', '.join(RATIO_VALUES)}, where the model takes it (default: the model's)"
+    )
     parser.add_argument("--seed", help="0..2147483647; random when omitted (printed, so you can reproduce it)")
+    parser.add_argument(
+        "--model", help="a text-to-image model by id or name (default: RUNCOMFY_MODEL; docs/models.md lists them)"
+    )
+    parser.add_argument("--count", type=int, help="how many images, where the model makes several (1 to 4)")
     parser.add_argument("--output", type=Path, help="where to save the image (default: imagine-<job id>.<type>)")
     parser.add_argument("--emulator", action="store_true", help="use a built-in RunComfy emulator: no token, no cost")
 
 
-def parse_inputs(args: argparse.Namespace) -> tuple[str, str, int]:
-    """Check the prompt, ratio and seed before anything is spent."""
+def parse_inputs(args: argparse.Namespace, registry: ModelRegistry) -> NewJob:
+    """The job the command asks for, every option checked against its model before anything is spent."""
     try:
         prompt = clean_prompt(args.prompt)
-        ratio = check_ratio(args.aspect_ratio)
-        if args.seed is None:
-            seed = check_seed(None)
-        else:
+        model = registry.default if args.model is None else find(registry, args.model)
+        if model is None:
+            known = ", ".join(model.name for model in registry if not model.edits)
+            raise InvalidInputError("model", f"I don't know a model called '{args.model}'. Text-to-image: {known}.")
+        if model.edits:
+            raise InvalidInputError("model", f"{model.name} edits an image; here, pick a text-to-image model.")
+        ratio = None if args.aspect_ratio is None else check_ratio(args.aspect_ratio)
+        seed: int | None = None
+        if args.seed is not None:
             try:
-                seed = int(args.seed)
+                seed = check_seed(int(args.seed))
             except ValueError:
                 raise InvalidInputError("seed", "The seed must be a whole number from 0 to 2,147,483,647.") from None
-            seed = check_seed(seed)
+        check_choices(model, Choices(ratio=ratio, seed=seed, count=args.count, prompt=prompt))
     except InvalidInputError as error:
         flag = "--aspect-ratio" if error.option == "aspect_ratio" else f"--{error.option}"
         if error.option == "prompt":
             flag = "PROMPT"
         raise UsageError(f"{flag}: {error}") from None
-    return prompt, ratio, seed
+    return order(model, prompt=prompt, ratio=ratio, seed=seed, count=args.count or 1, origin=JobOrigin())
 
 
 class Progress:
@@ -95,12 +108,14 @@ class Progress:
 
 
 @contextlib.asynccontextmanager
-async def _runcomfy(settings: Settings, use_emulator: bool) -> AsyncIterator[tuple[Settings, SecretStr]]:
-    """The settings and token to talk with: the real API, or a private emulator started here."""
+async def _runcomfy(
+    settings: Settings, use_emulator: bool, registry: ModelRegistry
+) -> AsyncIterator[tuple[Settings, SecretStr]]:
+    """The settings and token to talk with: the real API, or a private emulator (speaking `registry`'s models)."""
     if not use_emulator:
         yield settings, settings.require("RUNCOMFY_API_TOKEN")
         return
-    async with Emulator() as emulator:
+    async with Emulator(registry=registry) as emulator:
         yield settings.model_copy(update={"runcomfy_base_url": emulator.url}), SecretStr(emulator.token)
 
 
@@ -129,8 +144,8 @@ class FileDestination:
     def __init__(self, output: Path | None, keep_in: Path) -> None:
         self.output = output
         self.keep_in = keep_in
-        self.saved: Path | None = None
-        self.image: DownloadedImage | None = None
+        self.saved: list[Path] = []  # where each image went, in order
+        self.image: DownloadedImage | None = None  # the first one
         self.problem: str | None = None  # why the image is not where it was asked to be
 
     async def deliver_images(self, job: Job, images: Sequence[DownloadedImage]) -> Outcome:
@@ -156,8 +171,9 @@ class FileDestination:
                 return Gone(f"could not write {path} ({error.strerror or error}) nor {kept} ({second.strerror})")
             self.problem = f"could not write {path} ({error.strerror or error}); the image is kept at {kept}"
             path = kept
+        self.saved.append(path)
         if number == 1:
-            self.saved, self.image = path, image
+            self.image = image
         return Delivered("file")
 
     async def deliver_notice(self, job: Job) -> Outcome:
@@ -173,10 +189,11 @@ def _write(path: Path, data: bytes) -> None:
 
 
 async def generate(args: argparse.Namespace, settings: Settings, console: Console) -> int:
-    prompt, ratio, seed = parse_inputs(args)
+    registry = load_registry(settings.runcomfy_model, settings.runcomfy_models_file)
+    new = parse_inputs(args, registry)
     check_output(args.output)
     async with (
-        _runcomfy(settings, args.emulator) as (settings, token),
+        _runcomfy(settings, args.emulator, registry) as (settings, token),
         open_session(settings) as session,
         await open_store(database_url=settings.postgres_url, database_path=settings.database_path) as store,
     ):
@@ -207,7 +224,6 @@ async def generate(args: argparse.Namespace, settings: Settings, console: Consol
             manager.subscribe(on_event)
             await manager.start(destination, resume=lambda job: False)  # the bot resumes its own jobs
             try:
-                new = NewJob(model=settings.runcomfy_model, prompt=prompt, aspect_ratio=ratio, seed=seed)
                 ticket = await manager.enqueue(new, None)
                 job_ids.add(ticket.job.id)
                 await manager.confirm(ticket.job.id)
@@ -220,7 +236,7 @@ async def generate(args: argparse.Namespace, settings: Settings, console: Consol
             finally:
                 await manager.stop()
                 workers.close()
-    return _report(event, destination, seed, console)
+    return _report(event, destination, registry.name(new.model), console)
 
 
 async def _interrupted(manager: JobManager, job_id: int, console: Console) -> None:
@@ -248,12 +264,18 @@ async def _interrupted(manager: JobManager, job_id: int, console: Console) -> No
     console.print(f"interrupted: job {job.id}, {request}: {verdict}.", highlight=False, markup=False, soft_wrap=True)
 
 
-def _report(event: JobEvent, destination: FileDestination, seed: int, console: Console) -> int:
-    """One line per outcome: where the image is, or why there is none (RunComfy's words and the setting)."""
-    if isinstance(event, JobDelivered) and destination.saved is not None and destination.image is not None:
-        image, path = destination.image, destination.saved
-        console.print(f"Saved {path} ({image.width}×{image.height}, seed {seed})", highlight=False)
-        print(path)  # noqa: T201 - stdout carries the result for scripts
+def _report(event: JobEvent, destination: FileDestination, model_name: str, console: Console) -> int:
+    """One line per outcome: where the images are, or why there are none (RunComfy's words and the setting)."""
+    if isinstance(event, JobDelivered) and destination.saved and destination.image is not None:
+        image, paths = destination.image, destination.saved
+        facts = [model_name, f"{image.width}×{image.height}"]
+        if event.job.seed != NO_SEED:
+            facts.append(f"seed {event.job.seed}")
+        names = [str(path) for path in paths]
+        where = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        console.print(f"Saved {where} ({', '.join(facts)})", highlight=False)
+        for path in paths:
+            print(path)  # noqa: T201 - stdout carries the result for scripts, a path a line
         console.print(f"request id: {event.job.request_id}", highlight=False)
         if destination.problem is not None:
             console.print(f"error: {destination.problem}", highlight=False, markup=False, soft_wrap=True)

@@ -71,6 +71,19 @@ async def test_seed_is_chosen_and_printed_when_omitted(tmp_path: Path) -> None:
     assert saved.exists()
 
 
+async def test_another_model_makes_several_images_saved_side_by_side(tmp_path: Path) -> None:
+    code, out, err = await run_cli(
+        tmp_path, "two pears", "--model", "Nano Banana 2", "--count", "2", "--emulator", "--output", "pear.png"
+    )
+    assert code == 0, err
+    assert out.split() == ["pear.png", "pear-2.png"]  # one path per line, for scripts
+    for name in ("pear.png", "pear-2.png"):
+        with Image.open(tmp_path / name) as image:
+            assert image.format == "PNG"
+    assert "Saved pear.png and pear-2.png (Nano Banana 2, " in err
+    assert "seed" not in err  # the model takes none
+
+
 @pytest.mark.parametrize(
     ("args", "names"),
     [
@@ -81,8 +94,26 @@ async def test_seed_is_chosen_and_printed_when_omitted(tmp_path: Path) -> None:
         (["   "], ["PROMPT", "empty"]),
         (["x" * 3000], ["PROMPT", "2,048"]),
         (["a fox", "--bogus"], ["--bogus"]),
+        (["a fox", "--model", "acme/unknown"], ["--model", "acme/unknown", "Nano Banana 2"]),
+        (["a fox", "--model", "google/nano-banana-2/edit"], ["--model", "edits an image"]),
+        (["a fox", "--count", "2"], ["--count", "ImagineArt 1.5 makes one image"]),
+        (["a fox", "--model", "Nano Banana 2", "--seed", "5"], ["--seed", "takes no seed"]),
+        (["a fox", "--model", "Nano Banana 2", "--aspect-ratio", "3:1"], ["--aspect-ratio", "can't make 3:1"]),
     ],
-    ids=["ratio", "seed-negative", "seed-too-big", "seed-text", "blank-prompt", "long-prompt", "unknown-flag"],
+    ids=[
+        "ratio",
+        "seed-negative",
+        "seed-too-big",
+        "seed-text",
+        "blank-prompt",
+        "long-prompt",
+        "unknown-flag",
+        "unknown-model",
+        "edit-model",
+        "count-one-model",
+        "seed-seedless-model",
+        "ratio-of-the-model",
+    ],
 )
 async def test_invalid_input_is_one_clear_line_and_exit_2(tmp_path: Path, args: list[str], names: list[str]) -> None:
     code, out, err = await run_cli(tmp_path, *args, "--emulator")
@@ -184,11 +215,11 @@ async def test_an_image_that_cannot_be_written_after_all_is_kept_and_its_place_n
     job = Job(7, "m", "p", "1:1", 1, JobState.DELIVERING, JobOrigin(), now, now)
     image = DownloadedImage(b"\x89PNG fake bytes", "PNG", 1, 1, "image/png")
     assert await destination.deliver_images(job, [image]) == Delivered("file")
-    assert destination.saved == tmp_path / "data" / "images" / "imagine-7.png"
-    assert destination.saved.read_bytes() == image.data
+    assert destination.saved == [tmp_path / "data" / "images" / "imagine-7.png"]
+    assert destination.saved[0].read_bytes() == image.data
     assert destination.problem is not None
     assert str(blocker / "fox.png") in destination.problem
-    assert str(destination.saved) in destination.problem
+    assert str(destination.saved[0]) in destination.problem
 
 
 async def interrupt_cli(tmp_path: Path, emulator: Emulator, after: str) -> tuple[int, str]:
