@@ -24,7 +24,7 @@ from bot.jobs.delivery import Outcome
 from bot.jobs.events import JobCancelled, JobDelivered, JobEvent, JobFailed, JobQueued, JobRunning, JobUndeliverable
 from bot.jobs.orders import order
 from bot.model_registry import Choices, ModelRegistry, check_choices, find, load_registry
-from bot.model_spec import NO_SEED, RATIO_VALUES, InvalidInputError, check_ratio, check_seed, clean_prompt
+from bot.model_spec import NO_SEED, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio, check_seed, clean_prompt
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from storage.models import Job, JobOrigin, JobState, NewJob
@@ -69,7 +69,7 @@ def parse_inputs(args: argparse.Namespace, registry: ModelRegistry) -> NewJob:
             try:
                 seed = check_seed(int(args.seed))
             except ValueError:
-                raise InvalidInputError("seed", "The seed must be a whole number from 0 to 2,147,483,647.") from None
+                raise InvalidInputError("seed", f"The seed must be a whole number from 0 to {SEED_MAX:,}.") from None
         check_choices(model, Choices(ratio=ratio, seed=seed, count=args.count, prompt=prompt))
     except InvalidInputError as error:
         flag = "--aspect-ratio" if error.option == "aspect_ratio" else f"--{error.option}"

@@ -94,10 +94,11 @@ def check_ratio(ratio: str) -> str:
     return ratio
 
 
-def check_seed(seed: int | None) -> int:
-    """The given seed, or a fresh random one, so every image can be reproduced."""
+def check_seed(seed: int | None, most: int = SEED_MAX) -> int:
+    """The given seed, or a fresh random one from 0 to `most` (the model's largest), so every image can be
+    reproduced."""
     if seed is None:
-        return secrets.randbelow(SEED_MAX + 1)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise InvalidInputError("seed", f"The seed must be a whole number from 0 to {SEED_MAX:,}.")
+        return secrets.randbelow(most + 1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= most:
+        raise InvalidInputError("seed", f"The seed must be a whole number from 0 to {most:,}.")
     return seed

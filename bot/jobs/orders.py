@@ -51,7 +51,7 @@ def order(
         model=model.id,
         prompt=prompt,
         aspect_ratio=(ratio or shape.default) if shape is not None else "",
-        seed=check_seed(seed) if model.takes_seed else NO_SEED,
+        seed=NO_SEED if model.inputs.seed is None else check_seed(seed, model.inputs.seed.max),
         origin=origin,
         parent_id=parent_id,
         exempt=exempt,

@@ -139,7 +139,3 @@ class ModelDescription(_Strict):
         """The aspect ratios a member may pick, in the bot's usual order (none: the model decides)."""
         shape = self.inputs.aspect_ratio
         return tuple(ratio for ratio in RATIO_VALUES if shape is not None and ratio in shape.values)
-
-    @property
-    def takes_seed(self) -> bool:
-        return self.inputs.seed is not None

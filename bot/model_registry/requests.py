@@ -42,8 +42,10 @@ def check_choices(model: ModelDescription, choices: Choices) -> None:
     if choices.ratio is not None and choices.ratio not in model.ratios:
         allowed = ", ".join(model.ratios) or "none (it picks the shape itself)"
         raise InvalidInputError("aspect_ratio", f"{name} can't make {choices.ratio}; its aspect ratios: {allowed}.")
-    if choices.seed is not None and not model.takes_seed:
+    if choices.seed is not None and model.inputs.seed is None:
         raise InvalidInputError("seed", f"{name} takes no seed; leave the seed out.")
+    if choices.seed is not None and model.inputs.seed is not None and choices.seed > model.inputs.seed.max:
+        raise InvalidInputError("seed", f"{name} takes seeds from 0 to {model.inputs.seed.max:,}.")
     if choices.count is not None and not 1 <= choices.count <= model.max_count:
         most = "one image" if model.max_count == 1 else f"1 to {model.max_count} images"
         raise InvalidInputError("count", f"{name} makes {most} per request.")

@@ -7,6 +7,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from bot.jobs.orders import order
 from bot.model_registry import (
     Choices,
     Kind,
@@ -19,6 +20,7 @@ from bot.model_registry import (
 from bot.model_registry.schema import differences, input_schema
 from bot.model_spec import InvalidInputError
 from bot.settings import DEFAULT_MODEL
+from storage.models import JobOrigin
 
 SIZE_MODEL = """
 [[model]]
@@ -163,3 +165,35 @@ def test_differences_name_what_upstream_changed() -> None:
         == "`prompt` is integer upstream, string here"
     )
     assert differences(model, {}) == ["RunComfy's schema lists no properties"]
+
+
+SMALL_SEEDS = """
+[[model]]
+id = "acme/small-seeds/text-to-image"
+name = "Acme Small Seeds"
+kind = "text-to-image"
+price_usd = 0.01
+[model.inputs]
+seed = { field = "seed", max = 65535 }
+"""
+
+
+def test_a_seed_past_the_models_own_largest_is_refused_and_random_seeds_stay_within_it(tmp_path: Path) -> None:
+    (tmp_path / "models.toml").write_text(SMALL_SEEDS)
+    model = load_registry(DEFAULT_MODEL, tmp_path / "models.toml").get("acme/small-seeds/text-to-image")
+    assert model is not None
+    check_choices(model, Choices(seed=65535))
+    with pytest.raises(InvalidInputError) as caught:
+        check_choices(model, Choices(seed=65536))
+    assert caught.value.option == "seed"
+    assert "65,535" in str(caught.value)
+    assert model.name in str(caught.value)
+    seeds = {order(model, prompt="a fox", ratio=None, seed=None, count=1, origin=JobOrigin()).seed for _ in range(200)}
+    assert max(seeds) <= 65535
+
+
+def test_the_example_file_in_docs_models_md_loads(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[2] / "docs/models.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "models.toml").write_text(example)
+    assert load_registry(DEFAULT_MODEL, tmp_path / "models.toml").get("acme/sizer/text-to-image") is not None
