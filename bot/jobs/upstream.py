@@ -59,7 +59,6 @@ SUBMIT_RETRIES = 3
 # A job that runs upstream past its deadline is billed: it is waited for this long before the bot stops asking.
 ABANDON_AFTER = timedelta(hours=6)
 OVERDUE_POLL_SECONDS = 30.0
-MAX_IMAGES = 10  # one Discord message holds 10 files: more URLs than that are never kept
 
 
 class CancelOutcome(StrEnum):
@@ -276,7 +275,8 @@ class Upstream:
             await self._reschedule(running)
 
     async def _completed(self, job: Job, result: RequestResult) -> None:
-        urls = result.image_urls
+        # More images than the job asked (and was charged) for are not kept: the member asked for `count`.
+        urls = result.image_urls[: job.count]
         if not urls:
             await self.fail(job, NO_IMAGE, kind=FailureKind.RETRYABLE, expect=job.state)
             return
@@ -290,7 +290,7 @@ class Upstream:
             expect=(JobState.IN_QUEUE, JobState.IN_PROGRESS),
             event=JobCompleted,
             result_url=urls[0],
-            result_urls=json.dumps(urls[:MAX_IMAGES]),
+            result_urls=json.dumps(urls),
             **cost,
             queue_position=None,
             next_poll_at=None,

@@ -11,13 +11,14 @@ import pytest
 from PIL import Image
 
 from bot.app import ImagineBot
-from bot.emulator import Duration, Emulator
+from bot.emulator import Duration, Emulator, Fault
 from bot.jobs.upstream import INPUT_EXPIRED
 from bot.model_registry import vetted_models
 from bot.settings import DEFAULT_MODEL
 from storage.models import JobState
 from tests.clocks import FakeDiscordClock
 from tests.e2e.conftest import BotStarter, job_in_state, reply_showing
+from tests.e2e.test_community_support import job_for
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember
 
 NANO = "google/nano-banana-2/text-to-image"
@@ -145,6 +146,33 @@ async def test_a_four_image_job_arrives_in_one_reply_under_the_upload_limit(
     await reply_showing(fake_discord, form, "Done")
     [url] = submitted(emulator, "only the third fox, in snow")["image_urls"]
     assert str(url).split("?")[0] == message.attachments[2].url
+
+
+async def test_more_images_than_asked_for_are_not_kept(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    general: FakeChannel,
+) -> None:
+    """A result listing more images than the job asked (and was charged) for delivers the ones asked for: six
+    would not even fit a reply's rows of buttons."""
+    emulator.config.queue_time = Duration.constant(1.0)
+    emulator.config.run_time = Duration.constant(0.0)
+    interaction = await alice.run_command("imagine", general, prompt="one fox, please")
+    job = await job_in_state(bot, (await job_for(bot, interaction)).id, JobState.IN_QUEUE)
+    assert job.request_id is not None
+    body = {
+        "request_id": job.request_id,
+        "status": "succeeded",
+        "output": {"images": [f"{emulator.file_url(job.request_id)}?copy={n}" for n in range(6)]},
+    }
+    emulator.inject("result", Fault.http(200, body))
+
+    message = await reply_showing(fake_discord, interaction, "Done")
+    assert len(message.attachments) == 1
+    job = await job_in_state(bot, job.id, JobState.DELIVERED)
+    assert len(job.images) == 1
 
 
 async def test_a_model_the_server_did_not_allow_is_refused(
