@@ -374,9 +374,13 @@ class JobManager:
         await self._all_gone(await self.store.guild_unfinished(guild_id), GUILD_GONE)
 
     async def _all_gone(self, jobs: Sequence[Job], reason: str) -> None:
-        """Waiting jobs end first: cancelling a running one frees a slot, which must not go to one of them."""
+        """Waiting jobs end first: cancelling a running one frees a slot, which must not go to one of them. Each
+        job ends on its own: one that fails (RunComfy refusing a cancel, a store error) leaves the others ending."""
         for job in sorted(jobs, key=lambda job: job.state is not JobState.WAITING):
-            await self._gone(job, reason)
+            try:
+                await self._gone(job, reason)
+            except Exception:
+                log.exception("job %d: not ended after '%s'", job.id, reason, extra={"job_id": job.id})
 
     async def _gone(self, job: Job, reason: str) -> None:
         """Nowhere to show this job any more. Unsent jobs end quietly; a queued one is cancelled upstream where

@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from bot.app import ImagineBot
-from bot.emulator import Duration, Emulator
+from bot.emulator import Duration, Emulator, Fault
 from storage.models import Job, JobState
 from tests.e2e.conftest import job_in_state, reply_showing
 from tests.e2e.test_community_support import admin, job_for
@@ -228,3 +228,33 @@ async def test_no_job_is_sent_for_a_channel_the_bot_found_it_cannot_post_in(
     assert emulator.submits_for("bob waits 0") == 0
     assert emulator.submits_for("bob waits 1") == 0
     assert len(emulator.submits) == 2
+
+
+async def test_a_cancel_runcomfy_refuses_does_not_keep_the_servers_other_jobs_from_ending(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    guild: FakeGuild,
+    alice: FakeMember,
+    bob: FakeMember,
+    general: FakeChannel,
+) -> None:
+    """Each job of a server the bot left ends on its own: one whose cancel fails upstream must not leave the
+    next one queued and billed."""
+    assert bot.store is not None
+    hold_in_queue(emulator)
+    replies = [await alice.run_command("imagine", general, prompt="queued one")]
+    replies.append(await bob.run_command("imagine", general, prompt="queued two"))
+    queued = [await job_in_state(bot, (await job_for(bot, reply)).id, JobState.IN_QUEUE) for reply in replies]
+    emulator.inject("cancel", Fault.http(403, {"error_message": "Request belongs to another account"}))
+
+    await fake_discord.remove_guild(guild)
+
+    async with asyncio.timeout(5):  # the job whose cancel RunComfy took ends cancelled
+        while True:
+            ended = [await bot.store.get(job.id) for job in queued]
+            if any(job is not None and job.state is JobState.CANCELLED for job in ended):
+                break
+            await asyncio.sleep(0.02)
+    cancelled_upstream = [rid for rid, job in emulator.jobs.items() if job.cancelled_at is not None]
+    assert len(cancelled_upstream) == 1  # the other's cancel was refused: it runs on, and is billed
