@@ -90,12 +90,12 @@ class JobStarter:
         settings = await self.guilds.get(interaction.guild_id)
         try:
             text = clean_prompt(prompt)
+            if seed is not None:
+                check_seed(seed)  # a whole number in the bot's range first; then within the model's own
             chosen = choose(self.registry, settings, model, image=image is not None)
             check_choices(
                 chosen, Choices(ratio=aspect_ratio, seed=seed, count=count, image=image is not None, prompt=text)
             )
-            if seed is not None:
-                check_seed(seed)
         except InvalidInputError as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return
