@@ -25,8 +25,10 @@ from bot.images import EncodedImage, ImageWorkers
 from bot.jobs import Delivered, Gone, JobManager, RecoveredReply, Retry
 from bot.jobs.delivery import Outcome
 from bot.jobs.events import (
+    JobCancelled,
     JobDelivered,
     JobEvent,
+    JobFailed,
     JobQueued,
     JobRunning,
     JobSubmitting,
@@ -207,10 +209,14 @@ class DeliveryCog(commands.Cog, name="Delivery"):
             self.courier.show(job, render.queued(job, event.position))
         elif isinstance(event, JobRunning):
             self.courier.show(job, render.generating(job, event.eta, overdue=event.overdue))
+        elif isinstance(event, JobDelivered | JobUndeliverable | NoticeShown | NoticeLost) or (
+            # Ended with no notice owed (its reply is gone, maybe found so by an edit landing after the end):
+            # nothing more will ever be edited in.
+            isinstance(event, ReplyGone | JobCancelled | JobFailed) and job.state.is_final and not job.notice_pending
+        ):
+            self.courier.forget(job.id)
         elif isinstance(event, ReplyGone):
             self.courier.silence(job.id)
-        elif isinstance(event, JobDelivered | JobUndeliverable | NoticeShown | NoticeLost):
-            self.courier.forget(job.id)
 
     async def _tell_admins(self, job: Job) -> None:
         """Once per outage and server: a DM to the server's owner, or, when their DMs are closed, a message in the

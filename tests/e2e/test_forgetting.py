@@ -63,3 +63,20 @@ async def test_jobs_that_ended_every_way_leave_nothing_behind(
         await fake_discord.wait_for(lambda: not per_job_memory(bot), 10)
     except AssertionError:
         raise AssertionError(f"kept after every job ended: {per_job_memory(bot)}") from None
+
+
+async def test_a_job_whose_reply_was_deleted_leaves_nothing_behind(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    """Deleting the reply ends the job quietly (no notice to show anywhere): its edits' memory goes with it."""
+    emulator.config.queue_time = Duration.constant(30.0)
+    interaction = await alice.run_command("imagine", general, prompt="a lighthouse nobody will see")
+    reply = await reply_showing(fake_discord, interaction, "Queued")
+
+    await fake_discord.remove_message(reply)
+
+    await jobs_for(bot, [interaction], JobState.CANCELLED)
+    try:
+        await fake_discord.wait_for(lambda: not per_job_memory(bot), 10)
+    except AssertionError:
+        raise AssertionError(f"kept after the job ended: {per_job_memory(bot)}") from None
