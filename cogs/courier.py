@@ -371,8 +371,11 @@ class ReplyCourier:
         channel = self.client.get_partial_messageable(origin.channel_id)
         try:
             message = await channel.fetch_message(origin.message_id)
-        except (discord.HTTPException, aiohttp.ClientError, TimeoutError):
-            return False  # cannot tell: the edit itself finds out what is wrong
+        except (discord.NotFound, discord.Forbidden):
+            return False  # gone or out of reach: the edit itself finds out which, and says so
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+            # Cannot tell now: editing blindly could show the image twice, so this attempt waits and looks again.
+            raise UnavailableError(f"could not look at the reply first ({type(error).__name__})") from None
         if not any(existing.filename.startswith(stem) for existing in message.attachments):
             return False
         log.info("job %d: the reply already shows the image", job.id, extra={"job_id": job.id})

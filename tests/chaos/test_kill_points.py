@@ -181,6 +181,7 @@ async def test_killed_between_submitting_and_writing_the_request_id(
     assert emulator.submits == []
 
 
+@pytest.mark.parametrize("first_look_fails", [False, True], ids=["reply readable", "first read of the reply refused"])
 async def test_killed_after_the_image_reached_discord_before_delivered_was_written(
     fake_discord: FakeDiscord,
     start_bot: BotStarter,
@@ -188,7 +189,10 @@ async def test_killed_after_the_image_reached_discord_before_delivered_was_writt
     emulator: Emulator,
     general: FakeChannel,
     alice: FakeMember,
+    first_look_fails: bool,
 ) -> None:
+    """The restarted bot looks at the reply before editing it again; when it cannot look (Discord down for a
+    moment), it waits and looks again rather than edit blindly and show the image twice."""
     async with start_bot() as first:
         interaction = await alice.run_command("imagine", general, prompt="an image shown exactly once")
         reply = await reply_showing(fake_discord, interaction, DONE)
@@ -205,6 +209,8 @@ async def test_killed_after_the_image_reached_discord_before_delivered_was_writt
             deliver_at=datetime.now(UTC),
             interaction_token=interaction.token,
         )
+    if first_look_fails:
+        fake_discord.inject_fault("GET /channels/{channel_id}/messages/{message_id}", 503)
     async with start_bot() as second:
         job = await job_in_state(second, job.id, JobState.DELIVERED)
     assert job.delivery == ALREADY_SHOWN
