@@ -5,9 +5,18 @@ Discord's attachment links expire (their `ex` query parameter, unix seconds in
 hex; docs/models.md), so the bot downloads the image when the
 command arrives, checks it by its bytes (PNG, JPEG, WebP or GIF, within
 DOWNLOAD_MAX_BYTES and IMAGE_MAX_PIXELS, like a result) and keeps it with the
-job; RunComfy is sent the link itself while it lives. The fetch is bounded by
-`FETCH_SECONDS`, so it fits in Discord's 3 seconds to acknowledge. Every
-refusal is one sentence a member can act on.
+job; RunComfy is sent the link itself while it lives. Every refusal is one
+sentence a member can act on.
+
+The fetch comes after the command is acknowledged (cogs/starter.py), so
+Discord's 3 seconds do not bound it: waiting for a turn and the download get
+`FETCH_SECONDS` together, while the member watches "thinking...", and past
+that the member is told to try again. What the fetches hold at once is
+bounded instead: at most `FETCHES` images are downloaded and checked at a
+time, each up to DOWNLOAD_MAX_BYTES while it waits for its decode on the
+shared image workers (bot/images.py). Members beyond that wait their turn
+rather than being refused at once: a burst of uploads is served a few at a
+time, and only a turn that does not come within the budget is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ if TYPE_CHECKING:
 
 # Discord's CDN hosts for attachments; the bot's own Discord API host is added (a test's fake Discord).
 DISCORD_CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
-FETCH_SECONDS = 2.0
+FETCH_SECONDS = 20.0  # a slow CDN gets time, a stalled download does not keep a turn (and the member) for long
 FETCHES = 4  # members' images downloaded at once: each may hold DOWNLOAD_MAX_BYTES until it is checked
 FORMATS = "PNG, JPEG, WebP or GIF"  # what bot.download.ALLOWED_FORMATS accepts, as members read it
 

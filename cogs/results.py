@@ -26,7 +26,6 @@ import discord
 from discord.ext import commands
 
 from bot.jobs import JobManager
-from bot.jobs.orders import source_input
 from bot.model_spec import NO_SEED, PROMPT_MAX, RATIO_VALUES, SEED_MAX, InvalidInputError, check_ratio
 from cogs import render, reports
 from cogs.access import refuse
@@ -195,11 +194,6 @@ class ResultsCog(commands.Cog, name="Results"):
         except InvalidInputError as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return
-        try:
-            edit = source_input(source, await self.store.inputs.get(source.id), self.jobs.clock.now())
-        except InvalidInputError as error:
-            await interaction.response.send_message(str(error), ephemeral=True)
-            return
         await self.starter.start(
             interaction,
             prompt=prompt,
@@ -208,7 +202,7 @@ class ResultsCog(commands.Cog, name="Results"):
             parent_id=source.id,
             model=source.model,
             count=source.count,
-            image=edit,
+            image=source if source.input_url is not None else None,  # its kept image is read once acknowledged
         )
 
     # -- ✉️ details by DM ----------------------------------------------------

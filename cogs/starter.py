@@ -1,17 +1,31 @@
-"""What `/imagine` and a remix share: check everything, write the job, acknowledge, hand it to the line.
+"""What `/imagine`, an edit and a remix share: check everything, write the job, acknowledge, hand it to the line.
 
-Every refusal is ephemeral and comes before anything is written or spent. The
-job row is written before the acknowledgement, so a reply the member can see
-always has a job behind it, even if the process dies right after (the restart
-finds the reply through the stored interaction token). The job waits in its
-server's line until the acknowledgement is confirmed; if the acknowledgement
-fails in any way (an HTTP error, a dropped connection, a timeout) the job is
-abandoned, so nothing holds a place that nobody will ever see.
+Every refusal is ephemeral and nothing is spent before it. A text job is
+written before the acknowledgement, so a reply the member can see always has a
+job behind it, even if the process dies right after (the restart finds the
+reply through the stored interaction token). The job waits in its server's line
+until the acknowledgement is confirmed; if the acknowledgement fails in any way
+(an HTTP error, a dropped connection, a timeout) the job is abandoned, so
+nothing holds a place that nobody will ever see.
+
+An edit's image takes time nobody can promise within Discord's 3 seconds
+(docs/discord-platform.md, INT): downloading the member's attachment and
+decoding it, or reading a remixed edit's kept image from the store. So an edit
+is acknowledged first, with the same public "thinking..." as any job, then its
+image is fetched and checked and the job written and confirmed against that
+reply at once: the reply exists before the job, and the job before anything is
+sent. A refusal found after the acknowledgement (the image too big or
+unreadable, its link dying, the member's or the operator's limits) deletes the
+"thinking..." and tells only the member, in an ephemeral followup, and no job
+is written. If the process dies between the acknowledgement and the job, the
+member is left with a "thinking..." that nothing answers, and nothing is
+charged.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -24,7 +38,7 @@ from bot.model_spec import InvalidInputError, check_seed, clean_prompt
 from cogs import render
 from cogs.moderation import BANNED_REFUSAL, find_banned
 from storage.base import GuildStore
-from storage.models import GuildSettings, JobInput, JobOrigin
+from storage.models import GuildSettings, Job, JobInput, JobOrigin, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +88,10 @@ class JobStarter:
         parent_id: int | None = None,
         model: str | None = None,
         count: int | None = None,
-        image: Offered | EditInput | None = None,
+        image: Offered | Job | None = None,
     ) -> None:
         """Check everything, write the job, acknowledge. `image` is an edit's input: an attachment still to fetch,
-        or (a reroll, a remix) the input of an earlier job."""
+        or the earlier edit (being remixed) whose kept image it starts from again."""
         if interaction.guild_id is None:
             await interaction.response.send_message("Images are made in servers, not in DMs.", ephemeral=True)
             return
@@ -109,10 +123,9 @@ class JobStarter:
                 f"I can't post images here: I'm missing **{', '.join(missing)}** in this channel. "
                 "Ask a server admin to allow it, or use another channel."
             )
-        edit: EditInput | None = image if isinstance(image, EditInput) else None
         if refusal is None and isinstance(image, Offered):
             try:
-                edit = await self._fetch(image)
+                self.fetcher.precheck(image)  # what Discord says of the file, refused before anything is shown
             except ImageRefusedError as error:
                 refusal = str(error)
         if refusal is not None:
@@ -127,29 +140,77 @@ class JobStarter:
             token_expires_at=interaction.expires_at,
             filesize_limit=interaction.filesize_limit,
         )
-        new = order(
-            chosen,
-            prompt=text,
-            ratio=ratio,
-            seed=seed,
-            count=count or 1,
-            origin=origin,
-            parent_id=parent_id,
-            exempt=settings.admins_bypass and interaction.permissions.manage_guild,
-            edit=edit,
-        )
+
+        def new(edit: EditInput | None) -> NewJob:
+            return order(
+                chosen,
+                prompt=text,
+                ratio=ratio,
+                seed=seed,
+                count=count or 1,
+                origin=origin,
+                parent_id=parent_id,
+                exempt=settings.admins_bypass and interaction.permissions.manage_guild,
+                edit=edit,
+            )
+
+        if image is None:
+            await self._write_then_acknowledge(interaction, new(None), settings)
+        else:
+            await self._acknowledge_then_write(interaction, image, new, settings)
+
+    async def _write_then_acknowledge(
+        self, interaction: discord.Interaction[Any], new: NewJob, settings: GuildSettings
+    ) -> None:
+        """A text job: written (or refused by the limits, ephemerally) within Discord's 3 seconds, then the
+        acknowledgement; the job is abandoned if that fails."""
         try:
             ticket = await self.jobs.enqueue(new, settings)
         except LimitReachedError as error:
             await interaction.response.send_message(render.limit_refusal(error), ephemeral=True)
             return
         try:
-            callback = await interaction.response.defer(thinking=True)
+            reply = await self._acknowledge(interaction)
         except BaseException:
             # Any failure (an HTTP error, a dropped connection, a cancel): the member saw no reply to wait on.
             await self.jobs.abandon(ticket.job.id, "Discord did not take the acknowledgement")
             raise
-        await self.jobs.confirm(ticket.job.id, callback.message_id if callback is not None else None)
+        await self.jobs.confirm(ticket.job.id, reply)
+
+    async def _acknowledge_then_write(
+        self,
+        interaction: discord.Interaction[Any],
+        image: Offered | Job,
+        new: Callable[[EditInput | None], NewJob],
+        settings: GuildSettings,
+    ) -> None:
+        """An edit: acknowledged first (a failed acknowledgement raises before anything is fetched or written),
+        then its image fetched or read and checked, and the job written; a refusal on the way writes nothing and
+        reaches only the member."""
+        reply = await self._acknowledge(interaction)
+        try:
+            edit = await self._fetch(image) if isinstance(image, Offered) else await self.jobs.kept_input(image)
+            ticket = await self.jobs.enqueue(new(edit), settings)
+        except (ImageRefusedError, InvalidInputError) as error:
+            await self._refuse_after_acknowledging(interaction, str(error))
+            return
+        except LimitReachedError as error:
+            await self._refuse_after_acknowledging(interaction, render.limit_refusal(error))
+            return
+        await self.jobs.confirm(ticket.job.id, reply)
+
+    @staticmethod
+    async def _acknowledge(interaction: discord.Interaction[Any]) -> int | None:
+        """The public "thinking..." every job's reply starts as; its message id, when Discord says it."""
+        callback = await interaction.response.defer(thinking=True)
+        return callback.message_id if callback is not None else None
+
+    @staticmethod
+    async def _refuse_after_acknowledging(interaction: discord.Interaction[Any], text: str) -> None:
+        """The public "thinking..." goes, then only the member reads why. A followup sent while it still shows would
+        fill it, public (docs/discord-platform.md, INT), so it is deleted first."""
+        await interaction.delete_original_response()
+        await interaction.followup.send(text, ephemeral=True)
 
     async def _fetch(self, offered: Offered) -> EditInput:
         """The member's image, downloaded and checked now (its link expires), with the link RunComfy is sent."""

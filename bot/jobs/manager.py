@@ -43,7 +43,7 @@ from bot.jobs.events import (
 from bot.jobs.leases import LeaseKeeper
 from bot.jobs.ledger import Ledger
 from bot.jobs.line import RESTARTED_WHILE_WAITING, Line, Load, Ticket
-from bot.jobs.orders import order, source_input
+from bot.jobs.orders import EditInput, order, source_input
 from bot.jobs.prices import PriceBook
 from bot.jobs.upstream import RESTARTED_WHILE_SUBMITTING, CancelOutcome, Upstream
 from bot.model_registry import ModelRegistry, load_registry, server_models
@@ -422,7 +422,7 @@ class JobManager:
         model = self.registry.get(source.model)
         if model is None or model not in server_models(self.registry, settings):
             raise InvalidInputError("model", f"This server doesn't offer {self.registry.name(source.model)} any more.")
-        edit = source_input(source, await self.store.inputs.get(source.id), self.clock.now())
+        edit = await self.kept_input(source)
         return order(
             model,
             prompt=source.prompt,
@@ -434,6 +434,14 @@ class JobManager:
             exempt=exempt,
             edit=edit,
         )
+
+    async def kept_input(self, source: Job) -> EditInput | None:
+        """The image `source` (an edit) started from, for a reroll or a remix: read from the store, which may take a
+        while for a large image (a caller answering an interaction acknowledges first). None when `source` is no
+        edit; InvalidInputError when its link no longer lives long enough."""
+        if source.input_url is None:
+            return None
+        return source_input(source, await self.store.inputs.get(source.id), self.clock.now())
 
     async def mark_deleted(self, job_id: int) -> Job | None:
         """A member deleted the job's result message with its button: remembered for history and reports."""

@@ -79,6 +79,26 @@ async def reply_showing(
     return await fake.wait_for(ready, within)
 
 
+async def private_answer(fake: FakeDiscord, interaction: FakeInteraction, within: float = 10.0) -> FakeMessage:
+    """What only the member sees in answer to `interaction`: its ephemeral reply or, for a refusal found after a
+    public "thinking...", the ephemeral followup once that reply is gone. Nothing of it stays in the channel."""
+    await interaction.wait_until_acked(within)
+    assert not interaction.failed, interaction.failed_reason
+
+    def answered() -> FakeMessage | None:
+        original = interaction.original_message
+        if interaction.ephemeral:
+            return original if original is not None and not original.loading else None
+        if original is None or not original.deleted:
+            return None
+        return next((message for message in interaction.followups if message.ephemeral), None)
+
+    answer = await fake.wait_for(answered, within)
+    shown = [interaction.original_message, *interaction.followups]
+    assert [m for m in shown if m is not None and not m.deleted and not m.ephemeral] == []
+    return answer
+
+
 async def job_in_state(bot: ImagineBot, job_id: int, *states: JobState, within: float = 10.0) -> Job:
     """The job once it reaches one of `states` (the store is written just after Discord answers)."""
     assert bot.store is not None

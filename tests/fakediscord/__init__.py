@@ -30,11 +30,12 @@ from .messages import FakeAttachment, FakeMessage, MessageVersion, Pings
 from .permissions import BOT_INVITE, DEFAULT_EVERYONE, Perm
 from .ratelimit import RouteInfo
 from .runner import pointed_at, run_bot, run_bots
-from .server import RecordedRequest
+from .server import CDN_ROUTE, RecordedRequest
 from .state import FakeChannel, FakeGuild, FakeRole, FakeUser, Overwrite
 
 __all__ = [
     "BOT_INVITE",
+    "CDN_ROUTE",
     "DEFAULT_EVERYONE",
     "FakeAttachment",
     "FakeChannel",

@@ -236,7 +236,8 @@ class FakeDiscord:
     @contextlib.contextmanager
     def hold(self, match: Matcher) -> Iterator[Hold]:
         """`with fake.hold("POST /channels/{channel_id}/messages") as held: ...` matching requests hang until
-        `held.release()` (or the block ends): a Discord that is slow for one kind of call."""
+        `held.release()` (or the block ends): a Discord that is slow for one kind of call. Attachment downloads
+        are held by `f"GET {CDN_ROUTE}"` (server.py: a CDN slow to hand out a member's image)."""
         held = Hold(match)
         self.holds.append(held)
         try:

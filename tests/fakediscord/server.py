@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .fake import FakeDiscord
 
 API_PREFIX = "/api/v10"
+CDN_ROUTE = "/attachments/{channel_id}/{attachment_id}/{filename}"  # attachment downloads, outside the API
 Reply = dict[str, Any] | list[Any] | web.Response | None
 Handler = Callable[["Call"], Awaitable[Reply]]
 
@@ -101,7 +102,7 @@ class RestServer:
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
         app.router.add_get("/", self._fake.gateway.handle)
-        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn)
+        app.router.add_get(CDN_ROUTE, self._cdn)
         for spec in self.routes:
             app.router.add_route(spec.method, API_PREFIX + spec.template, self._bind(spec))
         app.router.add_route("*", "/{tail:.*}", self._unknown)
@@ -121,10 +122,7 @@ class RestServer:
         )
         headers: dict[str, str] = {}
         error_code: int | None = None
-        for held in [held for held in fake.holds if held.matches(info)]:
-            held.waiting += 1
-            fake.notify()
-            await held.released.wait()
+        await self._held(info)
         outage = fake.outage
         if outage is not None and outage.applies(info):
             outage.served += 1
@@ -193,7 +191,16 @@ class RestServer:
         fake.notify()
         return json_response(not_found().body(), 404)
 
+    async def _held(self, info: RouteInfo) -> None:
+        """Wait while a test's `fake.hold(...)` holds requests like this one."""
+        for held in [held for held in self._fake.holds if held.matches(info)]:
+            held.waiting += 1
+            self._fake.notify()
+            await held.released.wait()
+
     async def _cdn(self, request: web.Request) -> web.StreamResponse:
+        """An attachment's bytes, for a signed, live link; `fake.hold(f"GET {CDN_ROUTE}")` makes downloads slow."""
+        await self._held(RouteInfo("GET", CDN_ROUTE, request.path, dict(request.match_info)))
         raw_id = request.match_info["attachment_id"]
         attachment = self._fake.attachments.get(int(raw_id)) if raw_id.isdigit() else None
         if attachment is None or attachment.filename != request.match_info["filename"]:

@@ -3,6 +3,7 @@ message context menu that brings a message's attachments to the bot."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,7 +12,7 @@ import discord
 import pytest
 from discord import app_commands
 
-from tests.fakediscord import FakeChannel, FakeDiscord, FakeMember, run_bot
+from tests.fakediscord import CDN_ROUTE, FakeChannel, FakeDiscord, FakeMember, run_bot
 from tests.fakediscord.test_limits import MIB, PlainBot, _refused, png
 
 
@@ -70,3 +71,14 @@ async def test_a_message_command_brings_the_message_and_its_attachments(
         await interaction.wait_until_acked()
     assert [message.id for message in seen] == [posted.id]
     assert seen[0].content == "look at this"
+
+
+async def test_a_held_download_waits_until_released(fake_discord: FakeDiscord, general: FakeChannel) -> None:
+    async with run_bot(fake_discord, PlainBot()) as bot:
+        message = await bot.text_channel(general).send(file=discord.File(io.BytesIO(png()), "a.png"))
+        with fake_discord.hold(f"GET {CDN_ROUTE}") as held:
+            download = asyncio.create_task(status_of(message.attachments[0].url))
+            await fake_discord.wait_for(lambda: held.waiting)
+            assert not download.done()
+            held.release()
+            assert await download == 200

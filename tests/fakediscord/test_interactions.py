@@ -185,6 +185,21 @@ async def test_followup_after_defer_fills_the_thinking_message(
         assert len([m for m in general.messages if not m.deleted]) == 1
 
 
+async def test_a_followup_after_the_thinking_message_is_deleted_is_a_message_of_its_own(
+    fake_discord: FakeDiscord, guild: FakeGuild, general: FakeChannel, alice: FakeMember
+) -> None:
+    bot = defer_bot(guild)  # public "thinking..."
+    async with run_bot(fake_discord, bot):
+        interaction = await alice.run_command("work", general)
+        await fake_discord.wait_for(lambda: bot.seen)
+        await bot.seen[0].delete_original_response()
+        await bot.seen[0].followup.send("only for you", ephemeral=True)
+        (answer,) = interaction.followups
+        assert (answer.content, answer.ephemeral) == ("only for you", True)
+        assert answer is not interaction.original_message
+        assert general.visible_messages() == []
+
+
 async def test_ephemeral_message_not_editable_by_channel_route_10008(
     fake_discord: FakeDiscord, guild: FakeGuild, general: FakeChannel, alice: FakeMember
 ) -> None:

@@ -1,0 +1,208 @@
+"""An edit's image is slow to come: the member's attachment from Discord's CDN, or the kept input a remix reads
+from the store. Whatever it takes, the command is acknowledged within Discord's 3 seconds, so the member never
+sees "This interaction failed"; the job is delivered, and a refusal found once the image is in (too big, limits
+reached, the source's link dead) reaches only the member and writes no job. An acknowledgement that fails stops
+everything before the image is asked for.
+
+Slowness is the fake's: a held CDN download, or a store read, while Discord's clock moves past the 3 seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from bot.app import ImagineBot
+from bot.attachments import FETCHES
+from bot.emulator import Emulator
+from bot.jobs.orders import SOURCE_EXPIRED
+from cogs.failures import SOMETHING_WENT_WRONG
+from storage.models import Job, JobInput, JobState
+from tests.clocks import FakeDiscordClock
+from tests.e2e.conftest import BotStarter, job_in_state, private_answer, reply_showing
+from tests.e2e.test_community_support import job_for
+from tests.e2e.test_models import png, submitted
+from tests.e2e.test_public_bot import CALLBACK
+from tests.fakediscord import (
+    CDN_ROUTE,
+    FakeChannel,
+    FakeDiscord,
+    FakeInteraction,
+    FakeMember,
+    FakeMessage,
+)
+
+PAST_THE_WINDOW = 4.0  # seconds of Discord's clock: more than the 3 it gives to acknowledge
+
+
+async def slowly_fetched(fake: FakeDiscord, start: Awaitable[FakeInteraction]) -> FakeInteraction:
+    """The interaction `start` makes, its image's download held while Discord's 3 seconds pass."""
+    with fake.hold(f"GET {CDN_ROUTE}") as held:
+        interaction = await start
+        await fake.wait_for(lambda: held.waiting)
+        fake.clock.advance(PAST_THE_WINDOW)
+    return interaction
+
+
+Edit = Callable[[FakeDiscord, FakeMember, FakeChannel, str], Awaitable[FakeInteraction]]
+
+
+async def by_attachment(fake: FakeDiscord, member: FakeMember, channel: FakeChannel, prompt: str) -> FakeInteraction:
+    return await slowly_fetched(fake, member.run_command("imagine", channel, prompt=prompt, image=("me.png", png())))
+
+
+async def by_edit_image(fake: FakeDiscord, member: FakeMember, channel: FakeChannel, prompt: str) -> FakeInteraction:
+    result = await reply_showing(fake, await member.run_command("imagine", channel, prompt="a lighthouse"), "Done")
+    menu = await member.run_message_command("Edit image", result)
+    await menu.wait_until_acked()
+    return await slowly_fetched(fake, member.submit_modal(menu, {"prompt": prompt}))
+
+
+async def by_edit_button(fake: FakeDiscord, member: FakeMember, channel: FakeChannel, prompt: str) -> FakeInteraction:
+    first = await member.run_command("imagine", channel, prompt="a lighthouse")
+    result = await reply_showing(fake, first, "Done")
+    [edit] = [item["custom_id"] for item in result.items() if str(item.get("custom_id")).startswith("imagine:edit:")]
+    opened = await member.click(result, edit)
+    await opened.wait_until_acked()
+    return await slowly_fetched(fake, member.submit_modal(opened, {"prompt": prompt}))
+
+
+@pytest.mark.parametrize("edit", [by_attachment, by_edit_image, by_edit_button])
+async def test_an_edit_whose_image_downloads_slowly_is_acknowledged_in_time_and_delivered(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel, edit: Edit
+) -> None:
+    interaction = await edit(fake_discord, alice, general, "make it snow")
+    await interaction.wait_until_acked()
+    assert not interaction.failed, interaction.failed_reason
+    assert not interaction.ephemeral  # the job's public reply, as for any /imagine
+    await reply_showing(fake_discord, interaction, "Done")
+    assert submitted(emulator, "make it snow")["image_urls"]
+    job = await job_in_state(bot, (await job_for(bot, interaction)).id, JobState.DELIVERED)
+    assert job.input_url is not None
+
+
+async def test_an_image_refused_once_downloaded_is_told_only_to_the_member_and_writes_no_job(
+    fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    async with start_bot(image_max_pixels=1000) as bot:
+        interaction = await by_attachment(fake_discord, alice, general, "make it snow")
+        answer = await private_answer(fake_discord, interaction)
+        assert "too many pixels" in answer.content
+        assert bot.store is not None
+        assert await bot.store.jobs_for_user(alice.id) == []
+    assert general.visible_messages() == []
+    assert emulator.submits == []
+
+
+async def test_an_edit_past_the_operators_budget_is_told_only_to_the_member_and_writes_no_job(
+    fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    async with start_bot(budget_usd_per_day=0.05) as bot:  # less than the edit's $0.07
+        interaction = await by_attachment(fake_discord, alice, general, "make it snow")
+        answer = await private_answer(fake_discord, interaction)
+        assert "This would cost about $0.07, and this bot has $0.05 left" in answer.content
+        assert bot.store is not None
+        assert await bot.store.jobs_for_user(alice.id) == []
+    assert general.visible_messages() == []
+    assert emulator.submits == []
+
+
+async def test_a_burst_of_edits_waits_for_its_turns_to_download_and_every_one_is_delivered(
+    fake_discord: FakeDiscord, bot: ImagineBot, alice: FakeMember, general: FakeChannel
+) -> None:
+    with fake_discord.hold(f"GET {CDN_ROUTE}") as held:
+        burst = [
+            await alice.run_command("imagine", general, prompt=f"make it snow {n}", image=("me.png", png()))
+            for n in range(FETCHES + 1)
+        ]
+        for interaction in burst:
+            await interaction.wait_until_acked()
+            assert not interaction.failed, interaction.failed_reason
+        await fake_discord.wait_for(lambda: held.waiting == FETCHES)  # the last one waits, holding no bytes
+    for interaction in burst:
+        await reply_showing(fake_discord, interaction, "Done")
+
+
+async def test_an_edit_whose_acknowledgement_is_lost_fetches_and_writes_nothing(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    fake_discord.inject_fault(CALLBACK, 0, times=1)  # the acknowledgement's connection is cut
+    with fake_discord.hold(f"GET {CDN_ROUTE}") as held:
+        lost = await alice.run_command("imagine", general, prompt="make it snow", image=("me.png", png()))
+        answer = await private_answer(fake_discord, lost)  # "something went wrong", the next callback getting through
+        assert answer.content == SOMETHING_WENT_WRONG
+        assert held.waiting == 0  # the image was never asked for
+    assert bot.store is not None
+    assert await bot.store.jobs_for_user(alice.id) == []
+    assert emulator.submits == []
+
+
+def slow_reads(fake: FakeDiscord, bot: ImagineBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From now on, reading a job's kept input takes longer than Discord's 3 seconds."""
+    assert bot.store is not None
+    read = bot.store.inputs.get
+
+    async def slowly(job_id: int) -> JobInput | None:
+        fake.clock.advance(PAST_THE_WINDOW)
+        return await read(job_id)
+
+    monkeypatch.setattr(bot.store.inputs, "get", slowly)
+
+
+async def edited(
+    fake: FakeDiscord, bot: ImagineBot, member: FakeMember, channel: FakeChannel
+) -> tuple[FakeMessage, Job]:
+    """An edit of the member's attachment, delivered: its message and job."""
+    interaction = await member.run_command("imagine", channel, prompt="a street", image=("me.png", png()))
+    message = await reply_showing(fake, interaction, "Done")
+    return message, await job_in_state(bot, (await job_for(bot, interaction)).id, JobState.DELIVERED)
+
+
+async def remixed(
+    fake: FakeDiscord, member: FakeMember, message: FakeMessage, job: Job, prompt: str
+) -> FakeInteraction:
+    """The job's 🎛️ Remix form opened and sent with `prompt`."""
+    opened = await member.click(message, f"imagine:remix:{job.id}")
+    await opened.wait_until_acked()
+    return await member.submit_modal(opened, {"prompt": prompt})
+
+
+async def test_a_remix_of_an_edit_whose_kept_image_is_slow_to_read_is_acknowledged_in_time_and_delivered(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    general: FakeChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message, source = await edited(fake_discord, bot, alice, general)
+    slow_reads(fake_discord, bot, monkeypatch)
+    form = await remixed(fake_discord, alice, message, source, "a street at dusk")
+    await form.wait_until_acked()
+    assert not form.failed, form.failed_reason
+    await reply_showing(fake_discord, form, "Done")
+    assert submitted(emulator, "a street at dusk")["image_urls"] == [source.input_url]
+    remix = await job_in_state(bot, (await job_for(bot, form)).id, JobState.DELIVERED)
+    assert remix.parent_id == source.id
+    assert bot.store is not None
+    assert await bot.store.inputs.get(remix.id) == await bot.store.inputs.get(source.id)
+
+
+async def test_a_remix_whose_source_link_died_is_told_only_to_the_member_and_writes_no_job(
+    fake_discord: FakeDiscord,
+    start_bot: BotStarter,
+    emulator: Emulator,
+    alice: FakeMember,
+    general: FakeChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with start_bot(clock=FakeDiscordClock(fake_discord.clock)) as bot:
+        message, source = await edited(fake_discord, bot, alice, general)
+        fake_discord.clock.advance(24 * 3600)  # Discord's link to the image the edit started from is dead
+        slow_reads(fake_discord, bot, monkeypatch)
+        form = await remixed(fake_discord, alice, message, source, "a street at dusk")
+        answer = await private_answer(fake_discord, form)
+        assert answer.content == SOURCE_EXPIRED
+        assert bot.store is not None
+        assert await bot.store.children(source.id) == []
+    assert [record.body["prompt"] for record in emulator.submits] == ["a street"]
