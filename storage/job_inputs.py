@@ -21,7 +21,7 @@ _READ_SQL = "SELECT content_type, width, height, data FROM job_inputs WHERE job_
 
 
 class JobInputs(Protocol):
-    async def save(self, job_id: int, image: JobInput) -> None: ...
+    """What callers read; each store writes an input image as part of creating its job."""
 
     async def get(self, job_id: int) -> JobInput | None: ...
 

@@ -203,6 +203,14 @@ class SQLiteJobStore:
         """Insert a job in state `submitting` (or `waiting`), held by `lease` when given; written before any
         request leaves the bot.
 
+        An edit's input image is a second statement (one connection, no transaction: see the module's
+        docstring). If it fails, the job row is deleted again before the error goes on: the caller says nothing
+        was started, and a row left waiting would be confirmed and sent after a restart. A crash between the
+        two leaves a waiting job with its input URL and no stored bytes; it is resumed like any other (its
+        reply is looked for, and upstream is sent the URL), and only the extras that read the bytes miss them:
+        its details show no input, and a reroll or remix of it is refused with the "no longer available"
+        sentence.
+
         Raises JobNotFoundError if `new.parent_id` names no job.
         """
         if state not in CREATE_STATES:
@@ -240,7 +248,12 @@ class SQLiteJobStore:
             raise
         job = _row_to_job(rows[0])
         if new.input is not None:
-            await self.inputs.save(job.id, new.input)
+            try:
+                await self.inputs.save(job.id, new.input)
+            except BaseException:
+                with unavailable_on_error(self.path):
+                    await self._db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+                raise
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 

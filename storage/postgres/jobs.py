@@ -205,7 +205,11 @@ class PostgresJobStore:
         lease: Lease | None = None,
     ) -> Job:
         """Insert a job in state `submitting` (or `waiting`, for a slot), held by `lease` when given;
-        JobNotFoundError if the parent is unknown."""
+        JobNotFoundError if the parent is unknown.
+
+        An edit's input image is written by the same statement (a data-modifying WITH): if it cannot be, no
+        job is written either, so a caller told of the error never leaves a job behind to be sent later.
+        """
         if state not in CREATE_STATES:
             raise ValueError(f"a job starts in submitting or waiting, not {state}")
         stamp = aware(now, "now")
@@ -229,6 +233,13 @@ class PostgresJobStore:
         args = _Args()
         placeholders = ", ".join(args(value) for value in values.values())
         sql = f"INSERT INTO jobs ({', '.join(values)}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608
+        if new.input is not None:
+            image = new.input
+            kept = f"{args(image.content_type)}::text, {args(image.width)}::int, {args(image.height)}::int"
+            sql = (
+                f"WITH job AS ({sql}), input AS (INSERT INTO job_inputs (job_id, content_type, width, height, data)"  # noqa: S608
+                f" SELECT id, {kept}, {args(image.data)}::bytea FROM job) SELECT {SELECT_LIST} FROM job"
+            )
         try:
             row = await self._fetchrow(sql, *args.values)
         except asyncpg.ForeignKeyViolationError as exc:
@@ -238,8 +249,6 @@ class PostgresJobStore:
         if row is None:
             raise RuntimeError("INSERT ... RETURNING returned no row")
         job = _job(row)
-        if new.input is not None:
-            await self.inputs.save(job.id, new.input)
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 

@@ -9,8 +9,11 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from storage.models import JobInput, JobOrigin, JobState, NewJob
 from storage.open import AnyJobStore
+from tests.storage.faults import REFUSED, refuse_input_images
 
 NOW = datetime(2025, 6, 30, 15, 30, tzinfo=UTC)
 GUILD, ALICE = 2**62, 11
@@ -56,6 +59,19 @@ async def test_a_job_keeps_its_count_estimate_and_input(store: AnyJobStore) -> N
     plain = await store.create(gallery(1), now=NOW)
     assert (plain.count, plain.cost_usd, plain.cost_estimated, plain.input_url) == (1, None, False, None)
     assert await store.inputs.get(plain.id) is None
+
+
+async def test_an_edit_whose_image_cannot_be_kept_is_not_written_at_all(store: AnyJobStore) -> None:
+    # The caller hears the error and tells the member nothing was started: no waiting row may stay behind for a
+    # restart to confirm and send.
+    await refuse_input_images(store)
+    edit = gallery(1, image=JobInput("image/png", 64, 32, PNG))
+    with pytest.raises(Exception, match=REFUSED):
+        await store.create(edit, now=NOW, state=JobState.WAITING)
+    assert await store.jobs_for_user(ALICE) == []
+    assert await store.unfinished() == []
+    plain = await store.create(gallery(1), now=NOW, state=JobState.WAITING)  # the store still works
+    assert [job.id for job in await store.unfinished()] == [plain.id]
 
 
 async def test_every_image_url_is_kept_in_order(store: AnyJobStore) -> None:
