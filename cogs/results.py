@@ -196,7 +196,7 @@ class ResultsCog(commands.Cog, name="Results"):
             await interaction.response.send_message(str(error), ephemeral=True)
             return
         try:
-            edit = source_input(source, await self.store.inputs.get(source.id), self.jobs.clock.now())
+            edit = source_input(source, self.jobs.clock.now())
         except InvalidInputError as error:
             await interaction.response.send_message(str(error), ephemeral=True)
             return

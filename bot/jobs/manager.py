@@ -417,7 +417,7 @@ class JobManager:
         model = self.registry.get(source.model)
         if model is None or model not in server_models(self.registry, settings):
             raise InvalidInputError("model", f"This server doesn't offer {self.registry.name(source.model)} any more.")
-        edit = source_input(source, await self.store.inputs.get(source.id), self.clock.now())
+        edit = source_input(source, self.clock.now())
         return order(
             model,
             prompt=source.prompt,

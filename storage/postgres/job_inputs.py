@@ -1,6 +1,6 @@
 """`PostgresJobInputs`: an edit job's input image in the jobs' database (`storage/job_inputs.py` says why).
 
-The image is written by the job's own INSERT (`PostgresJobStore.create`), so only reading is here.
+A new image is written by its job's own INSERT (`PostgresJobStore.create`), so only reading is here.
 """
 
 from __future__ import annotations

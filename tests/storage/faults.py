@@ -17,11 +17,12 @@ async def refuse_input_images(store: AnyJobStore) -> None:
     if isinstance(store, SQLiteJobStore):
         with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as db:
             db.execute(
-                f"CREATE TRIGGER refuse_inputs BEFORE INSERT ON job_inputs BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END"
+                f"CREATE TRIGGER refuse_inputs BEFORE INSERT ON input_images"
+                f" BEGIN SELECT RAISE(ABORT, '{REFUSED}'); END"
             )
         return
     await store.pool.execute(
         "CREATE FUNCTION refuse_inputs() RETURNS trigger LANGUAGE plpgsql"
         f" AS $$ BEGIN RAISE EXCEPTION '{REFUSED}'; END $$;"
-        " CREATE TRIGGER refuse_inputs BEFORE INSERT ON job_inputs FOR EACH ROW EXECUTE FUNCTION refuse_inputs()"
+        " CREATE TRIGGER refuse_inputs BEFORE INSERT ON input_images FOR EACH ROW EXECUTE FUNCTION refuse_inputs()"
     )
