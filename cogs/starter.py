@@ -189,7 +189,7 @@ class JobStarter:
         reaches only the member."""
         reply = await self._acknowledge(interaction)
         try:
-            edit = await self._fetch(image) if isinstance(image, Offered) else await self.jobs.kept_input(image)
+            edit = await self._fetch(image) if isinstance(image, Offered) else self.jobs.kept_input(image)
             ticket = await self.jobs.enqueue(new(edit), settings)
         except (ImageRefusedError, InvalidInputError) as error:
             await self._refuse_after_acknowledging(interaction, str(error))

@@ -29,6 +29,7 @@ from storage.models import (
     JobOrigin,
     JobState,
     NewJob,
+    StoredInput,
 )
 
 ORIGIN_COLUMNS = tuple(field.name for field in dataclasses.fields(JobOrigin))
@@ -45,7 +46,7 @@ BOOL_COLUMNS = frozenset(
 # state and updated_at change only through transition() and every write.
 FIXED_COLUMNS = frozenset(
     {"id", "state", "created_at", "updated_at", "model", "prompt", "aspect_ratio", "seed", "exempt", "post_nonce"}
-    | {"count", "input_url", "input_expires_at"}
+    | {"count", "input_url", "input_expires_at", "input_image_id"}
 )
 
 SETTABLE_COLUMNS = frozenset(COLUMNS) - FIXED_COLUMNS - {"parent_id"}
@@ -78,13 +79,15 @@ PER_IMAGE = (
 
 def new_job_values(new: NewJob) -> dict[str, Any]:
     """The columns of a new job beyond its prompt, ratio, seed and origin: images asked for, the cost estimate
-    (written with the job, so the budget counts it at its own model's price), an edit's input URL."""
+    (written with the job, so the budget counts it at its own model's price), an edit's input URL and the stored
+    image it shares (a new image's id is the store's to fill in, once the bytes are written)."""
     return {
         "count": new.count,
         "cost_usd": new.cost_usd,
         "cost_estimated": new.cost_usd is not None,
         "input_url": new.input_url,
         "input_expires_at": new.input_expires_at,
+        "input_image_id": new.input.image_id if isinstance(new.input, StoredInput) else None,
     }
 
 

@@ -1,27 +1,35 @@
-"""`SQLiteJobInputs`: the image an edit job starts from, kept with the job (migration 0009).
+"""`SQLiteJobInputs`: the image an edit job starts from, stored once for every job made from it.
 
 Discord's attachment links expire, so the bot downloads and verifies the
 member's image when the command arrives and keeps its bytes here: details and
-history can show what an edit started from long after the link died. The row
-goes when the job does (ON DELETE CASCADE), so retention covers it.
+history can show what an edit started from long after the link died. Rerolls
+and remixes of an edit name the same stored image (`jobs.input_image_id`,
+migration 0010) rather than copying it. The foreign key keeps an image while
+any job names it; retention deletes it once none does (storage/retention.py).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 import aiosqlite
 
 from storage.models import JobInput
-from storage.sqlite_common import unavailable_on_error
+from storage.sqlite_common import to_text, unavailable_on_error
 
-_SAVE_SQL = "INSERT INTO job_inputs (job_id, content_type, width, height, data) VALUES (?, ?, ?, ?, ?)"
-_READ_SQL = "SELECT content_type, width, height, data FROM job_inputs WHERE job_id = ?"
+_ADD_SQL = (
+    "INSERT INTO input_images (created_at, content_type, width, height, data) VALUES (?, ?, ?, ?, ?) RETURNING id"
+)
+_READ_SQL = (
+    "SELECT content_type, width, height, data FROM input_images"
+    " WHERE id = (SELECT input_image_id FROM jobs WHERE id = ?)"
+)
 
 
 class JobInputs(Protocol):
-    async def save(self, job_id: int, image: JobInput) -> None: ...
+    """What callers read; each store writes an input image as part of creating its job."""
 
     async def get(self, job_id: int) -> JobInput | None: ...
 
@@ -31,11 +39,15 @@ class SQLiteJobInputs:
         self._db = db
         self.path = path
 
-    async def save(self, job_id: int, image: JobInput) -> None:
+    async def add(self, image: JobInput, *, now: datetime) -> int:
+        """Store a new image, stamped `now` (its first job's created_at); its id."""
+        values = (to_text(now, "now"), image.content_type, image.width, image.height, image.data)
         with unavailable_on_error(self.path):
-            await self._db.execute(_SAVE_SQL, (job_id, image.content_type, image.width, image.height, image.data))
+            rows = list(await self._db.execute_fetchall(_ADD_SQL, values))
+        return int(rows[0][0])
 
     async def get(self, job_id: int) -> JobInput | None:
+        """The image the job starts from (shared or its own), or None for a job with none."""
         with unavailable_on_error(self.path):
             rows = list(await self._db.execute_fetchall(_READ_SQL, (job_id,)))
         if not rows:

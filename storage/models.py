@@ -115,6 +115,14 @@ class JobInput:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredInput:
+    """An input image already stored with an earlier job (a reroll or remix of an edit starts from it): the new
+    job names the same stored image instead of storing the bytes again."""
+
+    image_id: int
+
+
+@dataclass(frozen=True, slots=True)
 class NewJob:
     """What is known before anything is sent to RunComfy."""
 
@@ -129,7 +137,7 @@ class NewJob:
     cost_usd: float | None = None  # the estimate (the model's base price × count) until RunComfy says
     input_url: str | None = None  # the image an edit sends upstream, while it lives
     input_expires_at: datetime | None = None
-    input: JobInput | None = None
+    input: JobInput | StoredInput | None = None  # new bytes to store, or an image stored already
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +189,7 @@ class Job:
     result_urls: str | None = None  # every image's URL, a JSON array (result_url is the first)
     input_url: str | None = None  # an edit's input image, as sent upstream
     input_expires_at: datetime | None = None  # when input_url stops working (Discord's links expire)
+    input_image_id: int | None = None  # the stored input image, shared by the rerolls and remixes of an edit
 
     @property
     def images(self) -> tuple[str, ...]:

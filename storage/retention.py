@@ -27,6 +27,7 @@ import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -45,6 +46,13 @@ _PRUNE_SQL = (
     f"SELECT id FROM jobs WHERE state IN ({FINAL_LIST}) AND coalesce(finished_at, created_at) < :before"
     " ORDER BY id LIMIT :batch) RETURNING id"
 )
+# Input images no job names any more (rerolls share their source's: one may outlive the job that brought it).
+# `created_at < before` spares an image whose job is being written (storage/sqlite.py writes the image first).
+_PRUNE_IMAGES_SQL = (
+    "DELETE FROM input_images WHERE id IN (SELECT id FROM input_images WHERE created_at < :before"
+    " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.input_image_id = input_images.id) LIMIT :batch) RETURNING id"
+)
+IMAGE_BATCH = 20  # an image may be several MB: fewer of them per statement
 UNFINISHED_COUNT_SQL = f"SELECT state, count(*) FROM jobs WHERE {UNFINISHED_WHERE} GROUP BY state"  # noqa: S608
 
 # Live rows, summed exactly as the trigger folds them (whole billionths of a dollar per job).
@@ -71,25 +79,33 @@ _PER_MEMBER_SQL = (
 
 
 async def prune(db: aiosqlite.Connection, path: Path, *, before: datetime, batch: int = PRUNE_BATCH) -> int:
-    """Delete jobs in a final state that finished (or, lacking that, were created) before `before`.
+    """Delete jobs in a final state that finished (or, lacking that, were created) before `before`, then the
+    input images no job names any more.
 
-    Returns how many were deleted. Each batch is one statement (committed on
-    its own, its usage folded by the trigger), and the event loop runs between
-    batches, so a large first prune never holds the database for long. Rerolls
-    of a deleted job keep working; their `parent_id` becomes NULL.
+    Returns how many jobs were deleted. Each batch is one statement (committed
+    on its own, its usage folded by the trigger), and the event loop runs
+    between batches, so a large first prune never holds the database for long.
+    Rerolls of a deleted job keep working: their `parent_id` becomes NULL, and
+    the input image they share stays as long as one of them names it.
     """
     params = {"before": to_text(before, "before"), "batch": batch}
+    total = await _in_batches(db, path, _PRUNE_SQL, params)
+    images = await _in_batches(db, path, _PRUNE_IMAGES_SQL, {**params, "batch": IMAGE_BATCH})
+    if total or images:
+        log.info("pruned %d finished job(s) and %d input image(s) older than %s; usage is kept", total, images, before)
+    return total
+
+
+async def _in_batches(db: aiosqlite.Connection, path: Path, sql: str, params: dict[str, Any]) -> int:
+    """Run a `DELETE ... LIMIT :batch RETURNING` until a batch comes back short; how many rows went."""
     total = 0
     while True:
         with unavailable_on_error(path):
-            deleted = len(list(await db.execute_fetchall(_PRUNE_SQL, params)))
+            deleted = len(list(await db.execute_fetchall(sql, params)))
         total += deleted
-        if deleted < batch:
-            break
+        if deleted < params["batch"]:
+            return total
         await asyncio.sleep(0)
-    if total:
-        log.info("pruned %d finished job(s) older than %s; their usage is kept in usage_totals", total, before)
-    return total
 
 
 async def usage(db: aiosqlite.Connection, path: Path, guild_id: int, since: datetime, *, top: int = 5) -> Usage:

@@ -4,7 +4,9 @@ The job manager's promise is "the state is on disk before the next side
 effect", so every write here is a single statement on an autocommit
 connection: it is committed (and, with `synchronous=FULL`, fsynced to the WAL)
 before the coroutine returns. Single statements also mean coroutines sharing
-the one connection can never end up inside each other's transaction.
+the one connection can never end up inside each other's transaction. (An
+edit's new input image is the one write that takes two; `create` orders them
+so that stopping between the two harms nothing.)
 
 Datetimes are stored as UTC ISO-8601 text with microseconds (see
 `migrations/0001_jobs.sql`) and come back timezone-aware in UTC; naive
@@ -47,7 +49,19 @@ from storage.columns import (
 from storage.guilds import SQLiteGuildStore
 from storage.job_inputs import SQLiteJobInputs
 from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
-from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, Lease, NewJob, Spend, Timing, Usage
+from storage.models import (
+    STATE_TIMESTAMP,
+    FailureKind,
+    GuildLoad,
+    Job,
+    JobInput,
+    JobState,
+    Lease,
+    NewJob,
+    Spend,
+    Timing,
+    Usage,
+)
 from storage.polling_memory import SQLitePollingMemory
 from storage.spend import spend as read_spend
 from storage.sqlite_common import StoreUnavailableError, from_text, to_text, unavailable_on_error
@@ -203,6 +217,13 @@ class SQLiteJobStore:
         """Insert a job in state `submitting` (or `waiting`), held by `lease` when given; written before any
         request leaves the bot.
 
+        An edit's new input image is written first, then the job naming it: two statements (one connection,
+        no transaction: see the module's docstring), in the order that makes a failure harmless. If the image
+        cannot be written, no job is, and the caller can truly say nothing was started; if the job's INSERT
+        fails, or the process dies between the two, an image no job names is left, which nothing reads and
+        retention deletes (storage/retention.py). A reroll or remix names its source's stored image
+        (`StoredInput`) in the job's own INSERT, and the foreign key makes sure it is still there.
+
         Raises JobNotFoundError if `new.parent_id` names no job.
         """
         if state not in CREATE_STATES:
@@ -225,6 +246,8 @@ class SQLiteJobStore:
         for column in ORIGIN_COLUMNS:
             values[column] = _encode(column, getattr(new.origin, column))
         values.update((column, _encode(column, value)) for column, value in new_job_values(new).items())
+        if isinstance(new.input, JobInput):
+            values["input_image_id"] = await self.inputs.add(new.input, now=now)
         names = ", ".join(values)
         placeholders = ", ".join(f":{name}" for name in values)
         sql = f"INSERT INTO jobs ({names}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608 - whitelisted names
@@ -239,8 +262,6 @@ class SQLiteJobStore:
                 raise JobNotFoundError(f"parent job {new.parent_id} does not exist") from exc
             raise
         job = _row_to_job(rows[0])
-        if new.input is not None:
-            await self.inputs.save(job.id, new.input)
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 

@@ -53,6 +53,8 @@ BUDGET_LOCK = -1
 TOO_LONG_IN_LINE = (
     "It waited in this server's line for over {minutes} minutes, so it was not sent (nothing was charged)."
 )
+# Why a job whose reply went ends unsent; also said of a job found gone (deleted_at) with no reason written.
+REPLY_GONE = "the reply was deleted"
 RESTARTED_WHILE_WAITING = (
     "The bot restarted just as it took this request, before sending it anywhere, so nothing was charged. "
     "Please try again."
@@ -206,8 +208,16 @@ class Line:
             place = 0
             oldest: datetime | None = None
             for job in live:
-                if job.state is not JobState.WAITING or not self.ready(job) or job.deleted_at is not None:
-                    continue  # a job whose place is gone waits for its ending (JobManager._gone), never for a slot
+                if job.state is not JobState.WAITING:
+                    continue
+                if job.deleted_at is not None:
+                    # Its place is gone: never sent. JobManager._gone ends it right after writing deleted_at; a
+                    # crash in between would leave it waiting for ever, holding a place among its member's jobs.
+                    if self.ledger.mine(job):
+                        await self.cancel(job, REPLY_GONE)
+                    continue
+                if not self.ready(job):
+                    continue
                 if not self.ledger.mine(job):
                     place += 1  # another process holds it: it counts in the line, its holder starts and shows it
                     continue
@@ -288,10 +298,10 @@ class Line:
             self._shown[job.id] = (place, reason)
             self.ledger.emit(JobWaiting(job, place, reason))
 
-    async def cancel(self, job: Job) -> Job | None:
+    async def cancel(self, job: Job, reason: str | None = None) -> Job | None:
         """Take a waiting job out of the line (nothing was sent: nothing to ask RunComfy); the cancelled job, or
-        None when it is not waiting (any more)."""
-        cancelled = await self.ledger.cancel(job, None, expect=JobState.WAITING)
+        None when it is not waiting (any more). Its member is told, unless its reply is gone."""
+        cancelled = await self.ledger.cancel(job, reason, expect=JobState.WAITING)
         if cancelled is not None:
             self.forget(job.id)
         return cancelled

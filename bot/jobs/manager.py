@@ -42,7 +42,7 @@ from bot.jobs.events import (
 )
 from bot.jobs.leases import LeaseKeeper
 from bot.jobs.ledger import Ledger
-from bot.jobs.line import RESTARTED_WHILE_WAITING, Line, Load, Ticket
+from bot.jobs.line import REPLY_GONE, RESTARTED_WHILE_WAITING, Line, Load, Ticket
 from bot.jobs.orders import EditInput, order, source_input
 from bot.jobs.prices import PriceBook
 from bot.jobs.upstream import RESTARTED_WHILE_SUBMITTING, CancelOutcome, Upstream
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 LEFT_A_SLOT = (JobCompleted, JobFailed, JobCancelled)
 PRUNE_FIRST_DELAY = 60.0  # seconds after the start, out of the way of resuming jobs
 PRUNE_INTERVAL = 24 * 3600.0
-REPLY_GONE = "the reply was deleted"
 CHANNEL_GONE = "the channel was deleted, or the bot can no longer post in it"
 GUILD_GONE = "the bot was removed from the server"
 
@@ -422,7 +421,7 @@ class JobManager:
         model = self.registry.get(source.model)
         if model is None or model not in server_models(self.registry, settings):
             raise InvalidInputError("model", f"This server doesn't offer {self.registry.name(source.model)} any more.")
-        edit = await self.kept_input(source)
+        edit = self.kept_input(source)
         return order(
             model,
             prompt=source.prompt,
@@ -435,13 +434,10 @@ class JobManager:
             edit=edit,
         )
 
-    async def kept_input(self, source: Job) -> EditInput | None:
-        """The image `source` (an edit) started from, for a reroll or a remix: read from the store, which may take a
-        while for a large image (a caller answering an interaction acknowledges first). None when `source` is no
-        edit; InvalidInputError when its link no longer lives long enough."""
-        if source.input_url is None:
-            return None
-        return source_input(source, await self.store.inputs.get(source.id), self.clock.now())
+    def kept_input(self, source: Job) -> EditInput | None:
+        """The image `source` (an edit) started from, for a reroll or a remix: its stored image shared, not read
+        or copied. None when `source` is no edit; InvalidInputError when its link no longer lives long enough."""
+        return source_input(source, self.clock.now())
 
     async def mark_deleted(self, job_id: int) -> Job | None:
         """A member deleted the job's result message with its button: remembered for history and reports."""

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from bot.model_registry import ModelDescription
 from bot.model_spec import NO_SEED, InvalidInputError, check_seed
-from storage.models import Job, JobInput, JobOrigin, NewJob
+from storage.models import Job, JobInput, JobOrigin, NewJob, StoredInput
 
 # An input link must live at least this long when a job is written: it may wait in the server's line first.
 INPUT_LIFE_NEEDED = timedelta(minutes=30)
@@ -26,11 +26,12 @@ SOURCE_EXPIRED = (
 
 @dataclass(frozen=True, slots=True)
 class EditInput:
-    """The image an edit starts from: the URL sent upstream while it lives, and the verified bytes."""
+    """The image an edit starts from: the URL sent upstream while it lives, and the verified bytes (a member's
+    new image) or the stored image of the job a reroll or remix starts from, which the new job shares."""
 
     url: str
     expires_at: datetime | None
-    image: JobInput
+    image: JobInput | StoredInput
 
 
 def order(
@@ -63,10 +64,12 @@ def order(
     )
 
 
-def source_input(source: Job, image: JobInput | None, now: datetime) -> EditInput | None:
-    """An edit's input, taken again for a reroll; InvalidInputError when its link no longer lives long enough."""
+def source_input(source: Job, now: datetime) -> EditInput | None:
+    """An edit's input, taken again for a reroll or remix (its stored image shared, not copied);
+    InvalidInputError when its link no longer lives long enough, or it has no stored image."""
     if source.input_url is None:
         return None
-    if image is None or (source.input_expires_at is not None and source.input_expires_at - INPUT_LIFE_NEEDED <= now):
+    expired = source.input_expires_at is not None and source.input_expires_at - INPUT_LIFE_NEEDED <= now
+    if source.input_image_id is None or expired:
         raise InvalidInputError("image", SOURCE_EXPIRED)
-    return EditInput(source.input_url, source.input_expires_at, image)
+    return EditInput(source.input_url, source.input_expires_at, StoredInput(source.input_image_id))

@@ -1,11 +1,13 @@
-"""`PostgresJobInputs`: an edit job's input image in the jobs' database (`storage/job_inputs.py` says why)."""
+"""`PostgresJobInputs`: an edit job's input image in the jobs' database (`storage/job_inputs.py` says why).
+
+A new image is written by its job's own INSERT (`PostgresJobStore.create`), so only reading is here.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from storage.job_inputs import _READ_SQL as _SQLITE_READ
-from storage.job_inputs import _SAVE_SQL as _SQLITE_SAVE
 from storage.models import JobInput
 from storage.postgres.connect import unavailable_on_error
 
@@ -24,12 +26,6 @@ class PostgresJobInputs:
     def __init__(self, pool: Pool, url: str) -> None:
         self._pool = pool
         self._url = url
-
-    async def save(self, job_id: int, image: JobInput) -> None:
-        with unavailable_on_error(self._url):
-            await self._pool.execute(
-                _numbered(_SQLITE_SAVE), job_id, image.content_type, image.width, image.height, image.data
-            )
 
     async def get(self, job_id: int) -> JobInput | None:
         with unavailable_on_error(self._url):

@@ -47,7 +47,19 @@ from storage.columns import (
     new_job_values,
 )
 from storage.migrate import SchemaTooNewError
-from storage.models import STATE_TIMESTAMP, FailureKind, GuildLoad, Job, JobState, Lease, NewJob, Spend, Timing, Usage
+from storage.models import (
+    STATE_TIMESTAMP,
+    FailureKind,
+    GuildLoad,
+    Job,
+    JobInput,
+    JobState,
+    Lease,
+    NewJob,
+    Spend,
+    Timing,
+    Usage,
+)
 from storage.postgres import reports
 from storage.postgres.connect import aware, connect, create_pool, redact_url, unavailable_on_error
 from storage.postgres.control import Control
@@ -205,7 +217,12 @@ class PostgresJobStore:
         lease: Lease | None = None,
     ) -> Job:
         """Insert a job in state `submitting` (or `waiting`, for a slot), held by `lease` when given;
-        JobNotFoundError if the parent is unknown."""
+        JobNotFoundError if the parent is unknown.
+
+        An edit's new input image is written by the same statement (a data-modifying WITH): if it cannot be,
+        no job is written either, so a caller told of the error never leaves a job behind to be sent later. A
+        reroll or remix names its source's stored image (`StoredInput`; storage/job_inputs.py).
+        """
         if state not in CREATE_STATES:
             raise ValueError(f"a job starts in submitting or waiting, not {state}")
         stamp = aware(now, "now")
@@ -227,8 +244,18 @@ class PostgresJobStore:
             values[column] = _encode(column, getattr(new.origin, column))
         values.update((column, _encode(column, value)) for column, value in new_job_values(new).items())
         args = _Args()
-        placeholders = ", ".join(args(value) for value in values.values())
-        sql = f"INSERT INTO jobs ({', '.join(values)}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608
+        image = ""
+        if isinstance(new.input, JobInput):
+            kept = (stamp, new.input.content_type, new.input.width, new.input.height, new.input.data)
+            image = (
+                "WITH image AS (INSERT INTO input_images (created_at, content_type, width, height, data)"  # noqa: S608
+                f" VALUES ({', '.join(args(value) for value in kept)}) RETURNING id) "
+            )
+        placeholders = ", ".join(
+            "(SELECT id FROM image)" if image and column == "input_image_id" else args(value)
+            for column, value in values.items()
+        )
+        sql = f"{image}INSERT INTO jobs ({', '.join(values)}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608
         try:
             row = await self._fetchrow(sql, *args.values)
         except asyncpg.ForeignKeyViolationError as exc:
@@ -238,8 +265,6 @@ class PostgresJobStore:
         if row is None:
             raise RuntimeError("INSERT ... RETURNING returned no row")
         job = _job(row)
-        if new.input is not None:
-            await self.inputs.save(job.id, new.input)
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 

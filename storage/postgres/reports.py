@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from storage.columns import ACTIVE_LIST, FINAL_LIST, UNFINISHED_WHERE
 from storage.models import GuildLoad, JobState, MemberUsage, Spend, Usage, UsageDay
+from storage.retention import IMAGE_BATCH
 
 if TYPE_CHECKING:
     from storage.postgres.connect import Pool
@@ -50,6 +51,13 @@ _PRUNE_SQL = (
     "DELETE FROM jobs WHERE id IN ("  # noqa: S608 - constants only
     f"SELECT id FROM jobs WHERE state IN ({FINAL_LIST}) AND coalesce(finished_at, created_at) < $1"
     " ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"
+)
+# Input images no job names any more (storage/retention.py says why); one a new job is taking (its foreign key
+# check holds a lock on it) is skipped, not waited for.
+_PRUNE_IMAGES_SQL = (
+    "DELETE FROM input_images WHERE id IN (SELECT id FROM input_images WHERE created_at < $1"
+    " AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.input_image_id = input_images.id)"
+    " LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id"
 )
 UNFINISHED_COUNT_SQL = f"SELECT state, count(*) FROM jobs WHERE {UNFINISHED_WHERE} GROUP BY state"  # noqa: S608
 
@@ -133,23 +141,31 @@ async def usage(pool: Pool, guild_id: int, since: datetime, *, top: int) -> Usag
 
 
 async def prune(pool: Pool, *, before: datetime, batch: int = PRUNE_BATCH) -> int:
-    """Delete jobs in a final state that finished (or, lacking that, were created) before `before`.
+    """Delete jobs in a final state that finished (or, lacking that, were created) before `before`, then the
+    input images no job names any more.
 
-    Returns how many were deleted. Each batch is one autocommitted statement
+    Returns how many jobs were deleted. Each batch is one autocommitted statement
     (its usage folded by the trigger) and the event loop runs between batches,
     so a large first prune never holds rows or a connection for long. Rerolls
-    of a deleted job keep working; their `parent_id` becomes NULL.
+    of a deleted job keep working: their `parent_id` becomes NULL, and the input
+    image they share stays as long as one of them names it.
     """
+    total = await _in_batches(pool, _PRUNE_SQL, before, batch)
+    images = await _in_batches(pool, _PRUNE_IMAGES_SQL, before, IMAGE_BATCH)
+    if total or images:
+        log.info("pruned %d finished job(s) and %d input image(s) older than %s; usage is kept", total, images, before)
+    return total
+
+
+async def _in_batches(pool: Pool, sql: str, before: datetime, batch: int) -> int:
+    """Run a `DELETE ... LIMIT batch RETURNING` until a batch comes back short; how many rows went."""
     total = 0
     while True:
-        deleted = len(await pool.fetch(_PRUNE_SQL, before, batch))
+        deleted = len(await pool.fetch(sql, before, batch))
         total += deleted
         if deleted < batch:
-            break
+            return total
         await asyncio.sleep(0)
-    if total:
-        log.info("pruned %d finished job(s) older than %s; their usage is kept in usage_totals", total, before)
-    return total
 
 
 async def count_unfinished_by_state(pool: Pool) -> dict[JobState, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,10 +22,11 @@ from bot.jobs.events import (
 from bot.jobs.manager import JobManager
 from bot.polling import PRIORS, FixedPolicy
 from bot.runcomfy import RunComfyClient
-from storage.models import FailureKind, JobState
+from storage.models import FailureKind, JobInput, JobState
 from storage.sqlite import SQLiteJobStore
 from tests.bot.conftest import ClientFactory
-from tests.bot.jobs_support import MODEL, ManagerFactory, new_job, started, submitted
+from tests.bot.jobs_support import MODEL, Destination, ManagerFactory, new_job, started, submitted
+from tests.storage.faults import REFUSED, refuse_input_images
 
 ANY = tuple(JobState)
 
@@ -335,3 +337,21 @@ async def test_finished_jobs_past_the_retention_are_pruned_soon_after_the_start(
                 break
             await asyncio.sleep(0.01)
     assert await store.get(recent.id) is not None
+
+
+async def test_an_edit_whose_image_cannot_be_kept_leaves_nothing_for_a_restart(
+    emulator: Emulator, make_manager: ManagerFactory, store: SQLiteJobStore
+) -> None:
+    # The member is told nothing was started: no event may say otherwise, and no row may be found and sent later.
+    first = make_manager()
+    recorder, _ = await started(first)
+    await refuse_input_images(store)
+    edit = dataclasses.replace(
+        new_job(guild=5), input_url="https://cdn.example/in.png", input=JobInput("image/png", 2, 2, b"\x89PNG")
+    )
+    with pytest.raises(Exception, match=REFUSED):
+        await first.enqueue(edit, await store.guilds.get(5))
+    assert recorder.events == []
+    await first.stop()
+    assert await make_manager().start(Destination()) == 0
+    assert await store.jobs_for_user(42) == []

@@ -13,7 +13,7 @@ from bot.jobs import Limit, LimitReachedError
 from bot.jobs.budget import Budget, BudgetGuard
 from bot.jobs.events import JobAccepted, JobEvent, JobSubmitting, JobWaiting, WaitReason
 from bot.jobs.ledger import Ledger
-from bot.jobs.line import TOO_LONG_IN_LINE, Line
+from bot.jobs.line import REPLY_GONE, TOO_LONG_IN_LINE, Line
 from storage.models import GuildSettings, Job, JobOrigin, JobState, NewJob
 from storage.sqlite import SQLiteJobStore
 from tests.clocks import MovableClock
@@ -168,6 +168,22 @@ async def test_a_job_that_waited_too_long_is_told_so_before_it_is_sent(line: Lin
     assert row.error == TOO_LONG_IN_LINE.format(minutes=10)
     assert row.deliver_at is not None  # the member is told, in the reply
     assert stuck.id not in line.sent
+
+
+async def test_a_waiting_job_whose_place_went_before_a_crash_is_ended_not_kept(line: LineUnderTest) -> None:
+    # JobManager._gone writes deleted_at, then cancels: a crash between the two left the job waiting for ever,
+    # holding a place among its member's jobs. After the restart the line ends it, quietly (nowhere to tell).
+    chosen = await settings(line, member_queue=1)
+    ticket = await line.line.enqueue(new(), chosen)
+    now = line.clock.now()
+    await line.store.update(ticket.job.id, expect=None, now=now, message_id=77, deleted_at=now)
+    await line.line.pump(GUILD)
+    await line.settle()
+    ended = await line.store.get(ticket.job.id)
+    assert ended is not None
+    assert (ended.state, ended.error, ended.deliver_at) == (JobState.CANCELLED, REPLY_GONE, None)
+    assert line.sent == []
+    assert (await line.store.guild_load(GUILD, ALICE)).mine_waiting == 0
 
 
 async def test_two_commands_at_once_cannot_both_take_the_last_slot(line: LineUnderTest) -> None:

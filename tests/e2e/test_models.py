@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import random
+import sqlite3
 from collections.abc import Awaitable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ from bot.jobs.upstream import INPUT_EXPIRED
 from bot.model_registry import vetted_models
 from bot.settings import DEFAULT_MODEL
 from storage.models import JobState
+from storage.sqlite import SQLiteJobStore
 from tests.clocks import FakeDiscordClock
 from tests.e2e.conftest import BotStarter, job_in_state, private_answer, reply_showing
 from tests.e2e.test_community_support import job_for
@@ -29,6 +34,22 @@ def png(width: int = 64, height: int = 48, colour: str = "teal") -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), colour).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def noise(size: int = 256) -> bytes:
+    """A PNG that does not compress: a stored copy of it shows in the database's size."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (size, size), random.Random(size).randbytes(size * size * 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def bytes_in_use(database: Path) -> int:
+    """What the SQLite file holds, free pages left out."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        (pages,), (free,), (size,) = (
+            db.execute(f"PRAGMA {name}").fetchone() for name in ("page_count", "freelist_count", "page_size")
+        )
+        return int((pages - free) * size)
 
 
 def submitted(emulator: Emulator, prompt: str) -> dict[str, Any]:
@@ -73,6 +94,49 @@ async def test_an_edit_from_an_attached_image(
     details = {field["name"]: field["value"] for field in dms[0].embeds[0]["fields"]}
     assert details["Model"] == "Nano Banana 2 Edit"
     assert dms[0].attachments[0].data == picture
+
+
+async def test_rerolls_and_remixes_of_an_edit_share_its_stored_image(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    # A member rerolling an edit ten times must not store the same picture ten times over.
+    assert isinstance(bot.store, SQLiteJobStore)
+    store = bot.store
+    picture = noise()
+    original = await reply_showing(
+        fake_discord,
+        await alice.run_command("imagine", general, prompt="make it snow", image=("me.png", picture)),
+        "Done",
+    )
+    [source] = await store.jobs_for_user(alice.id)
+    source = await job_in_state(bot, source.id, JobState.DELIVERED)
+    before = bytes_in_use(store.path)
+    await alice.click(original, f"imagine:reroll:{source.id}")
+    reroll = await fake_discord.wait_for(
+        lambda: next((m for m in general.messages if m.referenced is original and "Done" in m.content), None)
+    )
+    click = await alice.click(original, f"imagine:remix:{source.id}")
+    await click.wait_until_acked()
+    remix = await reply_showing(fake_discord, await alice.submit_modal(click, {"prompt": "make it rain"}), "Done")
+    children = await store.children(source.id)
+    assert len(children) == 2
+    for child in children:
+        await job_in_state(bot, child.id, JobState.DELIVERED)
+    assert bytes_in_use(store.path) - before < len(picture) // 2  # two more jobs, no second copy of the picture
+    assert {record.body["image_urls"][0] for record in emulator.submits} == {source.input_url}  # the one link
+
+    # Retention takes the source: what its rerolls started from stays theirs, in ✉️ details too.
+    assert source.finished_at is not None
+    assert await store.prune(before=source.finished_at + timedelta(microseconds=1)) == 1
+    assert await store.get(source.id) is None
+    for child in children:
+        kept = await store.inputs.get(child.id)
+        assert kept is not None
+        assert (kept.data, kept.content_type) == (picture, "image/png")
+    for message in (reroll, remix):
+        await alice.react(message, "✉️")
+    dms = await fake_discord.wait_for(lambda: (found := fake_discord.dm_channel(alice.user).messages)[1:] and found)
+    assert [dm.attachments[0].data for dm in dms] == [picture, picture]
 
 
 async def test_edit_image_on_a_result(

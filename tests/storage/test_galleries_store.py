@@ -5,19 +5,28 @@ Every test runs against SQLite and PostgreSQL (tests/storage/conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from storage.models import JobInput, JobOrigin, JobState, NewJob
+import pytest
+
+from storage.base import JobNotFoundError
+from storage.models import JobInput, JobOrigin, JobState, NewJob, StoredInput
 from storage.open import AnyJobStore
+from storage.sqlite import SQLiteJobStore
+from tests.storage.faults import REFUSED, refuse_input_images
 
 NOW = datetime(2025, 6, 30, 15, 30, tzinfo=UTC)
 GUILD, ALICE = 2**62, 11
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 
 
-def gallery(count: int, *, cost: float | None = None, image: JobInput | None = None) -> NewJob:
+def gallery(
+    count: int, *, cost: float | None = None, image: JobInput | StoredInput | None = None, parent: int | None = None
+) -> NewJob:
     origin = JobOrigin(guild_id=GUILD, channel_id=5, user_id=ALICE)
     return NewJob(
         "google/nano-banana-2/edit" if image else "m",
@@ -30,6 +39,7 @@ def gallery(count: int, *, cost: float | None = None, image: JobInput | None = N
         input_url="https://cdn.example/a.png?ex=1" if image else None,
         input_expires_at=NOW + timedelta(hours=24) if image else None,
         input=image,
+        parent_id=parent,
     )
 
 
@@ -56,6 +66,19 @@ async def test_a_job_keeps_its_count_estimate_and_input(store: AnyJobStore) -> N
     plain = await store.create(gallery(1), now=NOW)
     assert (plain.count, plain.cost_usd, plain.cost_estimated, plain.input_url) == (1, None, False, None)
     assert await store.inputs.get(plain.id) is None
+
+
+async def test_an_edit_whose_image_cannot_be_kept_is_not_written_at_all(store: AnyJobStore) -> None:
+    # The caller hears the error and tells the member nothing was started: no waiting row may stay behind for a
+    # restart to confirm and send.
+    await refuse_input_images(store)
+    edit = gallery(1, image=JobInput("image/png", 64, 32, PNG))
+    with pytest.raises(Exception, match=REFUSED):
+        await store.create(edit, now=NOW, state=JobState.WAITING)
+    assert await store.jobs_for_user(ALICE) == []
+    assert await store.unfinished() == []
+    plain = await store.create(gallery(1), now=NOW, state=JobState.WAITING)  # the store still works
+    assert [job.id for job in await store.unfinished()] == [plain.id]
 
 
 async def test_every_image_url_is_kept_in_order(store: AnyJobStore) -> None:
@@ -98,6 +121,51 @@ async def test_an_input_goes_with_its_job(store: AnyJobStore) -> None:
     job_id = await made(store, gallery(1, image=JobInput("image/png", 1, 1, PNG)), NOW - timedelta(days=100))
     await store.prune(before=NOW - timedelta(days=90))
     assert await store.inputs.get(job_id) is None
+
+
+async def stored_images(store: AnyJobStore) -> int:
+    """How many input images the database holds, whoever names them."""
+    if isinstance(store, SQLiteJobStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as db:
+            return int(db.execute("SELECT count(*) FROM input_images").fetchone()[0])
+    return int(await store.pool.fetchval("SELECT count(*) FROM input_images"))
+
+
+async def test_rerolls_share_their_sources_image_until_the_last_of_them_goes(store: AnyJobStore) -> None:
+    image = JobInput("image/png", 64, 32, PNG)
+    source_id = await made(store, gallery(1, image=image), NOW - timedelta(days=100))
+    source = await store.get(source_id)
+    assert source is not None
+    assert source.input_image_id is not None
+    shared = StoredInput(source.input_image_id)
+    rerolls = [await made(store, gallery(1, image=shared, parent=source_id), NOW - timedelta(days=d)) for d in (95, 1)]
+    assert await stored_images(store) == 1
+    assert [await store.inputs.get(job_id) for job_id in rerolls] == [image, image]
+    assert await store.prune(before=NOW - timedelta(days=90)) == 2  # the source and the first reroll
+    assert await store.inputs.get(rerolls[1]) == image  # the newest still shows (and rerolls) what it started from
+    assert await stored_images(store) == 1
+    assert await store.prune(before=NOW) == 1
+    assert await stored_images(store) == 0
+
+
+async def test_a_reroll_of_a_job_retention_took_is_not_written(store: AnyJobStore) -> None:
+    source_id = await made(store, gallery(1, image=JobInput("image/png", 1, 1, PNG)), NOW - timedelta(days=100))
+    source = await store.get(source_id)
+    assert source is not None
+    assert source.input_image_id is not None
+    await store.prune(before=NOW - timedelta(days=90))  # between the reroll's click and its write
+    with pytest.raises(JobNotFoundError):
+        await store.create(gallery(1, image=StoredInput(source.input_image_id), parent=source_id), now=NOW)
+    assert await store.jobs_for_user(ALICE) == []
+
+
+async def test_an_image_whose_job_was_never_written_goes_at_the_next_prune(store: AnyJobStore) -> None:
+    # SQLite writes the image, then the job: a job that fails there (or a crash) leaves an image nobody names.
+    with pytest.raises(JobNotFoundError):
+        await store.create(gallery(1, image=JobInput("image/png", 1, 1, PNG), parent=12345), now=NOW)
+    assert await store.jobs_for_user(ALICE) == []
+    await store.prune(before=NOW + timedelta(seconds=1))
+    assert await stored_images(store) == 0
 
 
 async def test_a_server_keeps_its_models_and_default(store: AnyJobStore) -> None:

@@ -20,7 +20,7 @@ from storage.migrate import (
     migrate,
     split_statements,
 )
-from storage.models import Job, JobOrigin, JobState, NewJob
+from storage.models import Job, JobInput, JobOrigin, JobState, NewJob
 from storage.sqlite import SQLiteJobStore, StoreUnavailableError
 
 ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
@@ -269,3 +269,29 @@ async def test_version_3_rows_move_to_the_delivery_stage(tmp_path: Path) -> None
         ]
         assert [job.id for job in await store.owing_delivery()] == [1, 3]
         assert [job.id for job in await store.unfinished()] == [1]
+
+
+async def test_input_images_move_to_their_own_table_under_the_same_ids(tmp_path: Path) -> None:
+    """0010: each job's stored input becomes an image its job names; a new image is never given an old id."""
+    path = tmp_path / "v9.sqlite3"
+    before = next(m.version for m in bundled_migrations() if m.name == "shared_inputs") - 1
+    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        assert await migrate(db, bundled_migrations()[:before]) == before
+        for prompt in ("an edit", "an edit whose image was never stored", "words only"):
+            await db.execute(
+                "INSERT INTO jobs (model, prompt, aspect_ratio, seed, state, created_at, updated_at, input_url)"
+                " VALUES ('m', ?, '1:1', 1, 'delivered', ?, ?, ?)",
+                (prompt, NOW.isoformat(), NOW.isoformat(), None if prompt == "words only" else "https://x/in.png"),
+            )
+        await db.execute("INSERT INTO job_inputs VALUES (1, 'image/png', 2, 3, x'89504e47')")
+    finally:
+        await db.close()
+    async with await SQLiteJobStore.open(path) as store:
+        jobs = [await store.get(job_id) for job_id in (1, 2, 3)]
+        assert [job.input_image_id for job in jobs if job is not None] == [1, None, None]
+        assert await store.inputs.get(1) == JobInput("image/png", 2, 3, b"\x89PNG")
+        assert await store.inputs.get(2) is None
+        new = await store.create(NewJob("m", "p", "1:1", 1, input=JobInput("image/jpeg", 1, 1, b"\xff\xd8")), now=NOW)
+        assert new.input_image_id not in (None, 1)
+        assert await store.inputs.get(1) == JobInput("image/png", 2, 3, b"\x89PNG")

@@ -13,7 +13,7 @@ import pytest
 from storage.columns import COLUMNS
 from storage.migrate import Migration, SchemaTooNewError
 from storage.migrate import bundled_migrations as sqlite_migrations
-from storage.models import GUILD_SETTING_COLUMNS, JobState
+from storage.models import GUILD_SETTING_COLUMNS, JobInput, JobState, NewJob
 from storage.postgres.jobs import PostgresJobStore
 from storage.postgres.migrate import MIGRATION_LOCK, bundled_migrations, latest_version, migrate, schema_version
 from storage.sqlite import SQLiteJobStore, StoreUnavailableError
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.postgres
 # Migrations only PostgreSQL has: what several processes need and one SQLite process does not.
 POSTGRES_ONLY = {"processes_and_budget"}
 # Where each SQLite migration is in PostgreSQL, by version: the PostgreSQL-only ones shift those after them.
-SQLITE_TO_POSTGRES = {1: 1, 2: 2, 3: 3, 4: 5, 5: 6, 6: 7, 7: 8, 8: 9, 9: 10}
+SQLITE_TO_POSTGRES = {1: 1, 2: 2, 3: 3, 4: 5, 5: 6, 6: 7, 7: 8, 8: 9, 9: 10, 10: 11}
 
 
 async def columns(url: str, table: str) -> list[str]:
@@ -157,3 +157,27 @@ async def test_rows_from_before_the_delivery_stage_move_to_it(empty_postgres_url
         ]
         assert [job.id for job in await store.owing_delivery()] == [1, 3]
         assert [job.id for job in await store.unfinished()] == [1]
+
+
+async def test_input_images_move_to_their_own_table_under_the_same_ids(empty_postgres_url: str) -> None:
+    """0011, as SQLite's 0010: each job's stored input becomes an image its job names; new ids come after."""
+    before = next(m.version for m in bundled_migrations() if m.name == "shared_inputs") - 1
+    now = datetime(2025, 1, 1, tzinfo=UTC)
+    raw = await asyncpg.connect(empty_postgres_url)
+    try:
+        assert await migrate(raw, bundled_migrations()[:before]) == before
+        await raw.executemany(
+            "INSERT INTO jobs (model, prompt, aspect_ratio, seed, state, created_at, updated_at, input_url)"
+            " VALUES ('m', $1, '1:1', 1, 'delivered', $2, $2, $3)",
+            [("an edit", now, "https://x/in.png"), ("one whose image was never stored", now, "https://x/in.png")],
+        )
+        await raw.execute("INSERT INTO job_inputs VALUES (1, 'image/png', 2, 3, '\\x89504e47'::bytea)")
+    finally:
+        await raw.close()
+    async with await PostgresJobStore.open(empty_postgres_url) as store:
+        jobs = [await store.get(job_id) for job_id in (1, 2)]
+        assert [job.input_image_id for job in jobs if job is not None] == [1, None]
+        assert await store.inputs.get(1) == JobInput("image/png", 2, 3, b"\x89PNG")
+        new = await store.create(NewJob("m", "p", "1:1", 1, input=JobInput("image/jpeg", 1, 1, b"\xff\xd8")), now=now)
+        assert new.input_image_id == 2
+        assert await store.inputs.get(new.id) == JobInput("image/jpeg", 1, 1, b"\xff\xd8")
