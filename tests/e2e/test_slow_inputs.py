@@ -81,26 +81,27 @@ async def test_an_edit_whose_image_downloads_slowly_is_acknowledged_in_time_and_
     assert job.input_url is not None
 
 
-async def test_an_image_refused_once_downloaded_is_told_only_to_the_member_and_writes_no_job(
-    fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"image_max_pixels": 1000}, "too many pixels"),  # found only once the image is in
+        ({"budget_usd_per_day": 0.05}, "This would cost about $0.07, and this bot has $0.05 left"),  # edit: $0.07
+    ],
+    ids=["image refused once downloaded", "past the operator's budget"],
+)
+async def test_an_edit_refused_after_acknowledging_is_told_only_to_the_member_and_writes_no_job(
+    fake_discord: FakeDiscord,
+    start_bot: BotStarter,
+    emulator: Emulator,
+    alice: FakeMember,
+    general: FakeChannel,
+    overrides: dict[str, float],
+    says: str,
 ) -> None:
-    async with start_bot(image_max_pixels=1000) as bot:
+    async with start_bot(**overrides) as bot:
         interaction = await by_attachment(fake_discord, alice, general, "make it snow")
         answer = await private_answer(fake_discord, interaction)
-        assert "too many pixels" in answer.content
-        assert bot.store is not None
-        assert await bot.store.jobs_for_user(alice.id) == []
-    assert general.visible_messages() == []
-    assert emulator.submits == []
-
-
-async def test_an_edit_past_the_operators_budget_is_told_only_to_the_member_and_writes_no_job(
-    fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
-) -> None:
-    async with start_bot(budget_usd_per_day=0.05) as bot:  # less than the edit's $0.07
-        interaction = await by_attachment(fake_discord, alice, general, "make it snow")
-        answer = await private_answer(fake_discord, interaction)
-        assert "This would cost about $0.07, and this bot has $0.05 left" in answer.content
+        assert says in answer.content
         assert bot.store is not None
         assert await bot.store.jobs_for_user(alice.id) == []
     assert general.visible_messages() == []
