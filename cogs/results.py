@@ -202,7 +202,7 @@ class ResultsCog(commands.Cog, name="Results"):
             parent_id=source.id,
             model=source.model,
             count=source.count,
-            image=source if source.input_url is not None else None,  # its kept image is read once acknowledged
+            image=source if source.input_url is not None else None,  # its kept image is named, not read
         )
 
     # -- ✉️ details by DM ----------------------------------------------------

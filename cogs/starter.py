@@ -10,7 +10,8 @@ nothing holds a place that nobody will ever see.
 
 An edit's image takes time nobody can promise within Discord's 3 seconds
 (docs/discord-platform.md, INT): downloading the member's attachment and
-decoding it, or reading a remixed edit's kept image from the store. So an edit
+decoding it (a remix of an edit reads nothing: it names the image its source
+keeps, so it goes the text job's way). So an edit
 is acknowledged first, with the same public "thinking..." as any job, then its
 image is fetched and checked and the job written and confirmed against that
 reply at once: the reply exists before the job, and the job before anything is
@@ -36,11 +37,14 @@ from bot.jobs.orders import INPUT_LIFE_NEEDED, EditInput, order
 from bot.model_registry import Choices, check_choices, choose
 from bot.model_spec import InvalidInputError, check_seed, clean_prompt
 from cogs import render
+from cogs.failures import SOMETHING_WENT_WRONG
 from cogs.moderation import BANNED_REFUSAL, find_banned
-from storage.base import GuildStore
+from storage.base import GuildStore, JobNotFoundError
 from storage.models import GuildSettings, Job, JobInput, JobOrigin, NewJob
 
 log = logging.getLogger(__name__)
+
+PARENT_GONE = "The picture this edit starts from was deleted meanwhile, so nothing was started."
 
 NEEDED_PERMISSIONS = {"send_messages": "Send Messages", "embed_links": "Embed Links", "attach_files": "Attach Files"}
 
@@ -154,10 +158,16 @@ class JobStarter:
                 edit=edit,
             )
 
-        if image is None:
-            await self._write_then_acknowledge(interaction, new(None), settings)
-        else:
+        if isinstance(image, Offered):
             await self._acknowledge_then_write(interaction, image, new, settings)
+            return
+        try:
+            # A remix of an edit reads nothing: it names the image its source keeps, checked here at once.
+            edit = self.jobs.kept_input(image) if image is not None else None
+        except InvalidInputError as error:
+            await interaction.response.send_message(str(error), ephemeral=True)
+            return
+        await self._write_then_acknowledge(interaction, new(edit), settings)
 
     async def _write_then_acknowledge(
         self, interaction: discord.Interaction[Any], new: NewJob, settings: GuildSettings
@@ -180,22 +190,28 @@ class JobStarter:
     async def _acknowledge_then_write(
         self,
         interaction: discord.Interaction[Any],
-        image: Offered | Job,
+        image: Offered,
         new: Callable[[EditInput | None], NewJob],
         settings: GuildSettings,
     ) -> None:
-        """An edit: acknowledged first (a failed acknowledgement raises before anything is fetched or written),
-        then its image fetched or read and checked, and the job written; a refusal on the way writes nothing and
-        reaches only the member."""
+        """An edit of an attachment: acknowledged first (a failed acknowledgement raises before anything is
+        fetched or written), then its image fetched and checked, and the job written; a refusal or a failure on
+        the way writes nothing and reaches only the member."""
         reply = await self._acknowledge(interaction)
         try:
-            edit = await self._fetch(image) if isinstance(image, Offered) else self.jobs.kept_input(image)
-            ticket = await self.jobs.enqueue(new(edit), settings)
+            ticket = await self.jobs.enqueue(new(await self._fetch(image)), settings)
         except (ImageRefusedError, InvalidInputError) as error:
             await self._refuse_after_acknowledging(interaction, str(error))
             return
         except LimitReachedError as error:
             await self._refuse_after_acknowledging(interaction, render.limit_refusal(error))
+            return
+        except JobNotFoundError:  # the result being edited was deleted (or pruned) during the download
+            await self._refuse_after_acknowledging(interaction, PARENT_GONE)
+            return
+        except Exception:
+            log.exception("an edit failed after its acknowledgement; nothing was written")
+            await self._refuse_after_acknowledging(interaction, SOMETHING_WENT_WRONG)
             return
         await self.jobs.confirm(ticket.job.id, reply)
 
@@ -209,7 +225,12 @@ class JobStarter:
     async def _refuse_after_acknowledging(interaction: discord.Interaction[Any], text: str) -> None:
         """The public "thinking..." goes, then only the member reads why. A followup sent while it still shows would
         fill it, public (docs/discord-platform.md, INT), so it is deleted first."""
-        await interaction.delete_original_response()
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            # It could not go: the reply says it instead, so the member is not left on "thinking..." for good.
+            await interaction.edit_original_response(content=text)
+            return
         await interaction.followup.send(text, ephemeral=True)
 
     async def _fetch(self, offered: Offered) -> EditInput:

@@ -169,6 +169,43 @@ async def test_a_remix_whose_source_link_died_is_told_only_to_the_member_and_wri
         form = await remixed(fake_discord, alice, message, source, "a street at dusk")
         answer = await private_answer(fake_discord, form)
         assert answer.content == SOURCE_EXPIRED
+        assert form.ephemeral  # told at once: a remix reads nothing, so no public "thinking..." came first
         assert bot.store is not None
         assert await bot.store.children(source.id) == []
     assert [record.body["prompt"] for record in emulator.submits] == ["a street"]
+
+
+async def test_an_edit_that_fails_unexpectedly_after_acknowledging_is_told_only_to_the_member(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    general: FakeChannel,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store error once the image is in: the channel keeps nothing of it, the member reads one sentence."""
+    assert bot.jobs is not None
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(bot.jobs, "enqueue", broken)
+    interaction = await by_attachment(fake_discord, alice, general, "make it snow")
+    answer = await private_answer(fake_discord, interaction)
+    assert answer.content == SOMETHING_WENT_WRONG
+    assert general.visible_messages() == []
+    assert emulator.submits == []
+
+
+async def test_a_refusal_whose_thinking_cannot_be_deleted_is_said_in_the_reply(
+    fake_discord: FakeDiscord, start_bot: BotStarter, alice: FakeMember, general: FakeChannel
+) -> None:
+    """Discord refusing to delete the "thinking..." must not leave the member on it: the reply says why."""
+    fake_discord.inject_fault("DELETE /webhooks/{webhook_id}/{webhook_token}/messages/@original", 403)
+    async with start_bot(image_max_pixels=1000):
+        interaction = await by_attachment(fake_discord, alice, general, "make it snow")
+        await interaction.wait_until_acked()
+        reply = await fake_discord.wait_for(
+            lambda: (m := interaction.original_message) is not None and "too many pixels" in m.content and m, 10
+        )
+    assert reply

@@ -119,8 +119,10 @@ async def test_usage_counts_images_before_and_after_a_prune(store: AnyJobStore) 
 
 async def test_an_input_goes_with_its_job(store: AnyJobStore) -> None:
     job_id = await made(store, gallery(1, image=JobInput("image/png", 1, 1, PNG)), NOW - timedelta(days=100))
+    assert await stored_images(store) == 1
     await store.prune(before=NOW - timedelta(days=90))
     assert await store.inputs.get(job_id) is None
+    assert await stored_images(store) == 0  # the image itself, not only the job naming it
 
 
 async def stored_images(store: AnyJobStore) -> int:
