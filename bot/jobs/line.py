@@ -54,7 +54,8 @@ TOO_LONG_IN_LINE = (
     "It waited in this server's line for over {minutes} minutes, so it was not sent (nothing was charged)."
 )
 # Why a job whose reply went ends unsent; also said of a job found gone (deleted_at) with no reason written.
-REPLY_GONE = "the reply was deleted"
+# Which one went (reply, channel or server) is not kept with the job: only that its place to be shown did.
+PLACE_GONE = "its reply, channel or server was gone"
 RESTARTED_WHILE_WAITING = (
     "The bot restarted just as it took this request, before sending it anywhere, so nothing was charged. "
     "Please try again."
@@ -214,7 +215,7 @@ class Line:
                     # Its place is gone: never sent. JobManager._gone ends it right after writing deleted_at; a
                     # crash in between would leave it waiting for ever, holding a place among its member's jobs.
                     if self.ledger.mine(job):
-                        await self.cancel(job, REPLY_GONE)
+                        await self.cancel(job, PLACE_GONE)
                     continue
                 if not self.ready(job):
                     continue

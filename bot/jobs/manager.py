@@ -42,7 +42,7 @@ from bot.jobs.events import (
 )
 from bot.jobs.leases import LeaseKeeper
 from bot.jobs.ledger import Ledger
-from bot.jobs.line import REPLY_GONE, RESTARTED_WHILE_WAITING, Line, Load, Ticket
+from bot.jobs.line import RESTARTED_WHILE_WAITING, Line, Load, Ticket
 from bot.jobs.orders import EditInput, order, source_input
 from bot.jobs.prices import PriceBook
 from bot.jobs.upstream import RESTARTED_WHILE_SUBMITTING, CancelOutcome, Upstream
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 LEFT_A_SLOT = (JobCompleted, JobFailed, JobCancelled)
 PRUNE_FIRST_DELAY = 60.0  # seconds after the start, out of the way of resuming jobs
 PRUNE_INTERVAL = 24 * 3600.0
+REPLY_GONE = "the reply was deleted"
 CHANNEL_GONE = "the channel was deleted, or the bot can no longer post in it"
 GUILD_GONE = "the bot was removed from the server"
 

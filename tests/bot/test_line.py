@@ -13,7 +13,7 @@ from bot.jobs import Limit, LimitReachedError
 from bot.jobs.budget import Budget, BudgetGuard
 from bot.jobs.events import JobAccepted, JobEvent, JobSubmitting, JobWaiting, WaitReason
 from bot.jobs.ledger import Ledger
-from bot.jobs.line import REPLY_GONE, TOO_LONG_IN_LINE, Line
+from bot.jobs.line import PLACE_GONE, TOO_LONG_IN_LINE, Line
 from storage.models import GuildSettings, Job, JobOrigin, JobState, NewJob
 from storage.sqlite import SQLiteJobStore
 from tests.clocks import MovableClock
@@ -181,7 +181,7 @@ async def test_a_waiting_job_whose_place_went_before_a_crash_is_ended_not_kept(l
     await line.settle()
     ended = await line.store.get(ticket.job.id)
     assert ended is not None
-    assert (ended.state, ended.error, ended.deliver_at) == (JobState.CANCELLED, REPLY_GONE, None)
+    assert (ended.state, ended.error, ended.deliver_at) == (JobState.CANCELLED, PLACE_GONE, None)
     assert line.sent == []
     assert (await line.store.guild_load(GUILD, ALICE)).mine_waiting == 0
 
