@@ -10,12 +10,11 @@ nothing holds a place that nobody will ever see.
 
 An edit's image takes time nobody can promise within Discord's 3 seconds
 (docs/discord-platform.md, INT): downloading the member's attachment and
-decoding it (a remix of an edit reads nothing: it names the image its source
-keeps, so it goes the text job's way). So an edit
-is acknowledged first, with the same public "thinking..." as any job, then its
-image is fetched and checked and the job written and confirmed against that
-reply at once: the reply exists before the job, and the job before anything is
-sent. A refusal found after the acknowledgement (the image too big or
+decoding it. (A remix of an edit reads nothing: it names the image its source
+keeps, so it goes the text job's way.) So an edit is acknowledged first, with
+the same public "thinking..." as any job, then its image is fetched and checked
+and the job written and confirmed against that reply at once: the reply exists
+before the job, and the job before anything is sent. A refusal found after the acknowledgement (the image too big or
 unreadable, its link dying, the member's or the operator's limits) deletes the
 "thinking..." and tells only the member, in an ephemeral followup, and no job
 is written. If the process dies between the acknowledgement and the job, the

@@ -53,8 +53,8 @@ BUDGET_LOCK = -1
 TOO_LONG_IN_LINE = (
     "It waited in this server's line for over {minutes} minutes, so it was not sent (nothing was charged)."
 )
-# Why a job whose reply went ends unsent; also said of a job found gone (deleted_at) with no reason written.
-# Which one went (reply, channel or server) is not kept with the job: only that its place to be shown did.
+# Why a waiting job found with `deleted_at` (a crash between noting its place gone and ending it) ends unsent:
+# which one went (reply, channel or server) is not kept with the job, only that its place to be shown did.
 PLACE_GONE = "its reply, channel or server was gone"
 RESTARTED_WHILE_WAITING = (
     "The bot restarted just as it took this request, before sending it anywhere, so nothing was charged. "
