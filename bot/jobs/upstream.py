@@ -408,7 +408,11 @@ class Upstream:
             log.info("job %d: cancel refused upstream (%s)", job.id, answer.outcome, extra={"job_id": job.id})
             return CancelOutcome.TOO_LATE
         done = await self.cancelled(job, None, expect=JobState.IN_QUEUE)
-        return CancelOutcome.CANCELLED if done is not None else CancelOutcome.TOO_LATE
+        if done is None:  # moved meanwhile: the job's own poll may have heard upstream's "cancelled" first
+            done = await self.ledger.store.get(job.id)
+        return (
+            CancelOutcome.CANCELLED if done is not None and done.state is JobState.CANCELLED else CancelOutcome.TOO_LATE
+        )
 
     def forget(self, job_id: int) -> None:
         self.worker.discard(job_id)

@@ -21,7 +21,7 @@ from bot.jobs.events import (
 )
 from bot.jobs.manager import JobManager
 from bot.polling import PRIORS, FixedPolicy
-from bot.runcomfy import RunComfyClient
+from bot.runcomfy import CancelResult, RunComfyClient
 from storage.models import FailureKind, JobInput, JobState
 from storage.sqlite import SQLiteJobStore
 from tests.bot.conftest import ClientFactory
@@ -205,6 +205,27 @@ async def test_cancel_refused_upstream_is_reported_as_too_late(
     row = await manager.store.get(job.id)
     assert row is not None
     assert row.state is JobState.IN_QUEUE
+
+
+async def test_a_cancel_that_its_own_poll_records_first_is_still_cancelled(
+    emulator: Emulator, make_manager: ManagerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The member's cancel reaches RunComfy, and the job's next poll hears "cancelled" and writes it before the
+    cancel does: the member is told it was cancelled, not that it was too late (CI caught this on PostgreSQL)."""
+    emulator.config.queue_time = Duration.constant(30.0)
+    manager = make_manager(policy=FixedPolicy(0.02))
+    recorder, _ = await started(manager)
+    job = await submitted(manager)
+    real_cancel = manager.upstream.client.cancel
+
+    async def cancel_then_let_the_poll_win(request_id: str) -> CancelResult:
+        answer = await real_cancel(request_id)
+        await recorder.wait_for(JobCancelled, job.id)  # the poll saw upstream's "cancelled" and wrote it
+        return answer
+
+    monkeypatch.setattr(manager.upstream.client, "cancel", cancel_then_let_the_poll_win)
+    assert await manager.cancel(job.id) is CancelOutcome.CANCELLED
+    assert sum(isinstance(event, JobCancelled) and event.job.id == job.id for event in recorder.events) == 1
 
 
 async def test_upstream_failure_reaches_members_in_plain_words_and_the_operator_in_detail(
