@@ -210,6 +210,11 @@ class JobStore(Protocol):
         """Delete jobs in a final state that finished before `before`, keeping their usage in totals."""
         ...
 
+    async def prune_inputs(self, *, before: datetime) -> int:
+        """Delete input images created before `before` that no job names (a create that failed between writing
+        its image and its job leaves one); how many went."""
+        ...
+
     async def spend(self, *, day: datetime, month: datetime) -> tuple[Spend, Spend]:
         """The whole bot's spend since `day` and since `month` (UTC midnights), in one aggregate: every job that
         may be billed counts from the moment it is written."""

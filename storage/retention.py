@@ -88,12 +88,16 @@ async def prune(db: aiosqlite.Connection, path: Path, *, before: datetime, batch
     Rerolls of a deleted job keep working: their `parent_id` becomes NULL, and
     the input image they share stays as long as one of them names it.
     """
-    params = {"before": to_text(before, "before"), "batch": batch}
-    total = await _in_batches(db, path, _PRUNE_SQL, params)
-    images = await _in_batches(db, path, _PRUNE_IMAGES_SQL, {**params, "batch": IMAGE_BATCH})
+    total = await _in_batches(db, path, _PRUNE_SQL, {"before": to_text(before, "before"), "batch": batch})
+    images = await prune_inputs(db, path, before=before)
     if total or images:
         log.info("pruned %d finished job(s) and %d input image(s) older than %s; usage is kept", total, images, before)
     return total
+
+
+async def prune_inputs(db: aiosqlite.Connection, path: Path, *, before: datetime) -> int:
+    """Delete the input images created before `before` that no job names; how many went."""
+    return await _in_batches(db, path, _PRUNE_IMAGES_SQL, {"before": to_text(before, "before"), "batch": IMAGE_BATCH})
 
 
 async def _in_batches(db: aiosqlite.Connection, path: Path, sql: str, params: dict[str, Any]) -> int:

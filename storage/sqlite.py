@@ -463,6 +463,10 @@ class SQLiteJobStore:
         """Delete jobs in a final state that finished before `before`, folding their usage into totals."""
         return await retention.prune(self._db, self.path, before=before)
 
+    async def prune_inputs(self, *, before: datetime) -> int:
+        """Delete input images created before `before` that no job names (storage/retention.py)."""
+        return await retention.prune_inputs(self._db, self.path, before=before)
+
     async def spend(self, *, day: datetime, month: datetime) -> tuple[Spend, Spend]:
         """The whole bot's spend since `day` and since `month`, in one aggregate (storage/spend.py)."""
         return await read_spend(self._db, self.path, day=day, month=month)

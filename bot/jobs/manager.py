@@ -60,6 +60,9 @@ log = logging.getLogger(__name__)
 LEFT_A_SLOT = (JobCompleted, JobFailed, JobCancelled)
 PRUNE_FIRST_DELAY = 60.0  # seconds after the start, out of the way of resuming jobs
 PRUNE_INTERVAL = 24 * 3600.0
+# An input image no job names is swept once this old: long enough for the job being written with it (or a reroll
+# between its click and its write) to name it first.
+UNNAMED_INPUT_GRACE = timedelta(hours=1)
 REPLY_GONE = "the reply was deleted"
 CHANNEL_GONE = "the channel was deleted, or the bot can no longer post in it"
 GUILD_GONE = "the bot was removed from the server"
@@ -223,8 +226,7 @@ class JobManager:
             resumed += await self.keeper.take_over()
         for worker in (self.upstream.worker, self.delivery.worker, self.line.timer):
             worker.start()
-        if self.retention:
-            self._housekeeping = asyncio.create_task(self._prune_daily(), name="prune-old-jobs")
+        self._housekeeping = asyncio.create_task(self._prune_daily(), name="prune-old-jobs")
         self._started = True
         log.info("job manager started, %d unfinished jobs resumed", resumed)
         return resumed
@@ -453,17 +455,20 @@ class JobManager:
         return [job for job in found if job is not None]
 
     async def _prune_daily(self) -> None:
-        """Delete finished jobs older than JOB_RETENTION_DAYS (their usage totals stay): soon after the start,
-        then once a day."""
+        """Soon after the start, then once a day: delete finished jobs older than JOB_RETENTION_DAYS (their usage
+        totals stay; 0 keeps every job), and input images no job names (left by a create that failed halfway)."""
         await asyncio.sleep(PRUNE_FIRST_DELAY)
         while True:
             try:
-                pruned = await self.store.prune(before=self.clock.now() - self.retention)
+                if self.retention:
+                    pruned = await self.store.prune(before=self.clock.now() - self.retention)
+                    if pruned:
+                        log.info("pruned %d jobs older than %d days", pruned, self.retention.days)
+                swept = await self.store.prune_inputs(before=self.clock.now() - UNNAMED_INPUT_GRACE)
+                if swept:
+                    log.info("swept %d input image(s) no job names", swept)
             except StoreUnavailableError as error:
                 log.warning("old jobs not pruned this time: %s", error.reason)
-            else:
-                if pruned:
-                    log.info("pruned %d jobs older than %d days", pruned, self.retention.days)
             await asyncio.sleep(PRUNE_INTERVAL)
 
     # -- how the parts hear of each other ---------------------------------------------

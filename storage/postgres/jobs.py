@@ -439,6 +439,11 @@ class PostgresJobStore:
         with unavailable_on_error(self._url):
             return await reports.prune(self._pool, before=aware(before, "before"))
 
+    async def prune_inputs(self, *, before: datetime) -> int:
+        """Delete input images created before `before` that no job names (storage/postgres/reports.py)."""
+        with unavailable_on_error(self._url):
+            return await reports.prune_inputs(self._pool, before=aware(before, "before"))
+
     async def spend(self, *, day: datetime, month: datetime) -> tuple[Spend, Spend]:
         """The whole bot's spend since `day` and since `month`, for the operator's budget (reports.py)."""
         with unavailable_on_error(self._url):

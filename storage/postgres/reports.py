@@ -151,10 +151,15 @@ async def prune(pool: Pool, *, before: datetime, batch: int = PRUNE_BATCH) -> in
     image they share stays as long as one of them names it.
     """
     total = await _in_batches(pool, _PRUNE_SQL, before, batch)
-    images = await _in_batches(pool, _PRUNE_IMAGES_SQL, before, IMAGE_BATCH)
+    images = await prune_inputs(pool, before=before)
     if total or images:
         log.info("pruned %d finished job(s) and %d input image(s) older than %s; usage is kept", total, images, before)
     return total
+
+
+async def prune_inputs(pool: Pool, *, before: datetime) -> int:
+    """Delete the input images created before `before` that no job names; how many went."""
+    return await _in_batches(pool, _PRUNE_IMAGES_SQL, before, IMAGE_BATCH)
 
 
 async def _in_batches(pool: Pool, sql: str, before: datetime, batch: int) -> int:

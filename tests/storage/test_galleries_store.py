@@ -5,9 +5,7 @@ Every test runs against SQLite and PostgreSQL (tests/storage/conftest.py).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +16,7 @@ from storage.models import JobInput, JobOrigin, JobState, NewJob, StoredInput
 from storage.open import AnyJobStore
 from storage.sqlite import SQLiteJobStore
 from tests.storage.faults import REFUSED, refuse_input_images
+from tests.storage.peek import stored_images
 
 NOW = datetime(2025, 6, 30, 15, 30, tzinfo=UTC)
 GUILD, ALICE = 2**62, 11
@@ -125,14 +124,6 @@ async def test_an_input_goes_with_its_job(store: AnyJobStore) -> None:
     assert await stored_images(store) == 0  # the image itself, not only the job naming it
 
 
-async def stored_images(store: AnyJobStore) -> int:
-    """How many input images the database holds, whoever names them."""
-    if isinstance(store, SQLiteJobStore):
-        with contextlib.closing(sqlite3.connect(store.path)) as db:
-            return int(db.execute("SELECT count(*) FROM input_images").fetchone()[0])
-    return int(await store.pool.fetchval("SELECT count(*) FROM input_images"))
-
-
 async def test_rerolls_share_their_sources_image_until_the_last_of_them_goes(store: AnyJobStore) -> None:
     image = JobInput("image/png", 64, 32, PNG)
     source_id = await made(store, gallery(1, image=image), NOW - timedelta(days=100))
@@ -168,6 +159,18 @@ async def test_an_image_whose_job_was_never_written_goes_at_the_next_prune(store
     assert await store.jobs_for_user(ALICE) == []
     await store.prune(before=NOW + timedelta(seconds=1))
     assert await stored_images(store) == 0
+
+
+async def test_images_no_job_names_are_swept_without_pruning_a_job(store: AnyJobStore) -> None:
+    # What the bot runs when it keeps every job (JOB_RETENTION_DAYS=0): only the images nobody names go.
+    old_id = await made(store, gallery(1, image=JobInput("image/png", 1, 1, PNG)), NOW - timedelta(days=100))
+    with pytest.raises(JobNotFoundError):
+        await store.create(gallery(1, image=JobInput("image/png", 1, 1, PNG), parent=12345), now=NOW)
+    left = 1 if isinstance(store, SQLiteJobStore) else 0  # PostgreSQL writes both in one statement, or neither
+    assert await store.prune_inputs(before=NOW) == 0  # younger than the cut: its job may still be on its way
+    assert await store.prune_inputs(before=NOW + timedelta(seconds=1)) == left
+    assert await store.get(old_id) is not None
+    assert await store.inputs.get(old_id) is not None
 
 
 async def test_a_server_keeps_its_models_and_default(store: AnyJobStore) -> None:
