@@ -97,6 +97,7 @@ class Upstream:
         self._strikes: dict[int, int] = {}
         self._unknown_since: dict[int, datetime] = {}
         self._overdue: set[int] = set()
+        self._member_cancels: set[int] = set()  # jobs a member's cancel is on its way to RunComfy for
 
     # -- sending ---------------------------------------------------------------
 
@@ -238,7 +239,7 @@ class Upstream:
         elif state in (UpstreamState.FINISHED, UpstreamState.SUCCEEDED, UpstreamState.FAILED):
             await self._poll_result(job)
         elif state is UpstreamState.CANCELLED:
-            await self.cancelled(job, "RunComfy cancelled it.")
+            await self._cancelled_upstream(job)
         else:
             await self._unknown_state(job, status.status)
 
@@ -257,7 +258,7 @@ class Upstream:
         elif state in (UpstreamState.QUEUED, UpstreamState.RUNNING):
             await self._reschedule(job)
         elif state is UpstreamState.CANCELLED:
-            await self.cancelled(job, "RunComfy cancelled it.")
+            await self._cancelled_upstream(job)
         else:
             # `completed` with no output yet, or a state nobody documented: look again, for a bounded time.
             await self._unknown_state(job, result.status)
@@ -315,7 +316,7 @@ class Upstream:
         if state in (UpstreamState.FINISHED, UpstreamState.SUCCEEDED, UpstreamState.FAILED):
             await self._poll_result(job)
         elif state is UpstreamState.CANCELLED:
-            await self.cancelled(job, "RunComfy cancelled it.")
+            await self._cancelled_upstream(job)
         elif state is UpstreamState.QUEUED and job.id not in self._overdue:
             answer = await self.client.cancel(_request_id(job))
             if answer.cancelled:
@@ -403,7 +404,11 @@ class Upstream:
             return CancelOutcome.ALREADY_FINISHED
         if job.state is not JobState.IN_QUEUE or job.request_id is None:
             return CancelOutcome.TOO_LATE
-        answer = await self.client.cancel(job.request_id)
+        self._member_cancels.add(job.id)
+        try:
+            answer = await self.client.cancel(job.request_id)
+        finally:
+            self._member_cancels.discard(job.id)
         if not answer.cancelled:
             log.info("job %d: cancel refused upstream (%s)", job.id, answer.outcome, extra={"job_id": job.id})
             return CancelOutcome.TOO_LATE
@@ -413,6 +418,11 @@ class Upstream:
         return (
             CancelOutcome.CANCELLED if done is not None and done.state is JobState.CANCELLED else CancelOutcome.TOO_LATE
         )
+
+    async def _cancelled_upstream(self, job: Job) -> None:
+        """RunComfy says the job was cancelled: by the member's own cancel on its way (the poll heard first; the
+        member reads the usual words), or by RunComfy itself."""
+        await self.cancelled(job, None if job.id in self._member_cancels else "RunComfy cancelled it.")
 
     def forget(self, job_id: int) -> None:
         self.worker.discard(job_id)

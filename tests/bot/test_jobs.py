@@ -222,12 +222,24 @@ async def test_a_cancel_that_its_own_poll_records_first_is_still_cancelled(
 
     async def cancel_then_let_the_poll_win(request_id: str) -> CancelResult:
         answer = await real_cancel(request_id)
-        await recorder.wait_for(JobCancelled, job.id)  # the poll saw upstream's "cancelled" and wrote it
+        polled = await recorder.wait_for(JobCancelled, job.id)  # the poll saw upstream's "cancelled" and wrote it
+        assert polled.reason is None  # the member reads what any cancel of theirs says, not "RunComfy cancelled it"
         return answer
 
     monkeypatch.setattr(manager.upstream.client, "cancel", cancel_then_let_the_poll_win)
     assert await manager.cancel(job.id) is CancelOutcome.CANCELLED
     assert sum(isinstance(event, JobCancelled) and event.job.id == job.id for event in recorder.events) == 1
+
+
+async def test_a_job_runcomfy_cancels_by_itself_says_so(emulator: Emulator, make_manager: ManagerFactory) -> None:
+    emulator.config.queue_time = Duration.constant(30.0)
+    manager = make_manager(policy=FixedPolicy(0.02))
+    recorder, _ = await started(manager)
+    job = await submitted(manager)
+    assert job.request_id is not None
+    emulator.jobs[job.request_id].cancelled_at = asyncio.get_running_loop().time()  # cancelled on RunComfy's side
+    cancelled = await recorder.wait_for(JobCancelled, job.id)
+    assert cancelled.reason == "RunComfy cancelled it."
 
 
 async def test_upstream_failure_reaches_members_in_plain_words_and_the_operator_in_detail(
