@@ -54,7 +54,7 @@ from bot.emulator import Duration, Emulator, EmulatorConfig
 from bot.emulator_config import API_ROUTES
 from storage.models import JobState
 from storage.postgres.jobs import PostgresJobStore
-from tests.chaos.harness import BotProcess, runcomfy_and_discord_environment
+from tests.chaos.bot_process import BotProcess, runcomfy_and_discord_environment
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember, shard_of
 from tests.fakediscord.runner import run_bot
 from tests.pgserver import PostgresServer, find_bindir

@@ -27,7 +27,8 @@ from bot.app import ImagineBot
 from bot.emulator import Duration, Emulator, Fault
 from bot.settings import Settings
 from storage.sqlite import SQLiteJobStore
-from tests.chaos.harness import DONE, FAILED, read_jobs
+from tests.chaos.job_rows import read_jobs
+from tests.chaos.verdict import DONE, FAILED
 from tests.e2e.conftest import BotStarter, reply_showing
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember, FakeMessage, Perm
 
