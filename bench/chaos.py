@@ -37,7 +37,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.common import out_dir, percentile
-from tests.chaos.harness import THREE_PROCESSES, ChaosPlan, ChaosReport, ChaosRun, ProcessesChaosRun, world
+from tests.chaos.fakes import world
+from tests.chaos.harness import ChaosRun
+from tests.chaos.plan import THREE_PROCESSES, ChaosPlan
+from tests.chaos.processes_run import ProcessesChaosRun
+from tests.chaos.report import ChaosReport
 from tests.pgserver import PostgresServer, find_bindir
 
 

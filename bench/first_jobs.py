@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 
 from bench.common import out_dir, percentile, run_virtual, table
-from bench.polling import OURS, PROFILES, Options, Outcome, Profile, policy_for, run_jobs
+from bench.polling_runs import OURS, PROFILES, Options, Outcome, Profile, policy_for, run_jobs
 from bot.emulator import EmulatorConfig
 from bot.polling import AdaptivePolicy
 from storage.sqlite import SQLiteJobStore

@@ -20,6 +20,8 @@ from tests.clocks import MovableClock
 
 # Recognisable, so a leak into an error text or a log line is easy to spot.
 TOKEN = "sk-live-T0KEN-must-never-leak-9c41"
+# A valid request of the default model, as the client tests submit it.
+INPUTS = {"prompt": "a red fox in the snow", "aspect_ratio": "16:9", "seed": 7}
 
 ClientFactory = Callable[..., RunComfyClient]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import run_virtual
-from bench.polling import Options, Profile, run_jobs
+from bench.polling_runs import Options, Profile, run_jobs
 from bot.emulator import Duration
 from bot.polling import (
     GENERIC_PRIOR,
@@ -257,7 +257,7 @@ def test_fixed_policy_is_fixed() -> None:
 
 
 def test_polling_benchmark_harness_still_runs(tmp_path: Path) -> None:
-    """bench/polling.py drives the real manager, client and store: a three-job smoke run, figures not judged."""
+    """bench/polling_runs.py drives the real manager, client and store: a three-job smoke run, figures not judged."""
     profile = Profile("smoke", Duration.constant(0.5), Duration.constant(2.0), 1.0)
     opts = Options(jobs=3, train=0, seed=1, gap=0.5, budget=1000.0, rate_429=0.0, workdir=tmp_path, tuning={})
     outcome = run_virtual(lambda: run_jobs(profile, "fixed 1 s", opts, seed=1, db=tmp_path / "j.sqlite3", count=3), 50)
@@ -268,7 +268,7 @@ def test_polling_benchmark_harness_still_runs(tmp_path: Path) -> None:
 
 
 def test_the_queue_speed_survives_a_restart(tmp_path: Path) -> None:
-    """The wiring the job manager gets: recall at start, save on stop, through the real store (bench.polling)."""
+    """The wiring the job manager gets: recall at start, save on stop, through the real store (bench.polling_runs)."""
     profile = Profile("queue", Duration.constant(8.0), Duration.constant(1.0), 2.0)  # 4 positions, 2 s each
     opts = Options(jobs=3, train=0, seed=1, gap=0.5, budget=1000.0, rate_429=0.0, workdir=tmp_path, tuning={})
     db = tmp_path / "j.sqlite3"

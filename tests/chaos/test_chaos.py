@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import ChaosPlan, ChaosRun, assert_promises_kept, world
+from tests.chaos.fakes import world
+from tests.chaos.harness import ChaosRun
+from tests.chaos.plan import ChaosPlan
+from tests.chaos.verdict import assert_promises_kept
 
 pytestmark = pytest.mark.chaos
 

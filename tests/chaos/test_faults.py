@@ -25,7 +25,8 @@ from bot.emulator import Duration, Emulator, EmulatorConfig
 from bot.jobs.upstream import NO_IMAGE, RESTARTED_WHILE_SUBMITTING
 from bot.runcomfy_errors import RunComfyError
 from tests.bot_settings import QUICK_POLLING, bot_settings
-from tests.chaos.harness import DONE, FAILED, read_jobs
+from tests.chaos.job_rows import read_jobs
+from tests.chaos.verdict import DONE, FAILED
 from tests.fakediscord import FakeDiscord, FakeInteraction, Perm
 from tests.fakediscord.runner import run_bot
 

@@ -18,7 +18,7 @@ from bot.settings import Settings
 from cogs.courier import ALREADY_SHOWN
 from storage.models import Job, JobOrigin, JobState, NewJob
 from storage.sqlite import SQLiteJobStore
-from tests.chaos.harness import DONE, FAILED, NOT_RESENT
+from tests.chaos.verdict import DONE, FAILED, NOT_RESENT
 from tests.e2e.conftest import BotStarter, job_in_state, reply_showing
 from tests.e2e.test_community_support import admin
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember, FakeMessage

@@ -24,15 +24,11 @@ import asyncpg
 import pytest
 
 from bot.emulator import Duration
-from tests.chaos.harness import (
-    DONE,
-    THREE_PROCESSES,
-    BotProcess,
-    ChaosPlan,
-    ProcessesChaosRun,
-    assert_promises_kept,
-    world,
-)
+from tests.chaos.bot_process import BotProcess
+from tests.chaos.fakes import world
+from tests.chaos.plan import THREE_PROCESSES, ChaosPlan
+from tests.chaos.processes_run import ProcessesChaosRun
+from tests.chaos.verdict import DONE, assert_promises_kept
 from tests.fakediscord import FakeInteraction
 
 pytestmark = [pytest.mark.chaos, pytest.mark.postgres]

@@ -29,7 +29,9 @@ from bot.runcomfy import RunComfyClient, RunComfyError
 from bot.settings import Settings
 from storage.models import JobOrigin, NewJob
 from storage.sqlite import SQLiteJobStore
-from tests.chaos.harness import RUNCOMFY_TOKEN, BotProcess, ChaosPlan, bot_environment, world
+from tests.chaos.bot_process import BotProcess, bot_environment
+from tests.chaos.fakes import RUNCOMFY_TOKEN, world
+from tests.chaos.plan import ChaosPlan
 from tests.e2e.conftest import RUNCOMFY_TOKEN as E2E_RUNCOMFY_TOKEN
 from tests.e2e.conftest import BotStarter, reply_showing
 from tests.fakediscord import FakeChannel, FakeDiscord, FakeMember
