@@ -66,7 +66,7 @@ def _seconds(text: str) -> tuple[float, ...]:
     return tuple(float(value) for value in text.split())
 
 
-# Derived with `python -m bench.first_jobs --derive-prior` (200 jobs of bench/polling.py's "typical"
+# Derived with `python -m bench.first_jobs --derive-prior` (200 jobs of bench/polling_runs.py's "typical"
 # profile: queue lognormal(median 1.5 s, σ 0.6), run lognormal(median 8 s, σ 0.3), 1 s per queue
 # position), 10 quantiles each: a prior worth ten jobs, so a model that behaves otherwise is learned
 # after ten (sooner when it plainly disagrees, see Samples). RunComfy publishes no durations for
@@ -77,7 +77,7 @@ PRIORS: dict[str, Prior] = {
     DEFAULT_MODEL: Prior(
         queue=_seconds("2.81 2.81 2.81 2.81 2.81 2.81 2.81 2.81 2.84 4.62"),
         run=_seconds("4.60 4.76 5.26 5.89 6.42 7.12 7.90 8.65 9.62 11.19"),
-        source="bench/polling.py typical profile as AdaptivePolicy records it (bench/first_jobs.py --derive-prior)",
+        source="bench/polling_runs.py typical profile, as AdaptivePolicy records it (bench/first_jobs.py)",
     ),
 }
 GENERIC_PRIOR = Prior(PRIOR_QUEUE_SECONDS, PRIOR_RUN_SECONDS, None, "a guess for any text-to-image job")
