@@ -11,15 +11,18 @@ nothing holds a place that nobody will ever see.
 An edit's image takes time nobody can promise within Discord's 3 seconds
 (docs/discord-platform.md, INT): downloading the member's attachment and
 decoding it. (A remix of an edit reads nothing: it names the image its source
-keeps, so it goes the text job's way.) So an edit is acknowledged first, with
-the same public "thinking..." as any job, then its image is fetched and checked
-and the job written and confirmed against that reply at once: the reply exists
-before the job, and the job before anything is sent. A refusal found after the acknowledgement (the image too big or
-unreadable, its link dying, the member's or the operator's limits) deletes the
-"thinking..." and tells only the member, in an ephemeral followup, and no job
-is written. If the process dies between the acknowledgement and the job, the
-member is left with a "thinking..." that nothing answers, and nothing is
-charged.
+keeps, so it goes the text job's way.) So an edit's limits (the member's and the
+operator's) are asked first, and a member already past one is refused
+ephemerally, like a text job, with nothing shown or downloaded. Otherwise the
+edit is acknowledged, with the same public "thinking..." as any job, then its
+image is fetched and checked and the job written (its limits checked again:
+that check decides) and confirmed against that reply at once: the reply exists
+before the job, and the job before anything is sent. A refusal found after the
+acknowledgement (the image too big or unreadable, its link dying, a limit
+reached during the download) deletes the "thinking..." and tells only the
+member, in an ephemeral followup, and no job is written. If the process dies
+between the acknowledgement and the job, the member is left with a
+"thinking..." that nothing answers, and nothing is charged.
 """
 
 from __future__ import annotations
@@ -193,9 +196,17 @@ class JobStarter:
         new: Callable[[EditInput | None], NewJob],
         settings: GuildSettings,
     ) -> None:
-        """An edit of an attachment: acknowledged first (a failed acknowledgement raises before anything is
-        fetched or written), then its image fetched and checked, and the job written; a refusal or a failure on
-        the way writes nothing and reaches only the member."""
+        """An edit of an attachment: a member already past a limit is refused at once, ephemerally (the job's
+        cost does not depend on its image, so it is priced before the image is in), sparing a download that holds
+        one of the places other members' edits wait for. Then acknowledged (a failed acknowledgement raises before
+        anything is fetched or written), its image fetched and checked, and the job written, its limits checked
+        again (others' jobs may have been written meanwhile); a refusal or a failure on the way writes nothing and
+        reaches only the member."""
+        try:
+            await self.jobs.check_limits(new(None), settings)
+        except LimitReachedError as error:
+            await interaction.response.send_message(render.limit_refusal(error), ephemeral=True)
+            return
         reply = await self._acknowledge(interaction)
         try:
             ticket = await self.jobs.enqueue(new(await self._fetch(image)), settings)

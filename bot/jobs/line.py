@@ -43,7 +43,7 @@ from bot.jobs.limits import Limit, LimitReachedError
 from bot.jobs.worker import Worker
 from bot.runcomfy import RunComfyError
 from storage.base import JobStore
-from storage.models import GuildSettings, Job, JobState, NewJob
+from storage.models import GuildLoad, GuildSettings, Job, JobState, NewJob
 
 log = logging.getLogger(__name__)
 
@@ -123,17 +123,32 @@ class Line:
         if settings is None:
             job = await self._create(new, 1)
             return Ticket(job, 1)
-        user_id = new.origin.user_id or 0
         # The budget is the whole bot's: one admission at a time checks it (always after the server's lock).
         async with self.store.exclusive(settings.guild_id), self.store.exclusive(BUDGET_LOCK):
-            load = await self.store.guild_load(settings.guild_id, user_id)
-            if not new.exempt:
-                # Of the member's jobs, those past their limit of jobs at once wait for one of their own.
-                backlog = max(0, load.mine_active + load.mine_waiting - settings.member_concurrent)
-                await self._check_member(settings, user_id, backlog, new.count)
-            await self.budget.check(new.count, new.cost_usd)  # nobody is exempt from the operator's
+            load = await self._admit(new, settings)
             job = await self._create(new, load.waiting + 1)
         return Ticket(job, load.waiting + 1)
+
+    async def check_limits(self, new: NewJob, settings: GuildSettings) -> None:
+        """LimitReachedError when `enqueue` would refuse `new` now; nothing is written or locked.
+
+        Only advice, for work worth sparing a member already past a limit (an edit's download, which holds a
+        place other members' edits wait for): what counts is `enqueue`'s own check, under the locks, since
+        other jobs may be written or end meanwhile.
+        """
+        await self._admit(new, settings)
+
+    async def _admit(self, new: NewJob, settings: GuildSettings) -> GuildLoad:
+        """The member's limits (unless the server exempts them) and the operator's budget (nobody is exempt),
+        checked for `new`; the server's load they were checked against."""
+        user_id = new.origin.user_id or 0
+        load = await self.store.guild_load(settings.guild_id, user_id)
+        if not new.exempt:
+            # Of the member's jobs, those past their limit of jobs at once wait for one of their own.
+            backlog = max(0, load.mine_active + load.mine_waiting - settings.member_concurrent)
+            await self._check_member(settings, user_id, backlog, new.count)
+        await self.budget.check(new.count, new.cost_usd)
+        return load
 
     async def _check_member(self, settings: GuildSettings, user_id: int, backlog: int, images: int = 1) -> None:
         used = await self.store.billable_since(user_id, settings.guild_id, self.clock.now() - QUOTA_WINDOW)

@@ -298,6 +298,11 @@ class JobManager:
         """Write a new job in its server's line (LimitReachedError says why not); it starts once `confirm`ed."""
         return await self.line.enqueue(new, settings)
 
+    async def check_limits(self, new: NewJob, settings: GuildSettings) -> None:
+        """LimitReachedError when `enqueue` would refuse `new` now; writes nothing. Advice only, for a caller with
+        slow work to do before it can enqueue (an edit's download): `enqueue` checks again, and decides."""
+        await self.line.check_limits(new, settings)
+
     async def confirm(self, job_id: int, message_id: int | None = None) -> Job | None:
         """The job's reply exists (`message_id`, when known, is written first): it may leave the line."""
         job = await self.store.get(job_id)

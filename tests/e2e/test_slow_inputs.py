@@ -1,7 +1,8 @@
 """An edit's image is slow to come from Discord's CDN. Whatever it takes, the command is acknowledged within
 Discord's 3 seconds, so the member never sees "This interaction failed"; the job is delivered, and a refusal found
-once the image is in (too big, limits reached, a remixed source's link dead) reaches only the member and writes no
-job. An acknowledgement that fails stops everything before the image is asked for.
+once the image is in (too big, a limit reached during the download) reaches only the member and writes no job. A
+member already past a limit is refused at once, ephemerally, before anything is shown or downloaded. An
+acknowledgement that fails stops everything before the image is asked for.
 
 Slowness is the fake's: a held CDN download while Discord's clock moves past the 3 seconds. (A remix reads nothing:
 it shares the stored image of the edit it starts from.)"""
@@ -14,13 +15,13 @@ import pytest
 
 from bot.app import ImagineBot
 from bot.attachments import FETCHES
-from bot.emulator import Emulator
+from bot.emulator import Duration, Emulator
 from bot.jobs.orders import SOURCE_EXPIRED
 from cogs.failures import SOMETHING_WENT_WRONG
 from storage.models import Job, JobState
 from tests.clocks import FakeDiscordClock
 from tests.e2e.conftest import BotStarter, job_in_state, private_answer, reply_showing
-from tests.e2e.test_community_support import job_for
+from tests.e2e.test_community_support import admin, finished_image, job_for
 from tests.e2e.test_models import png, submitted
 from tests.e2e.test_public_bot import CALLBACK
 from tests.fakediscord import (
@@ -81,31 +82,117 @@ async def test_an_edit_whose_image_downloads_slowly_is_acknowledged_in_time_and_
     assert job.input_url is not None
 
 
-@pytest.mark.parametrize(
-    ("overrides", "says"),
-    [
-        ({"image_max_pixels": 1000}, "too many pixels"),  # found only once the image is in
-        ({"budget_usd_per_day": 0.05}, "This would cost about $0.07, and this bot has $0.05 left"),  # edit: $0.07
-    ],
-    ids=["image refused once downloaded", "past the operator's budget"],
-)
-async def test_an_edit_refused_after_acknowledging_is_told_only_to_the_member_and_writes_no_job(
-    fake_discord: FakeDiscord,
-    start_bot: BotStarter,
-    emulator: Emulator,
-    alice: FakeMember,
-    general: FakeChannel,
-    overrides: dict[str, float],
-    says: str,
+async def test_an_edit_whose_image_is_refused_once_downloaded_is_told_only_to_the_member_and_writes_no_job(
+    fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
 ) -> None:
-    async with start_bot(**overrides) as bot:
+    async with start_bot(image_max_pixels=1000) as bot:
         interaction = await by_attachment(fake_discord, alice, general, "make it snow")
         answer = await private_answer(fake_discord, interaction)
-        assert says in answer.content
+        assert "too many pixels" in answer.content
         assert bot.store is not None
         assert await bot.store.jobs_for_user(alice.id) == []
     assert general.visible_messages() == []
     assert emulator.submits == []
+
+
+async def daily_quota_used(
+    fake: FakeDiscord,
+    emulator: Emulator,
+    bot: ImagineBot,
+    member: FakeMember,
+    moderator: FakeMember,
+    channel: FakeChannel,
+) -> None:
+    await admin(moderator, channel, "set daily-quota", limit=1)
+    await finished_image(fake, bot, member, channel, "the day's one")
+
+
+async def line_share_full(
+    fake: FakeDiscord,
+    emulator: Emulator,
+    bot: ImagineBot,
+    member: FakeMember,
+    moderator: FakeMember,
+    channel: FakeChannel,
+) -> None:
+    emulator.config.queue_time = Duration.constant(30.0)  # the first stays in progress, the second waits
+    await admin(moderator, channel, "set member-jobs", limit=1)
+    await admin(moderator, channel, "set member-queue", limit=1)
+    await reply_showing(fake, await member.run_command("imagine", channel, prompt="runs"), "Queued")
+    waits = await member.run_command("imagine", channel, prompt="waits")
+    await reply_showing(fake, waits, "Waiting for one of your images to finish")
+
+
+async def budget_spent(
+    fake: FakeDiscord,
+    emulator: Emulator,
+    bot: ImagineBot,
+    member: FakeMember,
+    moderator: FakeMember,
+    channel: FakeChannel,
+) -> None:
+    """Nothing to do: the bot runs with less left of the operator's daily budget than an edit costs ($0.07)."""
+
+
+Reach = Callable[[FakeDiscord, Emulator, ImagineBot, FakeMember, FakeMember, FakeChannel], Awaitable[None]]
+"""Brings the member to a limit, with the moderator's help where a server's setting is needed."""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reach", "says"),
+    [
+        ({}, daily_quota_used, "You've made 1 of your 1 images for the last 24 hours here."),
+        ({}, line_share_full, "You already have 1 image waiting in this server's line, and it holds up to 1 of"),
+        ({"budget_usd_per_day": 0.05}, budget_spent, "This would cost about $0.07, and this bot has $0.05 left"),
+    ],
+    ids=["daily quota used", "share of the line full", "past the operator's budget"],
+)
+async def test_an_edit_past_a_limit_is_refused_at_once_showing_downloading_and_writing_nothing(
+    fake_discord: FakeDiscord,
+    start_bot: BotStarter,
+    emulator: Emulator,
+    alice: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
+    overrides: dict[str, float],
+    reach: Reach,
+    says: str,
+) -> None:
+    async with start_bot(**overrides) as bot:
+        await reach(fake_discord, emulator, bot, alice, moderator, general)
+        with fake_discord.hold(f"GET {CDN_ROUTE}") as cdn:
+            cdn.release()  # not held, only counted: `waiting` counts every download asked for
+            interaction = await alice.run_command("imagine", general, prompt="make it snow", image=("me.png", png()))
+            answer = await private_answer(fake_discord, interaction)
+        assert says in answer.content
+        assert interaction.ephemeral  # the first answer: no public "thinking..." came before it
+        assert interaction.followups == []
+        assert cdn.waiting == 0  # the member's image was never asked for
+        assert bot.store is not None
+        assert "make it snow" not in {job.prompt for job in await bot.store.jobs_for_user(alice.id)}
+    assert emulator.submits_for("make it snow") == 0
+
+
+async def test_a_limit_reached_while_the_image_downloads_is_still_refused_after_acknowledging(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    moderator: FakeMember,
+    general: FakeChannel,
+) -> None:
+    """The check before the download only spares the member the wait: the one that counts is made when the job
+    is written, so a member who used their last image meanwhile (another command) gets no second."""
+    await admin(moderator, general, "set daily-quota", limit=1)
+    with fake_discord.hold(f"GET {CDN_ROUTE}") as held:
+        edit = await alice.run_command("imagine", general, prompt="make it snow", image=("me.png", png()))
+        await fake_discord.wait_for(lambda: held.waiting)  # let in: the day's image was still free
+        await job_for(bot, await alice.run_command("imagine", general, prompt="the day's one"))
+    answer = await private_answer(fake_discord, edit)
+    assert "You've made 1 of your 1 images for the last 24 hours here." in answer.content
+    assert bot.store is not None
+    assert "make it snow" not in {job.prompt for job in await bot.store.jobs_for_user(alice.id)}
+    assert emulator.submits_for("make it snow") == 0
 
 
 async def test_a_burst_of_edits_waits_for_its_turns_to_download_and_every_one_is_delivered(
