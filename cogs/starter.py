@@ -1,6 +1,6 @@
 """What `/imagine`, an edit and a remix share: check everything, write the job, acknowledge, hand it to the line.
 
-Every refusal is ephemeral and nothing is spent before it. A text job is
+Every refusal is ephemeral and nothing is spent before it. Every job is
 written before the acknowledgement, so a reply the member can see always has a
 job behind it, even if the process dies right after (the restart finds the
 reply through the stored interaction token). The job waits in its server's line
@@ -11,24 +11,20 @@ nothing holds a place that nobody will ever see.
 An edit's image takes time nobody can promise within Discord's 3 seconds
 (docs/discord-platform.md, INT): downloading the member's attachment and
 decoding it. (A remix of an edit reads nothing: it names the image its source
-keeps, so it goes the text job's way.) So an edit's limits (the member's and the
-operator's) are asked first, and a member already past one is refused
-ephemerally, like a text job, with nothing shown or downloaded. Otherwise the
-edit is acknowledged, with the same public "thinking..." as any job, then its
-image is fetched and checked and the job written (its limits checked again:
-that check decides) and confirmed against that reply at once: the reply exists
-before the job, and the job before anything is sent. A refusal found after the
-acknowledgement (the image too big or unreadable, its link dying, a limit
-reached during the download) deletes the "thinking..." and tells only the
-member, in an ephemeral followup, and no job is written. If the process dies
-between the acknowledgement and the job, the member is left with a
-"thinking..." that nothing answers, and nothing is charged.
+keeps, so it goes the text job's way.) So an edit is written like any job (its
+limits decided then; what Discord says of the file and its link's life checked
+before), acknowledged, and only then is its image fetched, checked and given to
+the job; the job is confirmed last, so nothing is sent without its image. A
+refusal found after the acknowledgement (the image too big or unreadable) ends
+the job unsent, deletes the "thinking..." and tells only the member, in an
+ephemeral followup. If the process dies while the image is read, the restart
+finds the edit still without its image and ends it with a word in the reply
+(JobManager._recover): no "thinking..." is left for good, nothing is charged.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -129,11 +125,14 @@ class JobStarter:
                 f"I can't post images here: I'm missing **{', '.join(missing)}** in this channel. "
                 "Ask a server admin to allow it, or use another channel."
             )
-        if refusal is None and isinstance(image, Offered):
-            try:
-                self.fetcher.precheck(image)  # what Discord says of the file, refused before anything is shown
-            except ImageRefusedError as error:
-                refusal = str(error)
+        edit: EditInput | None = None
+        try:
+            if isinstance(image, Offered):
+                edit = self._offered(image)
+            elif image is not None:
+                edit = self.jobs.kept_input(image)  # a remix reads nothing: it names the image its source keeps
+        except (ImageRefusedError, InvalidInputError) as error:
+            refusal = refusal or str(error)
         if refusal is not None:
             await interaction.response.send_message(refusal, ephemeral=True)
             return
@@ -146,84 +145,63 @@ class JobStarter:
             token_expires_at=interaction.expires_at,
             filesize_limit=interaction.filesize_limit,
         )
-
-        def new(edit: EditInput | None) -> NewJob:
-            return order(
-                chosen,
-                prompt=text,
-                ratio=ratio,
-                seed=seed,
-                count=count or 1,
-                origin=origin,
-                parent_id=parent_id,
-                exempt=settings.admins_bypass and interaction.permissions.manage_guild,
-                edit=edit,
-            )
-
-        if isinstance(image, Offered):
-            await self._acknowledge_then_write(interaction, image, new, settings)
+        new = order(
+            chosen,
+            prompt=text,
+            ratio=ratio,
+            seed=seed,
+            count=count or 1,
+            origin=origin,
+            parent_id=parent_id,
+            exempt=settings.admins_bypass and interaction.permissions.manage_guild,
+            edit=edit,
+        )
+        written = await self._write_then_acknowledge(interaction, new, settings)
+        if written is None:
             return
-        try:
-            # A remix of an edit reads nothing: it names the image its source keeps, checked here at once.
-            edit = self.jobs.kept_input(image) if image is not None else None
-        except InvalidInputError as error:
-            await interaction.response.send_message(str(error), ephemeral=True)
+        job_id, reply = written
+        if isinstance(image, Offered) and not await self._read_image(interaction, job_id, image):
             return
-        await self._write_then_acknowledge(interaction, new(edit), settings)
+        await self.jobs.confirm(job_id, reply)
 
     async def _write_then_acknowledge(
         self, interaction: discord.Interaction[Any], new: NewJob, settings: GuildSettings
-    ) -> None:
-        """A text job: written (or refused by the limits, ephemerally) within Discord's 3 seconds, then the
-        acknowledgement; the job is abandoned if that fails."""
+    ) -> tuple[int, int | None] | None:
+        """The job written (or refused by the limits, ephemerally) within Discord's 3 seconds, then the
+        acknowledgement; the job is abandoned if that fails. The job's id and its reply's, or None if refused."""
         try:
             ticket = await self.jobs.enqueue(new, settings)
         except LimitReachedError as error:
             await interaction.response.send_message(render.limit_refusal(error), ephemeral=True)
-            return
+            return None
+        except JobNotFoundError:  # the picture it starts from was deleted (or pruned) since it was clicked
+            await interaction.response.send_message(PARENT_GONE, ephemeral=True)
+            return None
         try:
             reply = await self._acknowledge(interaction)
         except BaseException:
             # Any failure (an HTTP error, a dropped connection, a cancel): the member saw no reply to wait on.
             await self.jobs.abandon(ticket.job.id, "Discord did not take the acknowledgement")
             raise
-        await self.jobs.confirm(ticket.job.id, reply)
+        return ticket.job.id, reply
 
-    async def _acknowledge_then_write(
-        self,
-        interaction: discord.Interaction[Any],
-        image: Offered,
-        new: Callable[[EditInput | None], NewJob],
-        settings: GuildSettings,
-    ) -> None:
-        """An edit of an attachment: a member already past a limit is refused at once, ephemerally (the job's
-        cost does not depend on its image, so it is priced before the image is in), sparing a download that holds
-        one of the places other members' edits wait for. Then acknowledged (a failed acknowledgement raises before
-        anything is fetched or written), its image fetched and checked, and the job written, its limits checked
-        again (others' jobs may have been written meanwhile); a refusal or a failure on the way writes nothing and
-        reaches only the member."""
+    async def _read_image(self, interaction: discord.Interaction[Any], job_id: int, offered: Offered) -> bool:
+        """An edit's image, downloaded and checked after the acknowledgement, given to its job; whether the job
+        may go on. A refusal or a failure ends the job unsent and reaches only the member (the job was not
+        confirmed, so nothing was sent); a process dying meanwhile leaves the job waiting for its image, which
+        the restart ends with a word in the reply (JobManager._recover)."""
         try:
-            await self.jobs.check_limits(new(None), settings)
-        except LimitReachedError as error:
-            await interaction.response.send_message(render.limit_refusal(error), ephemeral=True)
-            return
-        reply = await self._acknowledge(interaction)
-        try:
-            ticket = await self.jobs.enqueue(new(await self._fetch(image)), settings)
+            image = await self.fetcher.fetch(offered)
+            kept = JobInput(image.content_type, image.width, image.height, image.data)
+            return await self.jobs.attach_input(job_id, kept) is not None  # None: it ended meanwhile, and says so
         except (ImageRefusedError, InvalidInputError) as error:
-            await self._refuse_after_acknowledging(interaction, str(error))
-            return
-        except LimitReachedError as error:
-            await self._refuse_after_acknowledging(interaction, render.limit_refusal(error))
-            return
-        except JobNotFoundError:  # the result being edited was deleted (or pruned) during the download
-            await self._refuse_after_acknowledging(interaction, PARENT_GONE)
-            return
+            text = str(error)
         except Exception:
-            log.exception("an edit failed after its acknowledgement; nothing was written")
-            await self._refuse_after_acknowledging(interaction, SOMETHING_WENT_WRONG)
-            return
-        await self.jobs.confirm(ticket.job.id, reply)
+            log.exception("job %d: an edit's image could not be read or kept", job_id, extra={"job_id": job_id})
+            text = SOMETHING_WENT_WRONG
+        await self.jobs.abandon(job_id, "its image was refused or could not be kept")
+        await self._refuse_after_acknowledging(interaction, text)
+        return False
 
     @staticmethod
     async def _acknowledge(interaction: discord.Interaction[Any]) -> int | None:
@@ -243,10 +221,11 @@ class JobStarter:
             return
         await interaction.followup.send(text, ephemeral=True)
 
-    async def _fetch(self, offered: Offered) -> EditInput:
-        """The member's image, downloaded and checked now (its link expires), with the link RunComfy is sent."""
-        image = await self.fetcher.fetch(offered)
+    def _offered(self, offered: Offered) -> EditInput:
+        """An attachment to edit, checked by what Discord says of it (type, size) and its link's life, before
+        anything is shown; its bytes follow after the acknowledgement (`_read_image`)."""
+        self.fetcher.precheck(offered)
         expires = link_expiry(offered.url)
         if expires is not None and expires - INPUT_LIFE_NEEDED <= self.jobs.clock.now():
             raise ImageRefusedError("That image's link is about to expire. Post it again, then try once more.")
-        return EditInput(offered.url, expires, JobInput(image.content_type, image.width, image.height, image.data))
+        return EditInput(offered.url, expires, None)

@@ -165,6 +165,12 @@ class JobStore(Protocol):
         the lease, when given); None when the job does not exist or the conditions did not hold."""
         ...
 
+    async def give_input(self, job_id: int, image_id: int, *, now: datetime, owner: str | None = None) -> Job | None:
+        """Name the stored input image of an edit written before its image was in (`Job.awaits_input`), while it
+        waits (and `owner` holds it, when given); None when it no longer does. The one write of
+        `input_image_id` after create: an edit's image cannot be promised within Discord's 3 seconds."""
+        ...
+
     async def by_message_id(self, message_id: int) -> Job | None:
         """The job whose reply is that Discord message (for reactions on results)."""
         ...

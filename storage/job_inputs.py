@@ -29,7 +29,10 @@ _READ_SQL = (
 
 
 class JobInputs(Protocol):
-    """What callers read; each store writes an input image as part of creating its job."""
+    """An edit's image: stored with its job when it is already in (`create`), or on its own once downloaded, for
+    the job written before the download to name (`add`, then the job's `input_image_id`)."""
+
+    async def add(self, image: JobInput, *, now: datetime) -> int: ...
 
     async def get(self, job_id: int) -> JobInput | None: ...
 

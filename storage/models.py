@@ -199,6 +199,11 @@ class Job:
         return (self.result_url,) if self.result_url else ()
 
     @property
+    def awaits_input(self) -> bool:
+        """An edit written before its image was downloaded, not given the image yet: it must never be sent."""
+        return self.input_url is not None and self.input_image_id is None
+
+    @property
     def notice_pending(self) -> bool:
         """A failed or cancelled job whose member has not been shown that yet."""
         return self.state in (JobState.FAILED, JobState.CANCELLED) and self.deliver_at is not None

@@ -317,6 +317,12 @@ class SQLiteJobStore:
         states = None if expect is None else expected_states(expect)
         return await self._update(job_id, {"updated_at": ":now"}, params, fields, states, owner)
 
+    async def give_input(self, job_id: int, image_id: int, *, now: datetime, owner: str | None = None) -> Job | None:
+        """Name an edit's input image once it is in (storage/base.py says why this one fixed column is written)."""
+        params: dict[str, Any] = {"job_id": job_id, "now": to_text(now, "now")}
+        fields = {"input_image_id": image_id}
+        return await self._update(job_id, {"updated_at": ":now"}, params, fields, [JobState.WAITING.value], owner)
+
     async def _update(
         self,
         job_id: int,

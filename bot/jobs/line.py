@@ -60,6 +60,10 @@ RESTARTED_WHILE_WAITING = (
     "The bot restarted just as it took this request, before sending it anywhere, so nothing was charged. "
     "Please try again."
 )
+RESTARTED_WHILE_READING = (
+    "The bot restarted while it was reading your image, before sending anything, so nothing was charged. "
+    "Please try again."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +132,6 @@ class Line:
             load = await self._admit(new, settings)
             job = await self._create(new, load.waiting + 1)
         return Ticket(job, load.waiting + 1)
-
-    async def check_limits(self, new: NewJob, settings: GuildSettings) -> None:
-        """LimitReachedError when `enqueue` would refuse `new` now; nothing is written or locked.
-
-        Only advice, for work worth sparing a member already past a limit (an edit's download, which holds a
-        place other members' edits wait for): what counts is `enqueue`'s own check, under the locks, since
-        other jobs may be written or end meanwhile.
-        """
-        await self._admit(new, settings)
 
     async def _admit(self, new: NewJob, settings: GuildSettings) -> GuildLoad:
         """The member's limits (unless the server exempts them) and the operator's budget (nobody is exempt),

@@ -42,7 +42,7 @@ from bot.jobs.events import (
 )
 from bot.jobs.leases import LeaseKeeper
 from bot.jobs.ledger import Ledger
-from bot.jobs.line import RESTARTED_WHILE_WAITING, Line, Load, Ticket
+from bot.jobs.line import RESTARTED_WHILE_READING, RESTARTED_WHILE_WAITING, Line, Load, Ticket
 from bot.jobs.orders import EditInput, order, source_input
 from bot.jobs.prices import PriceBook
 from bot.jobs.upstream import RESTARTED_WHILE_SUBMITTING, CancelOutcome, Upstream
@@ -52,7 +52,17 @@ from bot.polling import AdaptivePolicy, PollPolicy
 from bot.runcomfy import RunComfyClient
 from bot.settings import Settings
 from storage.base import JobStore
-from storage.models import FINAL_STATES, MADE_STATES, FailureKind, GuildSettings, Job, JobOrigin, JobState, NewJob
+from storage.models import (
+    FINAL_STATES,
+    MADE_STATES,
+    FailureKind,
+    GuildSettings,
+    Job,
+    JobInput,
+    JobOrigin,
+    JobState,
+    NewJob,
+)
 from storage.sqlite_common import StoreUnavailableError
 
 log = logging.getLogger(__name__)
@@ -298,10 +308,13 @@ class JobManager:
         """Write a new job in its server's line (LimitReachedError says why not); it starts once `confirm`ed."""
         return await self.line.enqueue(new, settings)
 
-    async def check_limits(self, new: NewJob, settings: GuildSettings) -> None:
-        """LimitReachedError when `enqueue` would refuse `new` now; writes nothing. Advice only, for a caller with
-        slow work to do before it can enqueue (an edit's download): `enqueue` checks again, and decides."""
-        await self.line.check_limits(new, settings)
+    async def attach_input(self, job_id: int, image: JobInput) -> Job | None:
+        """An edit's image, downloaded after its job was written and acknowledged (no promise of time holds for a
+        download), kept and named by the job, which may then be confirmed; None if the job left `waiting`
+        meanwhile. The image goes in first: a failure before the job names it leaves only an image no job names,
+        which the daily sweep removes."""
+        image_id = await self.store.inputs.add(image, now=self.clock.now())
+        return await self.store.give_input(job_id, image_id, now=self.clock.now(), owner=self.ledger.owner)
 
     async def confirm(self, job_id: int, message_id: int | None = None) -> Job | None:
         """The job's reply exists (`message_id`, when known, is written first): it may leave the line."""
@@ -506,13 +519,16 @@ class JobManager:
         return None
 
     async def _recover(self, job: Job) -> None:
-        """A waiting job whose reply was never written down: the process died around its acknowledgement. If the
-        reply exists, keep the job's place; if it never did, nobody saw anything: drop it quietly; when nobody
-        can tell, fail it with a clear word (shown where the reply would be)."""
+        """A waiting job whose reply was never written down: the process died around its acknowledgement (or,
+        for an edit, while its image was read). If the reply exists, keep the job's place; if it never did,
+        nobody saw anything: drop it quietly; when nobody can tell, or the edit never got its image, fail it
+        with a clear word (shown where the reply would be)."""
         if self.delivery.destination is None:
             raise RuntimeError("recovering a reply needs the destination start() was given")
         found = await self.delivery.destination.recover_reply(job)
-        if found.state is Reply.FOUND:
+        if found.state is not Reply.NEVER and job.awaits_input:
+            await self.ledger.fail(job, RESTARTED_WHILE_READING, expect=JobState.WAITING, kind=FailureKind.FINAL)
+        elif found.state is Reply.FOUND:
             log.info("job %d: reply found after a restart; it keeps its place", job.id, extra={"job_id": job.id})
             await self.confirm(job.id, found.message_id)
         elif found.state is Reply.NEVER:

@@ -27,11 +27,12 @@ SOURCE_EXPIRED = (
 @dataclass(frozen=True, slots=True)
 class EditInput:
     """The image an edit starts from: the URL sent upstream while it lives, and the verified bytes (a member's
-    new image) or the stored image of the job a reroll or remix starts from, which the new job shares."""
+    new image) or the stored image of the job a reroll or remix starts from, which the new job shares. None: a
+    member's new image still to be downloaded, which the job is given before it is confirmed (its `awaits_input`)."""
 
     url: str
     expires_at: datetime | None
-    image: JobInput | StoredInput
+    image: JobInput | StoredInput | None
 
 
 def order(

@@ -1,15 +1,18 @@
 """`PostgresJobInputs`: an edit job's input image in the jobs' database (`storage/job_inputs.py` says why).
 
-A new image is written by its job's own INSERT (`PostgresJobStore.create`), so only reading is here.
+A new image that is already in when its job is written goes in by the job's own INSERT
+(`PostgresJobStore.create`); one downloaded after its job was written is added here, for the job to name.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
+from storage.job_inputs import _ADD_SQL as _SQLITE_ADD
 from storage.job_inputs import _READ_SQL as _SQLITE_READ
 from storage.models import JobInput
-from storage.postgres.connect import unavailable_on_error
+from storage.postgres.connect import aware, unavailable_on_error
 
 if TYPE_CHECKING:
     from storage.job_inputs import JobInputs
@@ -26,6 +29,13 @@ class PostgresJobInputs:
     def __init__(self, pool: Pool, url: str) -> None:
         self._pool = pool
         self._url = url
+
+    async def add(self, image: JobInput, *, now: datetime) -> int:
+        """Store a new image, stamped `now`; its id."""
+        values = (aware(now, "now"), image.content_type, image.width, image.height, image.data)
+        with unavailable_on_error(self._url):
+            image_id = await self._pool.fetchval(_numbered(_SQLITE_ADD), *values)
+        return int(image_id)
 
     async def get(self, job_id: int) -> JobInput | None:
         with unavailable_on_error(self._url):

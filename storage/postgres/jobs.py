@@ -323,6 +323,12 @@ class PostgresJobStore:
         states = None if expect is None else expected_states(expect)
         return await self._update(job_id, {"updated_at": args(aware(now, "now"))}, args, fields, states, owner)
 
+    async def give_input(self, job_id: int, image_id: int, *, now: datetime, owner: str | None = None) -> Job | None:
+        """Name an edit's input image once it is in (storage/base.py says why this one fixed column is written)."""
+        args = _Args()
+        fields = {"input_image_id": image_id}
+        return await self._update(job_id, {"updated_at": args(aware(now, "now"))}, args, fields, ["waiting"], owner)
+
     async def _update(
         self,
         job_id: int,

@@ -124,29 +124,6 @@ async def test_past_the_members_share_of_the_line_a_new_job_is_refused(line: Lin
     assert ticket.job.state is JobState.WAITING
 
 
-async def test_the_limits_asked_before_an_edits_download_refuse_as_admission_would_and_write_nothing(
-    line: LineUnderTest,
-) -> None:
-    chosen = await settings(line, member_concurrent=1, member_queue=1)
-    for _ in range(2):
-        await confirmed(line, new(), chosen)  # one running, one waiting: Alice's share of the line is full
-    written = len(line.events)
-    with pytest.raises(LimitReachedError) as asked:
-        await line.line.check_limits(new(), chosen)
-    with pytest.raises(LimitReachedError) as admitted:
-        await line.line.enqueue(new(), chosen)
-    assert (asked.value.limit, asked.value.used, asked.value.allowed) == (Limit.QUEUE, 1, 1)
-    assert (admitted.value.limit, admitted.value.used, admitted.value.allowed) == (Limit.QUEUE, 1, 1)
-    assert len(line.events) == written  # neither wrote a job
-    assert (await line.store.guild_load(GUILD, ALICE)).mine_waiting == 1
-    await line.line.check_limits(new(BOB), chosen)  # others are not held to Alice's share
-    await line.line.check_limits(new(exempt=True), chosen)  # nor an admin the server exempts
-    line.line.budget = BudgetGuard(line.store, line.clock, Budget(images_per_day=2), lambda: None)
-    with pytest.raises(LimitReachedError) as operators:
-        await line.line.check_limits(new(exempt=True), chosen)  # but nobody is exempt from the operator's
-    assert operators.value.limit is Limit.BOT_IMAGES
-
-
 async def test_daily_quota_counts_a_rolling_24_hours(line: LineUnderTest) -> None:
     chosen = await settings(line, member_daily=3)
     now = line.clock.now()

@@ -20,7 +20,7 @@ from bot.emulator import Duration, Emulator, EmulatorConfig
 from bot.settings import Settings
 from storage.models import Job, JobState
 from tests.bot_settings import QUICK_POLLING, bot_settings
-from tests.fakediscord import FakeDiscord, FakeGuild, FakeInteraction, FakeMessage
+from tests.fakediscord import FakeDiscord, FakeGuild, FakeInteraction, FakeMember, FakeMessage
 from tests.fakediscord.runner import run_bot
 
 RUNCOMFY_TOKEN = "rc-SECRET-e2e-token-7f3a"
@@ -97,6 +97,15 @@ async def private_answer(fake: FakeDiscord, interaction: FakeInteraction, within
     shown = [interaction.original_message, *interaction.followups]
     assert [m for m in shown if m is not None and not m.deleted and not m.ephemeral] == []
     return answer
+
+
+async def nothing_started(bot: ImagineBot, member: FakeMember) -> None:
+    """None of the member's jobs was sent, charged or shown: any written (an edit is written before its image is
+    read, so that the restart can answer its reply) ended at once, unsent, with no notice owed."""
+    assert bot.store is not None
+    jobs = await bot.store.jobs_for_user(member.id)
+    assert [(job.state, job.request_id, job.deliver_at) for job in jobs] == [(JobState.FAILED, None, None)] * len(jobs)
+    assert all(job.error is not None and job.error.startswith("not started") for job in jobs), jobs
 
 
 async def job_in_state(bot: ImagineBot, job_id: int, *states: JobState, within: float = 10.0) -> Job:

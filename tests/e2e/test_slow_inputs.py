@@ -20,7 +20,7 @@ from bot.jobs.orders import SOURCE_EXPIRED
 from cogs.failures import SOMETHING_WENT_WRONG
 from storage.models import Job, JobState
 from tests.clocks import FakeDiscordClock
-from tests.e2e.conftest import BotStarter, job_in_state, private_answer, reply_showing
+from tests.e2e.conftest import BotStarter, job_in_state, nothing_started, private_answer, reply_showing
 from tests.e2e.test_community_support import admin, finished_image, job_for
 from tests.e2e.test_models import png, submitted
 from tests.e2e.test_public_bot import CALLBACK
@@ -32,6 +32,7 @@ from tests.fakediscord import (
     FakeMember,
     FakeMessage,
 )
+from tests.storage.faults import refuse_input_images
 
 PAST_THE_WINDOW = 4.0  # seconds of Discord's clock: more than the 3 it gives to acknowledge
 
@@ -82,15 +83,14 @@ async def test_an_edit_whose_image_downloads_slowly_is_acknowledged_in_time_and_
     assert job.input_url is not None
 
 
-async def test_an_edit_whose_image_is_refused_once_downloaded_is_told_only_to_the_member_and_writes_no_job(
+async def test_an_edit_whose_image_is_refused_once_downloaded_is_told_only_to_the_member_and_starts_nothing(
     fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
 ) -> None:
     async with start_bot(image_max_pixels=1000) as bot:
         interaction = await by_attachment(fake_discord, alice, general, "make it snow")
         answer = await private_answer(fake_discord, interaction)
         assert "too many pixels" in answer.content
-        assert bot.store is not None
-        assert await bot.store.jobs_for_user(alice.id) == []
+        await nothing_started(bot, alice)
     assert general.visible_messages() == []
     assert emulator.submits == []
 
@@ -173,7 +173,7 @@ async def test_an_edit_past_a_limit_is_refused_at_once_showing_downloading_and_w
     assert emulator.submits_for("make it snow") == 0
 
 
-async def test_a_limit_reached_while_the_image_downloads_is_still_refused_after_acknowledging(
+async def test_an_edit_holds_its_members_place_while_its_image_downloads(
     fake_discord: FakeDiscord,
     bot: ImagineBot,
     emulator: Emulator,
@@ -181,18 +181,16 @@ async def test_a_limit_reached_while_the_image_downloads_is_still_refused_after_
     moderator: FakeMember,
     general: FakeChannel,
 ) -> None:
-    """The check before the download only spares the member the wait: the one that counts is made when the job
-    is written, so a member who used their last image meanwhile (another command) gets no second."""
+    """The edit is written, its limits checked, before its download: a member who sends another command meanwhile
+    is told the edit took their last image of the day, and the edit goes on."""
     await admin(moderator, general, "set daily-quota", limit=1)
     with fake_discord.hold(f"GET {CDN_ROUTE}") as held:
         edit = await alice.run_command("imagine", general, prompt="make it snow", image=("me.png", png()))
-        await fake_discord.wait_for(lambda: held.waiting)  # let in: the day's image was still free
-        await job_for(bot, await alice.run_command("imagine", general, prompt="the day's one"))
-    answer = await private_answer(fake_discord, edit)
-    assert "You've made 1 of your 1 images for the last 24 hours here." in answer.content
-    assert bot.store is not None
-    assert "make it snow" not in {job.prompt for job in await bot.store.jobs_for_user(alice.id)}
-    assert emulator.submits_for("make it snow") == 0
+        await fake_discord.wait_for(lambda: held.waiting)
+        other = await private_answer(fake_discord, await alice.run_command("imagine", general, prompt="one more"))
+        assert "You've made 1 of your 1 images for the last 24 hours here." in other.content
+    await reply_showing(fake_discord, edit, "Done")
+    assert emulator.submits_for("one more") == 0
 
 
 async def test_a_burst_of_edits_waits_for_its_turns_to_download_and_every_one_is_delivered(
@@ -211,7 +209,7 @@ async def test_a_burst_of_edits_waits_for_its_turns_to_download_and_every_one_is
         await reply_showing(fake_discord, interaction, "Done")
 
 
-async def test_an_edit_whose_acknowledgement_is_lost_fetches_and_writes_nothing(
+async def test_an_edit_whose_acknowledgement_is_lost_fetches_and_starts_nothing(
     fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
 ) -> None:
     fake_discord.inject_fault(CALLBACK, 0, times=1)  # the acknowledgement's connection is cut
@@ -220,8 +218,7 @@ async def test_an_edit_whose_acknowledgement_is_lost_fetches_and_writes_nothing(
         answer = await private_answer(fake_discord, lost)  # "something went wrong", the next callback getting through
         assert answer.content == SOMETHING_WENT_WRONG
         assert held.waiting == 0  # the image was never asked for
-    assert bot.store is not None
-    assert await bot.store.jobs_for_user(alice.id) == []
+    await nothing_started(bot, alice)
     assert emulator.submits == []
 
 
@@ -268,20 +265,17 @@ async def test_an_edit_that_fails_unexpectedly_after_acknowledging_is_told_only_
     emulator: Emulator,
     alice: FakeMember,
     general: FakeChannel,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A store error once the image is in: the channel keeps nothing of it, the member reads one sentence."""
-    assert bot.jobs is not None
-
-    async def broken(*_: object) -> None:
-        raise RuntimeError("the disk is full")
-
-    monkeypatch.setattr(bot.jobs, "enqueue", broken)
+    """The database refuses the image once it is in: the channel keeps nothing of it, the member reads one
+    sentence, and the job written before the download ends unsent."""
+    assert bot.store is not None
+    await refuse_input_images(bot.store)
     interaction = await by_attachment(fake_discord, alice, general, "make it snow")
     answer = await private_answer(fake_discord, interaction)
     assert answer.content == SOMETHING_WENT_WRONG
     assert general.visible_messages() == []
     assert emulator.submits == []
+    await nothing_started(bot, alice)
 
 
 async def test_a_refusal_whose_thinking_cannot_be_deleted_is_said_in_the_reply(
@@ -296,3 +290,24 @@ async def test_a_refusal_whose_thinking_cannot_be_deleted_is_said_in_the_reply(
             lambda: (m := interaction.original_message) is not None and "too many pixels" in m.content and m, 10
         )
     assert reply
+
+
+async def test_a_restart_while_an_edits_image_downloads_answers_its_reply(
+    fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    """The process goes while the member's image is still coming: the edit's job, written before the download,
+    is found by the restart, which says in the reply that nothing was started (no "thinking..." left for good)."""
+    with fake_discord.hold(f"GET {CDN_ROUTE}") as held:
+        async with start_bot() as first:
+            interaction = await alice.run_command("imagine", general, prompt="make it snow", image=("me.png", png()))
+            await fake_discord.wait_for(lambda: held.waiting)
+            await interaction.wait_until_acked()
+            assert first.store is not None
+            [waiting] = await first.store.jobs_for_user(alice.id)  # its reply's id is written once the image is in
+            assert waiting.awaits_input
+    async with start_bot() as again:
+        reply = await reply_showing(fake_discord, interaction, "Failed")
+        assert "restarted while it was reading your image" in str(reply.embeds)
+        ended = await job_in_state(again, waiting.id, JobState.FAILED)
+        assert ended.request_id is None
+    assert emulator.submits == []

@@ -5,6 +5,7 @@ Every test runs against SQLite and PostgreSQL (tests/storage/conftest.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,6 +66,23 @@ async def test_a_job_keeps_its_count_estimate_and_input(store: AnyJobStore) -> N
     plain = await store.create(gallery(1), now=NOW)
     assert (plain.count, plain.cost_usd, plain.cost_estimated, plain.input_url) == (1, None, False, None)
     assert await store.inputs.get(plain.id) is None
+
+
+async def test_an_edit_written_before_its_image_is_given_it_once_while_it_waits(store: AnyJobStore) -> None:
+    # The bot writes an edit before downloading its image (no download fits in Discord's 3 seconds).
+    waiting = await store.create(
+        dataclasses.replace(gallery(1), input_url="https://cdn.example/b.png"), now=NOW, state=JobState.WAITING
+    )
+    assert waiting.awaits_input
+    image = JobInput("image/png", 3, 2, PNG)
+    given = await store.give_input(waiting.id, await store.inputs.add(image, now=NOW), now=NOW)
+    assert given is not None
+    assert not given.awaits_input
+    assert await store.inputs.get(waiting.id) == image
+    await store.transition(waiting.id, JobState.FAILED, expect=JobState.WAITING, now=NOW)
+    late = await store.inputs.add(image, now=NOW)
+    assert await store.give_input(waiting.id, late, now=NOW) is None  # it ended meanwhile: nothing changes
+    assert await store.prune_inputs(before=NOW + timedelta(seconds=1)) == 1  # the late image, named by nobody
 
 
 async def test_an_edit_whose_image_cannot_be_kept_is_not_written_at_all(store: AnyJobStore) -> None:
