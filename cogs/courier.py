@@ -373,7 +373,8 @@ class ReplyCourier:
     async def _shown_already(self, job: Job, attachment: Attachment) -> bool:
         """Whether the reply has this job's image already: a previous attempt whose answer was lost, or a process
         killed between Discord's answer and writing "delivered", got it there; editing again would show the
-        member the same result twice."""
+        member the same result twice. `_current_reply` says how the reply is read, and the one case (no live token,
+        no Read Message History) where it cannot be and the edit goes ahead."""
         message = await self._current_reply(job)
         if message is None:
             return False
