@@ -15,7 +15,8 @@ and it works before the reply's id is known), then the channel route with the
 bot token, and only when the job has no message at all a new message, posted
 with Discord's `nonce` + `enforce_nonce` (docs/discord-platform.md, NONCE), so
 a retry after a lost answer gets the first message back instead of a second
-one.
+one. A retry of an image reads the reply first (through the token while it
+lives, else through the channel) and leaves it alone if the image is there.
 """
 
 from __future__ import annotations
@@ -208,9 +209,8 @@ class ReplyCourier:
             return RecoveredReply(Reply.FOUND, message_id)
         if not self._token_alive(job):
             return RecoveredReply(Reply.UNKNOWN)
-        webhook = discord.Webhook.partial(origin.application_id, origin.interaction_token, client=self.client)
         try:
-            reply = await webhook.fetch_message(ORIGINAL_RESPONSE)
+            reply = await self._read_by_token(job)
         except discord.HTTPException as error:
             if error.status in (401, 404):
                 return RecoveredReply(Reply.NEVER)
@@ -272,17 +272,27 @@ class ReplyCourier:
         id is known. None when the token turns out dead (the channel route is next)."""
         origin = job.origin
         await self._turn(self._token_limiters, job.id, self.token_interval)
-        webhook = discord.Webhook.partial(
-            origin.application_id or 0, origin.interaction_token or "", client=self.client
-        )
         try:
-            await webhook.edit_message(origin.message_id or ORIGINAL_RESPONSE, **_parts(rendered, attachments))
+            await self._webhook(job).edit_message(
+                origin.message_id or ORIGINAL_RESPONSE, **_parts(rendered, attachments)
+            )
         except discord.HTTPException as error:
             if error.status == 401 or error.code in TOKEN_DEAD_CODES:
                 self._dead_tokens.add(job.id)
                 return None
             raise
         return Sent("interaction")
+
+    async def _read_by_token(self, job: Job) -> discord.WebhookMessage:
+        """The reply read through the interaction token: it needs no permission in the channel (not even Read
+        Message History), and it finds the reply before its id is known (`@original`)."""
+        return await self._webhook(job).fetch_message(job.origin.message_id or ORIGINAL_RESPONSE)
+
+    def _webhook(self, job: Job) -> discord.Webhook:
+        """The job's interaction token as discord.py's webhook, for the routes that use it; callers check
+        `_token_alive` first."""
+        origin = job.origin
+        return discord.Webhook.partial(origin.application_id or 0, origin.interaction_token or "", client=self.client)
 
     async def _by_channel(self, job: Job, rendered: Rendered, attachments: Sequence[Attachment]) -> None:
         origin = job.origin
@@ -363,23 +373,55 @@ class ReplyCourier:
     async def _shown_already(self, job: Job, attachment: Attachment) -> bool:
         """Whether the reply has this job's image already: a previous attempt whose answer was lost, or a process
         killed between Discord's answer and writing "delivered", got it there; editing again would show the
-        member the same result twice."""
-        origin = job.origin
-        if not (origin.channel_id and origin.message_id):
+        member the same result twice. `_current_reply` says how the reply is read, and the one case (no live token,
+        no Read Message History) where it cannot be and the edit goes ahead."""
+        message = await self._current_reply(job)
+        if message is None:
             return False
         stem = attachment.filename.rsplit(".", 1)[0] + "."
-        channel = self.client.get_partial_messageable(origin.channel_id)
-        try:
-            message = await channel.fetch_message(origin.message_id)
-        except (discord.NotFound, discord.Forbidden):
-            return False  # gone or out of reach: the edit itself finds out which, and says so
-        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
-            # Cannot tell now: editing blindly could show the image twice, so this attempt waits and looks again.
-            raise UnavailableError(f"could not look at the reply first ({type(error).__name__})") from None
         if not any(existing.filename.startswith(stem) for existing in message.attachments):
             return False
         log.info("job %d: the reply already shows the image", job.id, extra={"job_id": job.id})
         return True
+
+    async def _current_reply(self, job: Job) -> discord.Message | None:
+        """The reply as Discord has it now, or None when it is gone or out of reach (the edit itself finds out
+        which, and says so). UnavailableError when Discord cannot tell now: editing blindly could show the image
+        twice, so the attempt waits and looks again.
+
+        While the interaction token lives, the reply is read through it, which needs no permission in the
+        channel. When that route cannot answer, and without a live token (a reroll's message has none; tokens
+        last 15 minutes), it is read through the channel, which needs Read Message History: where the bot lacks
+        that (403) nothing can tell, and the edit goes ahead. That is the one case left where a lost answer can
+        show the image twice.
+        """
+        origin = job.origin
+        if self._token_alive(job):
+            try:
+                # Bounded like the edits: discord.py retries 5xx on the token routes for ~25 s by itself.
+                async with asyncio.timeout(TOKEN_ROUTE_SECONDS):
+                    return await self._read_by_token(job)
+            except discord.HTTPException as error:
+                if error.code == UNKNOWN_MESSAGE:
+                    return None  # the reply was deleted; another 404 (a token Discord no longer knows) is no answer
+                reason = f"Discord answered {error.status}"
+            except (aiohttp.ClientError, TimeoutError) as error:
+                reason = type(error).__name__
+            log.info(
+                "job %d: cannot read the reply through its token (%s); trying the channel route",
+                job.id,
+                reason,
+                extra={"job_id": job.id},
+            )
+        if not (origin.channel_id and origin.message_id):
+            return None
+        channel = self.client.get_partial_messageable(origin.channel_id)
+        try:
+            return await channel.fetch_message(origin.message_id)
+        except (discord.NotFound, discord.Forbidden):
+            return None
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as error:
+            raise UnavailableError(f"could not look at the reply first ({type(error).__name__})") from None
 
 
 def _parts(rendered: Rendered, attachments: Sequence[Attachment]) -> dict[str, Any]:

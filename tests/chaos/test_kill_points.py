@@ -21,8 +21,9 @@ from storage.sqlite import SQLiteJobStore
 from tests.chaos.verdict import DONE, FAILED, NOT_RESENT
 from tests.e2e.conftest import BotStarter, job_in_state, reply_showing
 from tests.e2e.test_community_support import admin
-from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember, FakeMessage
+from tests.fakediscord import FakeChannel, FakeDiscord, FakeGuild, FakeInteraction, FakeMember, FakeMessage, Fault
 from tests.fakediscord.interactions import ACK_DEADLINE
+from tests.fakediscord.server import DROP
 
 pytestmark = pytest.mark.chaos
 
@@ -35,6 +36,7 @@ async def acknowledge(fake: FakeDiscord, interaction: FakeInteraction) -> None:
 
 
 ANY = tuple(JobState)
+TOKEN_READ = "GET /webhooks/{webhook_id}/{webhook_token}/messages/{message_id}"
 
 
 async def write_waiting_row(
@@ -209,10 +211,13 @@ async def test_killed_after_the_image_reached_discord_before_delivered_was_writt
             deliver_at=datetime.now(UTC),
             interaction_token=interaction.token,
         )
-    if first_look_fails:
-        fake_discord.inject_fault("GET /channels/{channel_id}/messages/{message_id}", 503)
+    refused: list[Fault] = []
+    if first_look_fails:  # neither route can tell: through the token (cut off), then through the channel (503)
+        refused.append(fake_discord.inject_fault(TOKEN_READ, DROP, times=2))  # aiohttp sends a GET again once
+        refused.append(fake_discord.inject_fault("GET /channels/{channel_id}/messages/{message_id}", 503))
     async with start_bot() as second:
         job = await job_in_state(second, job.id, JobState.DELIVERED)
+    assert [fault.served for fault in refused] == [fault.times for fault in refused]
     assert job.delivery == ALREADY_SHOWN
     assert versions_showing(reply, DONE) == 1
     assert [m for m in general.messages if m.attachments] == [reply]
