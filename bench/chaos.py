@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 uptime=(args.uptime[0], args.uptime[1]) if args.uptime else base.uptime,
                 startup_kill_share=base.startup_kill_share if share is None else share,
                 command_gap=args.command_gap or base.command_gap,
-                settle_timeout=180.0,
+                settle_timeout=330.0,  # past the delivery backoff cap, as tests/chaos/plan.py says
             )
             report = asyncio.run(run_one(plan, args.keep, server))
             print(report.text(), flush=True)

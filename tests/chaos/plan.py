@@ -23,7 +23,9 @@ class ChaosPlan:
     queue_time: Duration = field(default_factory=lambda: Duration.uniform(0.1, 0.5))
     run_time: Duration = field(default_factory=lambda: Duration.uniform(0.2, 0.8))
     ready_timeout: float = 30.0
-    settle_timeout: float = 90.0
+    # Past the delivery backoff's cap (5 minutes, bot/jobs/delivery.py): a job whose edit landed but whose answer
+    # was lost in an outage may rightly wait that long for its next look. Settling ends as soon as all is done.
+    settle_timeout: float = 330.0
     # Discord outages: in these lives (counted from 0, while the bot is up) every REST call of the bot answers
     # 503 or has its connection cut for `outage_seconds`, while members keep sending commands; the bot is killed
     # a moment after Discord is back, so what finished meanwhile must be delivered by the next process.
@@ -58,5 +60,5 @@ THREE_PROCESSES = ChaosPlan(
     queue_time=Duration.uniform(0.3, 2.0),
     run_time=Duration.uniform(0.5, 1.5),
     ready_timeout=30.0,
-    settle_timeout=60.0,
+    settle_timeout=330.0,
 )
