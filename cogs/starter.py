@@ -43,6 +43,7 @@ from storage.models import GuildSettings, Job, JobInput, JobOrigin, NewJob
 log = logging.getLogger(__name__)
 
 PARENT_GONE = "The picture this edit starts from was deleted meanwhile, so nothing was started."
+STOPPED_WHILE_READING = "This edit was stopped while its image was being read, so nothing was started."
 
 NEEDED_PERMISSIONS = {"send_messages": "Send Messages", "embed_links": "Embed Links", "attach_files": "Attach Files"}
 
@@ -193,13 +194,21 @@ class JobStarter:
         try:
             image = await self.fetcher.fetch(offered)
             kept = JobInput(image.content_type, image.width, image.height, image.data)
-            return await self.jobs.attach_input(job_id, kept) is not None  # None: it ended meanwhile, and says so
+            if await self.jobs.attach_input(job_id, kept) is not None:
+                return True
+            # It ended meanwhile (its channel or server went, its lease was lost), quietly: it was never confirmed.
+            text = STOPPED_WHILE_READING
         except (ImageRefusedError, InvalidInputError) as error:
             text = str(error)
         except Exception:
             log.exception("job %d: an edit's image could not be read or kept", job_id, extra={"job_id": job_id})
             text = SOMETHING_WENT_WRONG
-        await self.jobs.abandon(job_id, "its image was refused or could not be kept")
+        try:
+            await self.jobs.abandon(job_id, "its image was refused or could not be kept")
+        except Exception:
+            # The database failing as well: the member still hears why, privately. The job, waiting without its
+            # image, never leaves the line (Line.ready); the next start ends it.
+            log.exception("job %d: an edit refused after its acknowledgement could not be ended", job_id)
         await self._refuse_after_acknowledging(interaction, text)
         return False
 
@@ -217,7 +226,10 @@ class JobStarter:
             await interaction.delete_original_response()
         except discord.HTTPException:
             # It could not go: the reply says it instead, so the member is not left on "thinking..." for good.
-            await interaction.edit_original_response(content=text)
+            try:
+                await interaction.edit_original_response(content=text)
+            except discord.HTTPException as error:  # the reply is gone with its channel: nobody is left to tell
+                log.info("a refusal could not be shown (Discord answered %d)", error.status)
             return
         await interaction.followup.send(text, ephemeral=True)
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-JOB_WRITES = frozenset({"transition", "create", "claim", "adopt", "renew", "release", "prune"})
+JOB_WRITES = frozenset(
+    {"transition", "create", "claim", "adopt", "renew", "release", "prune", "prune_inputs", "give_input", "add"}
+)
 
 
 def modules(folder: str) -> list[Path]:

@@ -194,8 +194,9 @@ class Line:
 
     def ready(self, job: Job) -> bool:
         """Only a job whose reply exists leaves the line: one written just before its acknowledgement must not be
-        sent if that acknowledgement fails (or the process dies first)."""
-        return job.id in self._confirmed or job.origin.message_id is not None
+        sent if that acknowledgement fails (or the process dies first). Nor does an edit still without its image
+        (`Job.awaits_input`): RunComfy would be sent a link nobody checked, and bill it."""
+        return (job.id in self._confirmed or job.origin.message_id is not None) and not job.awaits_input
 
     async def _start_alone(self, job: Job) -> None:
         started = await self.ledger.move(job.id, JobState.SUBMITTING, expect=JobState.WAITING, event=JobSubmitting)

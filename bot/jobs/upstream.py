@@ -404,17 +404,17 @@ class Upstream:
             return CancelOutcome.ALREADY_FINISHED
         if job.state is not JobState.IN_QUEUE or job.request_id is None:
             return CancelOutcome.TOO_LATE
-        self._member_cancels.add(job.id)
+        self._member_cancels.add(job.id)  # until the cancel is written, by this call or by the job's own poll
         try:
             answer = await self.client.cancel(job.request_id)
+            if not answer.cancelled:
+                log.info("job %d: cancel refused upstream (%s)", job.id, answer.outcome, extra={"job_id": job.id})
+                return CancelOutcome.TOO_LATE
+            done = await self.cancelled(job, None, expect=JobState.IN_QUEUE)
+            if done is None:  # moved meanwhile: the job's own poll may have heard upstream's "cancelled" first
+                done = await self.ledger.store.get(job.id)
         finally:
             self._member_cancels.discard(job.id)
-        if not answer.cancelled:
-            log.info("job %d: cancel refused upstream (%s)", job.id, answer.outcome, extra={"job_id": job.id})
-            return CancelOutcome.TOO_LATE
-        done = await self.cancelled(job, None, expect=JobState.IN_QUEUE)
-        if done is None:  # moved meanwhile: the job's own poll may have heard upstream's "cancelled" first
-            done = await self.ledger.store.get(job.id)
         return (
             CancelOutcome.CANCELLED if done is not None and done.state is JobState.CANCELLED else CancelOutcome.TOO_LATE
         )

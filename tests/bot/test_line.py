@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -14,7 +15,7 @@ from bot.jobs.budget import Budget, BudgetGuard
 from bot.jobs.events import JobAccepted, JobEvent, JobSubmitting, JobWaiting, WaitReason
 from bot.jobs.ledger import Ledger
 from bot.jobs.line import PLACE_GONE, TOO_LONG_IN_LINE, Line
-from storage.models import GuildSettings, Job, JobOrigin, JobState, NewJob
+from storage.models import GuildSettings, Job, JobInput, JobOrigin, JobState, NewJob
 from storage.sqlite import SQLiteJobStore
 from tests.clocks import MovableClock
 
@@ -122,6 +123,22 @@ async def test_past_the_members_share_of_the_line_a_new_job_is_refused(line: Lin
     assert await line.line.enqueue(new(BOB), chosen)  # others are not held to Alice's share
     ticket = await line.line.enqueue(new(exempt=True), chosen)  # an admin the server exempts
     assert ticket.job.state is JobState.WAITING
+
+
+async def test_an_edit_without_its_image_never_leaves_the_line_even_if_confirmed(line: LineUnderTest) -> None:
+    """An edit is written before its image is read; confirming it early (a bug) must not send RunComfy a link
+    nobody checked: only once the job holds its image may it go."""
+    chosen = await settings(line)
+    edit = await confirmed(line, dataclasses.replace(new(), input_url="https://cdn.example/a.png"), chosen)
+    assert edit.awaits_input
+    assert line.sent == []
+    image_id = await line.store.inputs.add(JobInput("image/png", 1, 1, b"\x89PNG"), now=line.clock.now())
+    given = await line.store.give_input(edit.id, image_id, now=line.clock.now())
+    assert given is not None
+    line.line.wake(given)
+    await line.line.pump(GUILD)
+    await line.settle()
+    assert line.sent == [edit.id]
 
 
 async def test_daily_quota_counts_a_rolling_24_hours(line: LineUnderTest) -> None:

@@ -9,6 +9,10 @@ it shares the stored image of the edit it starts from.)"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -19,6 +23,7 @@ from bot.emulator import Duration, Emulator
 from bot.jobs.orders import SOURCE_EXPIRED
 from cogs.failures import SOMETHING_WENT_WRONG
 from storage.models import Job, JobState
+from storage.sqlite import SQLiteJobStore
 from tests.clocks import FakeDiscordClock
 from tests.e2e.conftest import BotStarter, job_in_state, nothing_started, private_answer, reply_showing
 from tests.e2e.test_community_support import admin, finished_image, job_for
@@ -28,6 +33,7 @@ from tests.fakediscord import (
     CDN_ROUTE,
     FakeChannel,
     FakeDiscord,
+    FakeGuild,
     FakeInteraction,
     FakeMember,
     FakeMessage,
@@ -311,3 +317,49 @@ async def test_a_restart_while_an_edits_image_downloads_answers_its_reply(
         ended = await job_in_state(again, waiting.id, JobState.FAILED)
         assert ended.request_id is None
     assert emulator.submits == []
+
+
+async def test_an_edit_the_database_cannot_end_is_still_told_only_to_the_member(
+    fake_discord: FakeDiscord, bot: ImagineBot, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    """The database refuses the image and then the job's end as well (a full disk refuses both): the member still
+    reads one private sentence, nothing public stays, and the job, waiting without its image, is never sent."""
+    assert isinstance(bot.store, SQLiteJobStore)
+    await refuse_input_images(bot.store)
+    with contextlib.closing(sqlite3.connect(bot.store.path, isolation_level=None)) as db:
+        db.execute(
+            "CREATE TRIGGER refuse_endings BEFORE UPDATE OF state ON jobs WHEN NEW.state = 'failed'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    interaction = await by_attachment(fake_discord, alice, general, "make it snow")
+    answer = await private_answer(fake_discord, interaction)
+    assert answer.content == SOMETHING_WENT_WRONG
+    assert general.visible_messages() == []
+    [job] = await bot.store.jobs_for_user(alice.id)
+    assert (job.state, job.awaits_input) == (JobState.WAITING, True)
+    assert emulator.submits == []
+
+
+async def test_an_edit_whose_channel_goes_during_the_download_ends_and_sends_nothing(
+    fake_discord: FakeDiscord,
+    bot: ImagineBot,
+    emulator: Emulator,
+    alice: FakeMember,
+    guild: FakeGuild,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The job ends with its channel; the download, let go, finds it ended and has nobody left to tell: no error."""
+    temporary = guild.add_channel("temporary")
+    await fake_discord.sync_guild(guild)
+    with fake_discord.hold(f"GET {CDN_ROUTE}") as held:
+        interaction = await alice.run_command("imagine", temporary, prompt="make it snow", image=("me.png", png()))
+        await fake_discord.wait_for(lambda: held.waiting)
+        await interaction.wait_until_acked()
+        assert bot.store is not None
+        [job] = await bot.store.jobs_for_user(alice.id)
+        await fake_discord.delete_channel(temporary)
+        ended = await job_in_state(bot, job.id, JobState.CANCELLED, JobState.FAILED)
+    assert ended.request_id is None
+    await asyncio.sleep(0.2)  # the download, let go, finds its job ended
+    assert emulator.submits == []
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
