@@ -2,8 +2,8 @@
 like results.
 
 Discord's attachment links expire (their `ex` query parameter, unix seconds in
-hex; docs/models.md), so the bot downloads the image when the
-command arrives, checks it by its bytes (PNG, JPEG, WebP or GIF, within
+hex; docs/models.md), so the bot downloads the image as soon as the command is
+acknowledged, checks it by its bytes (PNG, JPEG, WebP or GIF, within
 DOWNLOAD_MAX_BYTES and IMAGE_MAX_PIXELS, like a result) and keeps it with the
 job; RunComfy is sent the link itself while it lives. Every refusal is one
 sentence a member can act on.

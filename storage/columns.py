@@ -80,7 +80,7 @@ PER_IMAGE = (
 def new_job_values(new: NewJob) -> dict[str, Any]:
     """The columns of a new job beyond its prompt, ratio, seed and origin: images asked for, the cost estimate
     (written with the job, so the budget counts it at its own model's price), an edit's input URL and the stored
-    image it shares (a new image's id is the store's to fill in, once the bytes are written)."""
+    image it shares (a member's new image is named once read: `give_input`)."""
     return {
         "count": new.count,
         "cost_usd": new.cost_usd,

@@ -137,7 +137,8 @@ class NewJob:
     cost_usd: float | None = None  # the estimate (the model's base price × count) until RunComfy says
     input_url: str | None = None  # the image an edit sends upstream, while it lives
     input_expires_at: datetime | None = None
-    input: JobInput | StoredInput | None = None  # new bytes to store, or an image stored already
+    # The stored image a reroll or remix shares; a member's new image is stored once read (JobStore.give_input).
+    input: StoredInput | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,6 @@ from storage.models import (
     FailureKind,
     GuildLoad,
     Job,
-    JobInput,
     JobState,
     Lease,
     NewJob,
@@ -217,12 +216,9 @@ class SQLiteJobStore:
         """Insert a job in state `submitting` (or `waiting`), held by `lease` when given; written before any
         request leaves the bot.
 
-        An edit's new input image is written first, then the job naming it: two statements (one connection,
-        no transaction: see the module's docstring), in the order that makes a failure harmless. If the image
-        cannot be written, no job is, and the caller can truly say nothing was started; if the job's INSERT
-        fails, or the process dies between the two, an image no job names is left, which nothing reads and
-        retention deletes (storage/retention.py). A reroll or remix names its source's stored image
-        (`StoredInput`) in the job's own INSERT, and the foreign key makes sure it is still there.
+        A reroll or remix names its source's stored image (`StoredInput`), and the foreign key makes sure it is
+        still there. A member's new image is read after its job is written, then stored and named
+        (`give_input`).
 
         Raises JobNotFoundError if `new.parent_id` names no job.
         """
@@ -246,8 +242,6 @@ class SQLiteJobStore:
         for column in ORIGIN_COLUMNS:
             values[column] = _encode(column, getattr(new.origin, column))
         values.update((column, _encode(column, value)) for column, value in new_job_values(new).items())
-        if isinstance(new.input, JobInput):
-            values["input_image_id"] = await self.inputs.add(new.input, now=now)
         names = ", ".join(values)
         placeholders = ", ".join(f":{name}" for name in values)
         sql = f"INSERT INTO jobs ({names}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608 - whitelisted names

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB_WRITES = frozenset(
-    {"transition", "create", "claim", "adopt", "renew", "release", "prune", "prune_inputs", "give_input", "add"}
+    {"transition", "create", "claim", "adopt", "renew", "release", "prune", "prune_inputs", "give_input"}
 )
 
 

@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 LEFT_A_SLOT = (JobCompleted, JobFailed, JobCancelled)
 PRUNE_FIRST_DELAY = 60.0  # seconds after the start, out of the way of resuming jobs
 PRUNE_INTERVAL = 24 * 3600.0
-# An input image no job names is swept once this old: long enough for the job being written with it (or a reroll
+# An input image no job names is swept once this old: long enough for the edit it was stored for (or a reroll
 # between its click and its write) to name it first.
 UNNAMED_INPUT_GRACE = timedelta(hours=1)
 REPLY_GONE = "the reply was deleted"
@@ -474,7 +474,7 @@ class JobManager:
 
     async def _prune_daily(self) -> None:
         """Soon after the start, then once a day: delete finished jobs older than JOB_RETENTION_DAYS (their usage
-        totals stay; 0 keeps every job), and input images no job names (left by a create that failed halfway)."""
+        totals stay; 0 keeps every job), and input images no job names (an edit that ended while its image was read)."""
         await asyncio.sleep(PRUNE_FIRST_DELAY)
         while True:
             try:

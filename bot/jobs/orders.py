@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from bot.model_registry import ModelDescription
 from bot.model_spec import NO_SEED, InvalidInputError, check_seed
-from storage.models import Job, JobInput, JobOrigin, NewJob, StoredInput
+from storage.models import Job, JobOrigin, NewJob, StoredInput
 
 # An input link must live at least this long when a job is written: it may wait in the server's line first.
 INPUT_LIFE_NEEDED = timedelta(minutes=30)
@@ -26,13 +26,13 @@ SOURCE_EXPIRED = (
 
 @dataclass(frozen=True, slots=True)
 class EditInput:
-    """The image an edit starts from: the URL sent upstream while it lives, and the verified bytes (a member's
-    new image) or the stored image of the job a reroll or remix starts from, which the new job shares. None: a
-    member's new image still to be downloaded, which the job is given before it is confirmed (its `awaits_input`)."""
+    """The image an edit starts from: the URL sent upstream while it lives, and the stored image of the job a
+    reroll or remix starts from, which the new job shares; None for a member's new image, read after the job is
+    written and given to it before it is confirmed (until then the job `awaits_input`)."""
 
     url: str
     expires_at: datetime | None
-    image: JobInput | StoredInput | None
+    image: StoredInput | None
 
 
 def order(

@@ -52,7 +52,6 @@ from storage.models import (
     FailureKind,
     GuildLoad,
     Job,
-    JobInput,
     JobState,
     Lease,
     NewJob,
@@ -219,9 +218,8 @@ class PostgresJobStore:
         """Insert a job in state `submitting` (or `waiting`, for a slot), held by `lease` when given;
         JobNotFoundError if the parent is unknown.
 
-        An edit's new input image is written by the same statement (a data-modifying WITH): if it cannot be,
-        no job is written either, so a caller told of the error never leaves a job behind to be sent later. A
-        reroll or remix names its source's stored image (`StoredInput`; storage/job_inputs.py).
+        A reroll or remix names its source's stored image (`StoredInput`; storage/job_inputs.py); a member's
+        new image is read after its job is written, then stored and named (`give_input`).
         """
         if state not in CREATE_STATES:
             raise ValueError(f"a job starts in submitting or waiting, not {state}")
@@ -244,18 +242,8 @@ class PostgresJobStore:
             values[column] = _encode(column, getattr(new.origin, column))
         values.update((column, _encode(column, value)) for column, value in new_job_values(new).items())
         args = _Args()
-        image = ""
-        if isinstance(new.input, JobInput):
-            kept = (stamp, new.input.content_type, new.input.width, new.input.height, new.input.data)
-            image = (
-                "WITH image AS (INSERT INTO input_images (created_at, content_type, width, height, data)"  # noqa: S608
-                f" VALUES ({', '.join(args(value) for value in kept)}) RETURNING id) "
-            )
-        placeholders = ", ".join(
-            "(SELECT id FROM image)" if image and column == "input_image_id" else args(value)
-            for column, value in values.items()
-        )
-        sql = f"{image}INSERT INTO jobs ({', '.join(values)}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608
+        placeholders = ", ".join(args(value) for value in values.values())
+        sql = f"INSERT INTO jobs ({', '.join(values)}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608
         try:
             row = await self._fetchrow(sql, *args.values)
         except asyncpg.ForeignKeyViolationError as exc:

@@ -1,8 +1,9 @@
 """An edit's image is slow to come from Discord's CDN. Whatever it takes, the command is acknowledged within
-Discord's 3 seconds, so the member never sees "This interaction failed"; the job is delivered, and a refusal found
-once the image is in (too big, a limit reached during the download) reaches only the member and writes no job. A
-member already past a limit is refused at once, ephemerally, before anything is shown or downloaded. An
-acknowledgement that fails stops everything before the image is asked for.
+Discord's 3 seconds, so the member never sees "This interaction failed": the job is written first (a member past a
+limit is refused at once, ephemerally, before anything is shown or downloaded), then acknowledged, then given its
+image and delivered. A refusal found once the image is in (too big, unreadable) reaches only the member and ends the
+job unsent; a restart during the download answers the reply. An acknowledgement that fails stops everything before
+the image is asked for.
 
 Slowness is the fake's: a held CDN download while Discord's clock moves past the 3 seconds. (A remix reads nothing:
 it shares the stored image of the edit it starts from.)"""

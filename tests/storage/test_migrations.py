@@ -20,7 +20,7 @@ from storage.migrate import (
     migrate,
     split_statements,
 )
-from storage.models import Job, JobInput, JobOrigin, JobState, NewJob
+from storage.models import Job, JobInput, JobOrigin, JobState, NewJob, StoredInput
 from storage.sqlite import SQLiteJobStore, StoreUnavailableError
 
 ANY = tuple(JobState)  # the tests move jobs freely; the manager always names the state it expects
@@ -292,6 +292,7 @@ async def test_input_images_move_to_their_own_table_under_the_same_ids(tmp_path:
         assert [job.input_image_id for job in jobs if job is not None] == [1, None, None]
         assert await store.inputs.get(1) == JobInput("image/png", 2, 3, b"\x89PNG")
         assert await store.inputs.get(2) is None
-        new = await store.create(NewJob("m", "p", "1:1", 1, input=JobInput("image/jpeg", 1, 1, b"\xff\xd8")), now=NOW)
+        image = StoredInput(await store.inputs.add(JobInput("image/jpeg", 1, 1, b"\xff\xd8"), now=NOW))
+        new = await store.create(NewJob("m", "p", "1:1", 1, input=image), now=NOW)
         assert new.input_image_id not in (None, 1)
         assert await store.inputs.get(1) == JobInput("image/png", 2, 3, b"\x89PNG")

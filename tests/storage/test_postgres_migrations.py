@@ -13,7 +13,7 @@ import pytest
 from storage.columns import COLUMNS
 from storage.migrate import Migration, SchemaTooNewError
 from storage.migrate import bundled_migrations as sqlite_migrations
-from storage.models import GUILD_SETTING_COLUMNS, JobInput, JobState, NewJob
+from storage.models import GUILD_SETTING_COLUMNS, JobInput, JobState, NewJob, StoredInput
 from storage.postgres.jobs import PostgresJobStore
 from storage.postgres.migrate import MIGRATION_LOCK, bundled_migrations, latest_version, migrate, schema_version
 from storage.sqlite import SQLiteJobStore, StoreUnavailableError
@@ -178,6 +178,7 @@ async def test_input_images_move_to_their_own_table_under_the_same_ids(empty_pos
         jobs = [await store.get(job_id) for job_id in (1, 2)]
         assert [job.input_image_id for job in jobs if job is not None] == [1, None]
         assert await store.inputs.get(1) == JobInput("image/png", 2, 3, b"\x89PNG")
-        new = await store.create(NewJob("m", "p", "1:1", 1, input=JobInput("image/jpeg", 1, 1, b"\xff\xd8")), now=now)
+        image = StoredInput(await store.inputs.add(JobInput("image/jpeg", 1, 1, b"\xff\xd8"), now=now))
+        new = await store.create(NewJob("m", "p", "1:1", 1, input=image), now=now)
         assert new.input_image_id == 2
         assert await store.inputs.get(new.id) == JobInput("image/jpeg", 1, 1, b"\xff\xd8")
