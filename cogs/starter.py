@@ -201,8 +201,14 @@ class JobStarter:
         except (ImageRefusedError, InvalidInputError) as error:
             text = str(error)
         except Exception:
-            log.exception("job %d: an edit's image could not be read or kept", job_id, extra={"job_id": job_id})
+            if self.jobs.alive:
+                log.exception("job %d: an edit's image could not be read or kept", job_id, extra={"job_id": job_id})
             text = SOMETHING_WENT_WRONG
+        if not self.jobs.alive:
+            # The bot is stopping: Discord may take no answer any more, and an ended job would leave the member on
+            # "thinking..." for good. Left waiting for its image, the job is answered by the next start.
+            log.info("job %d: stopping while an edit's image was read; the next start answers it", job_id)
+            return False
         try:
             await self.jobs.abandon(job_id, "its image was refused or could not be kept")
         except Exception:

@@ -364,3 +364,27 @@ async def test_an_edit_whose_channel_goes_during_the_download_ends_and_sends_not
     await asyncio.sleep(0.2)  # the download, let go, finds its job ended
     assert emulator.submits == []
     assert [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
+async def test_an_edit_refused_while_the_bot_stops_is_left_for_the_next_start_to_answer(
+    fake_discord: FakeDiscord, start_bot: BotStarter, emulator: Emulator, alice: FakeMember, general: FakeChannel
+) -> None:
+    """A refusal found as the bot shuts down cannot be trusted to reach the member (Discord's session may be
+    closing), so the job is not ended: the next start finds it without its image and says so in the reply."""
+    async with start_bot(image_max_pixels=1000) as first:
+        with fake_discord.hold(f"GET {CDN_ROUTE}") as held:
+            interaction = await alice.run_command("imagine", general, prompt="make it snow", image=("me.png", png()))
+            await fake_discord.wait_for(lambda: held.waiting)
+            await interaction.wait_until_acked()
+            assert first.jobs is not None
+            await first.jobs.stop(grace=0.0)  # the first step of a shutdown
+        assert first.store is not None
+        await asyncio.sleep(0.2)  # the download, let go, is refused
+        [job] = await first.store.jobs_for_user(alice.id)
+        assert (job.state, job.awaits_input) == (JobState.WAITING, True)
+        assert interaction.followups == []
+    async with start_bot() as again:
+        reply = await reply_showing(fake_discord, interaction, "Failed")
+        assert "restarted while it was reading your image" in str(reply.embeds)
+        await job_in_state(again, job.id, JobState.FAILED)
+    assert emulator.submits == []
