@@ -120,7 +120,7 @@ class BotMetrics:
         )
         self.finished = Counter(
             "imagine_jobs_finished",
-            "Jobs that ended in this process, by outcome (delivered, undeliverable, failed, cancelled).",
+            "Jobs that ended in this process, by outcome (delivered, undeliverable, failed, not_started, cancelled).",
             ["outcome"],
             registry=registry,
         )
@@ -203,7 +203,7 @@ class BotMetrics:
         for state in JobState:
             if not state.is_final:
                 self.jobs.labels(state.value)
-        for outcome in ("delivered", "undeliverable", "failed", "cancelled"):
+        for outcome in ("delivered", "undeliverable", "failed", "not_started", "cancelled"):
             self.finished.labels(outcome)
         for outcome in ("shown", "lost"):
             self.notices.labels(outcome)
@@ -238,7 +238,10 @@ class BotMetrics:
         elif isinstance(event, JobUndeliverable):
             self.finished.labels("undeliverable").inc()
         elif isinstance(event, JobFailed):
-            self.finished.labels("failed").inc()
+            # Ended before RunComfy heard of it and with nobody to tell (an acknowledgement Discord did not take, a
+            # member's image refused once read): the member's doing or Discord's, not a failure to alert on.
+            quiet = event.job.request_id is None and event.job.deliver_at is None
+            self.finished.labels("not_started" if quiet else "failed").inc()
         elif isinstance(event, JobCancelled):
             self.finished.labels("cancelled").inc()
         elif isinstance(event, DeliveryDelayed):

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 
 import pytest
+from prometheus_client import generate_latest
 
 from bot.app import ImagineBot
 from bot.attachments import FETCHES
@@ -25,6 +26,7 @@ from bot.jobs.orders import SOURCE_EXPIRED
 from cogs.failures import SOMETHING_WENT_WRONG
 from storage.models import Job, JobState
 from storage.sqlite import SQLiteJobStore
+from tests.bot.test_health import samples
 from tests.clocks import FakeDiscordClock
 from tests.e2e.conftest import BotStarter, job_in_state, nothing_started, private_answer, reply_showing
 from tests.e2e.test_community_support import admin, finished_image, job_for
@@ -388,3 +390,17 @@ async def test_an_edit_refused_while_the_bot_stops_is_left_for_the_next_start_to
         assert "restarted while it was reading your image" in str(reply.embeds)
         await job_in_state(again, job.id, JobState.FAILED)
     assert emulator.submits == []
+
+
+async def test_an_edit_refused_once_read_is_counted_as_not_started_not_as_failed(
+    fake_discord: FakeDiscord, bot: ImagineBot, alice: FakeMember, general: FakeChannel
+) -> None:
+    """An operator alerting on failed jobs must not be paged because a member posted a broken picture."""
+    interaction = await alice.run_command(
+        "imagine", general, prompt="fix it", image=("fake.png", b"\x89PNG not really")
+    )
+    assert "isn't a picture I can read" in (await private_answer(fake_discord, interaction)).content
+    assert bot.metrics is not None
+    found = samples(generate_latest(bot.metrics.registry).decode())
+    assert found[("imagine_jobs_finished_total", (("outcome", "not_started"),))] == 1
+    assert found[("imagine_jobs_finished_total", (("outcome", "failed"),))] == 0
