@@ -5,8 +5,8 @@ effect", so every write here is a single statement on an autocommit
 connection: it is committed (and, with `synchronous=FULL`, fsynced to the WAL)
 before the coroutine returns. Single statements also mean coroutines sharing
 the one connection can never end up inside each other's transaction. (An
-edit's new input image is the one write that takes two; `create` orders them
-so that stopping between the two harms nothing.)
+edit's image is stored, then named by its job: stopping between the two leaves
+an image no job names, which the daily sweep removes.)
 
 Datetimes are stored as UTC ISO-8601 text with microseconds (see
 `migrations/0001_jobs.sql`) and come back timezone-aware in UTC; naive
@@ -31,10 +31,7 @@ from storage import retention
 from storage.base import JobNotFoundError
 from storage.columns import (
     ACTIVE_LIST,
-    BOOL_COLUMNS,
-    COLUMNS,
     CREATE_STATES,
-    DATETIME_COLUMNS,
     ONCE_KEPT,
     ORIGIN_COLUMNS,
     PER_IMAGE,
@@ -43,7 +40,6 @@ from storage.columns import (
     check_fields,
     check_once_window,
     expected_states,
-    job_from_values,
     new_job_values,
 )
 from storage.guilds import SQLiteGuildStore
@@ -51,7 +47,6 @@ from storage.job_inputs import SQLiteJobInputs
 from storage.migrate import SchemaTooNewError, bundled_migrations, latest_version, migrate, user_version
 from storage.models import (
     STATE_TIMESTAMP,
-    FailureKind,
     GuildLoad,
     Job,
     JobState,
@@ -64,6 +59,7 @@ from storage.models import (
 from storage.polling_memory import SQLitePollingMemory
 from storage.spend import spend as read_spend
 from storage.sqlite_common import StoreUnavailableError, from_text, to_text, unavailable_on_error
+from storage.sqlite_rows import encode, row_to_job
 
 if TYPE_CHECKING:
     from storage.base import JobStore
@@ -86,33 +82,6 @@ _ONCE_SQL = (
     " ON CONFLICT (key) DO UPDATE SET at = excluded.at WHERE once_keys.at <= :cutoff RETURNING key"
 )
 _GUILD_LOAD_SQL = f"SELECT {_GUILD_LOAD_COUNTS} FROM jobs WHERE guild_id = :guild AND {UNFINISHED_WHERE}"  # noqa: S608 - constants only
-
-
-def _encode(column: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if column in DATETIME_COLUMNS:
-        if not isinstance(value, datetime):
-            raise TypeError(f"{column} must be a datetime or None, got {type(value).__name__}")
-        return to_text(value, column)
-    if column in BOOL_COLUMNS:
-        if not isinstance(value, bool):
-            raise TypeError(f"{column} must be a bool, got {type(value).__name__}")
-        return int(value)
-    if column == "failure_kind":
-        return FailureKind(value).value
-    return value
-
-
-def _row_to_job(row: sqlite3.Row) -> Job:
-    """The row with SQLite's text datetimes and 0/1 booleans turned back into Python's, as a `Job`."""
-    values = {column: row[column] for column in COLUMNS}
-    for column in DATETIME_COLUMNS:
-        if values[column] is not None:
-            values[column] = from_text(values[column])
-    for column in BOOL_COLUMNS:
-        values[column] = bool(values[column])
-    return job_from_values(values)
 
 
 class SQLiteJobStore:
@@ -240,8 +209,8 @@ class SQLiteJobStore:
             "lease_until": to_text(lease.until, "lease.until") if lease else None,
         }
         for column in ORIGIN_COLUMNS:
-            values[column] = _encode(column, getattr(new.origin, column))
-        values.update((column, _encode(column, value)) for column, value in new_job_values(new).items())
+            values[column] = encode(column, getattr(new.origin, column))
+        values.update((column, encode(column, value)) for column, value in new_job_values(new).items())
         names = ", ".join(values)
         placeholders = ", ".join(f":{name}" for name in values)
         sql = f"INSERT INTO jobs ({names}) VALUES ({placeholders}) RETURNING {SELECT_LIST}"  # noqa: S608 - whitelisted names
@@ -255,7 +224,7 @@ class SQLiteJobStore:
             ):
                 raise JobNotFoundError(f"parent job {new.parent_id} does not exist") from exc
             raise
-        job = _row_to_job(rows[0])
+        job = row_to_job(rows[0])
         log.info("job %d created", job.id, extra={"job_id": job.id})
         return job
 
@@ -328,7 +297,7 @@ class SQLiteJobStore:
     ) -> Job | None:
         for column, value in fields.items():
             assignments[column] = f":f_{column}"
-            params[f"f_{column}"] = _encode(column, value)
+            params[f"f_{column}"] = encode(column, value)
         sets = ", ".join(f"{column} = {expression}" for column, expression in assignments.items())
         where = "id = :job_id"
         if expect is not None:
@@ -341,7 +310,7 @@ class SQLiteJobStore:
         sql = f"UPDATE jobs SET {sets} WHERE {where} RETURNING {SELECT_LIST}"  # noqa: S608 - whitelisted names
         with unavailable_on_error(self.path):
             rows = list(await self._db.execute_fetchall(sql, params))
-        return _row_to_job(rows[0]) if rows else None
+        return row_to_job(rows[0]) if rows else None
 
     # Reads.
 
@@ -353,7 +322,7 @@ class SQLiteJobStore:
         """Every job not in a final state, oldest first: what a restart resumes."""
         with unavailable_on_error(self.path):
             rows = await self._db.execute_fetchall(UNFINISHED_SQL)
-        return [_row_to_job(row) for row in rows]
+        return [row_to_job(row) for row in rows]
 
     async def owing_delivery(self) -> Sequence[Job]:
         """Jobs that still owe their member something (an image, or the notice of their end), soonest first:
@@ -478,7 +447,7 @@ class SQLiteJobStore:
     async def _select(self, where: str, params: Sequence[Any]) -> list[Job]:
         with unavailable_on_error(self.path):
             rows = await self._db.execute_fetchall(f"SELECT {SELECT_LIST} FROM jobs {where}", params)  # noqa: S608 - constant clauses
-        return [_row_to_job(row) for row in rows]
+        return [row_to_job(row) for row in rows]
 
 
 async def _check_read_only_version(db: aiosqlite.Connection, path: Path) -> int:
