@@ -242,21 +242,21 @@ class DeliveryCog(commands.Cog, name="Delivery"):
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
-        await self.jobs.reply_deleted(payload.message_id)
+        await self.jobs.departures.reply_deleted(payload.message_id)
 
     @commands.Cog.listener()
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         for message_id in payload.message_ids:
-            await self.jobs.reply_deleted(message_id)
+            await self.jobs.departures.reply_deleted(message_id)
 
     @commands.Cog.listener()
     async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
-        await self.jobs.channel_gone(channel.id)
+        await self.jobs.departures.channel_gone(channel.id)
 
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
-        await self.jobs.channel_gone(payload.thread_id)
+        await self.jobs.departures.channel_gone(payload.thread_id)
 
     @commands.Cog.listener()
     async def on_guild_remove(self, guild: discord.Guild) -> None:
-        await self.jobs.guild_gone(guild.id)
+        await self.jobs.departures.guild_gone(guild.id)

@@ -47,7 +47,9 @@ async def add_cogs(
     courier = ReplyCourier(
         bot,
         clock,
-        on_gone=lambda job, channel: jobs.spawn(jobs.reply_gone(job.id, channel=channel), f"reply-gone-{job.id}"),
+        on_gone=lambda job, channel: jobs.spawn(
+            jobs.departures.reply_gone(job.id, channel=channel), f"reply-gone-{job.id}"
+        ),
     )
     starter = JobStarter(jobs, store.guilds, model=model, fetcher=fetcher)
     await bot.tree.set_translator(CommandTranslator())

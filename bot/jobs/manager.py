@@ -1,14 +1,16 @@
 """The job manager: the one owner of every job's life, from a prompt to the image in its place.
 
 It knows nothing of Discord. Callers ask (`enqueue`, `confirm`, `abandon`,
-`cancel`, `reply_deleted`, …) and listen to events; only the manager's own
+`cancel`, `departures.reply_deleted`, …) and listen to events; only the manager's own
 parts write a job's state, always through the `Ledger` (compare-and-set, one
 event per transition):
 
 * `Line` (bot/jobs/line.py): admission and each server's line;
 * `Upstream` (bot/jobs/upstream.py): the submit, polling, deadlines;
 * `Delivery` (bot/jobs/delivery.py): the image and end notices into their
-  `Destination`, retried for hours, across restarts.
+  `Destination`, retried for hours, across restarts;
+* `Departures` (bot/jobs/departures.py): jobs whose reply, channel or server
+  went away end, and nothing more is sent there.
 
 The store is the truth: every state is committed before the request or event
 that follows it, so a process killed anywhere resumes from the last written
@@ -31,6 +33,7 @@ from typing import Any
 from bot.clock import Clock
 from bot.jobs.budget import Budget, BudgetGuard
 from bot.jobs.delivery import Delivery, Destination, Reply
+from bot.jobs.departures import REPLY_GONE, Departures
 from bot.jobs.events import (
     JobCancelled,
     JobCompleted,
@@ -38,7 +41,6 @@ from bot.jobs.events import (
     JobFailed,
     JobQueued,
     Listener,
-    ReplyGone,
 )
 from bot.jobs.leases import LeaseKeeper
 from bot.jobs.ledger import Ledger
@@ -73,9 +75,6 @@ PRUNE_INTERVAL = 24 * 3600.0
 # An input image no job names is swept once this old: long enough for the edit it was stored for (or a reroll
 # between its click and its write) to name it first.
 UNNAMED_INPUT_GRACE = timedelta(hours=1)
-REPLY_GONE = "the reply was deleted"
-CHANNEL_GONE = "the channel was deleted, or the bot can no longer post in it"
-GUILD_GONE = "the bot was removed from the server"
 
 
 class JobManager:
@@ -151,8 +150,12 @@ class JobManager:
             self.clock,
             self.prices,
             retry_window=delivery_retry_hours * 3600,
-            on_channel_gone=lambda channel_id, reason: self.spawn(self.channel_gone(channel_id), "channel-gone"),
+            on_channel_gone=lambda channel_id, reason: self.spawn(
+                self.departures.channel_gone(channel_id), "channel-gone"
+            ),
         )
+        # Where jobs are shown going away (a reply, a channel, a server): what callers report there.
+        self.departures = Departures(self.ledger, client, self.delivery, self.clock, self.keeper)
         self.retention = timedelta(days=retention_days)
         self._tasks: set[asyncio.Task[None]] = set()
         self._housekeeping: asyncio.Task[None] | None = None
@@ -255,7 +258,7 @@ class JobManager:
         if job.owes_delivery:
             self.delivery.schedule(job)
         if self.keeper is not None and job.deleted_at is not None and not job.state.is_final:
-            self.spawn(self._gone(job, REPLY_GONE), f"gone-{job.id}")  # deleted while another process held it
+            self.spawn(self.departures.gone(job, REPLY_GONE), f"gone-{job.id}")  # deleted while another process held it
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop every worker; in-flight steps get `grace` seconds to write their state, then are cancelled. With
@@ -366,69 +369,6 @@ class JobManager:
             return CancelOutcome.CANCELLED if cancelled is not None else CancelOutcome.TOO_LATE
         return await self.upstream.cancel(job)
 
-    async def reply_deleted(self, message_id: int) -> None:
-        """A message was deleted; if it was a job's reply, nothing more is sent for that job, and what was not
-        paid for yet is dropped."""
-        job = await self.store.by_message_id(message_id)
-        if job is not None:
-            await self._gone(job, REPLY_GONE)
-
-    async def reply_gone(self, job_id: int, *, channel: bool = False) -> None:
-        """Discord said the job's reply no longer exists (an edit met "unknown message"); with `channel`, that the
-        bot can no longer post in the reply's channel at all (deleted, or Missing Access): then every live job of
-        that channel ends, and none waiting there is sent."""
-        job = await self.store.get(job_id)
-        if job is None:
-            return
-        if channel and job.origin.channel_id is not None:
-            await self.channel_gone(job.origin.channel_id)
-        else:
-            await self._gone(job, REPLY_GONE)
-
-    async def channel_gone(self, channel_id: int) -> None:
-        """A channel was deleted, or the bot can no longer post there: its live jobs end without being sent."""
-        await self._all_gone(await self.store.channel_unfinished(channel_id), CHANNEL_GONE)
-
-    async def guild_gone(self, guild_id: int) -> None:
-        """The bot left (or was removed from) a server: its live jobs end without being sent."""
-        await self._all_gone(await self.store.guild_unfinished(guild_id), GUILD_GONE)
-
-    async def _all_gone(self, jobs: Sequence[Job], reason: str) -> None:
-        """Waiting jobs end first: cancelling a running one frees a slot, which must not go to one of them. Each
-        job ends on its own: one that fails (RunComfy refusing a cancel, a store error) leaves the others ending."""
-        for job in sorted(jobs, key=lambda job: job.state is not JobState.WAITING):
-            try:
-                await self._gone(job, reason)
-            except Exception:
-                log.exception("job %d: not ended after '%s'", job.id, reason, extra={"job_id": job.id})
-
-    async def _gone(self, job: Job, reason: str) -> None:
-        """Nowhere to show this job any more. Unsent jobs end quietly; a queued one is cancelled upstream where
-        RunComfy allows it; one already generating is billed and ends undeliverable when done."""
-        gone = (
-            await self.ledger.note(
-                job.id,
-                expect=None,
-                event=lambda row: ReplyGone(row, reason),
-                owned=False,  # a fact, whichever process heard it
-                deleted_at=job.deleted_at or self.clock.now(),
-            )
-            or job
-        )
-        log.info("job %d: %s", job.id, reason, extra={"job_id": job.id})
-        if not self.ledger.mine(gone):
-            if self.keeper is not None and gone.lease_owner is not None and not gone.state.is_final:
-                await self.keeper.tell(gone, "gone", reason=reason)  # its holder acts; a taker sees deleted_at
-            return
-        if gone.state is JobState.WAITING:
-            await self.ledger.cancel(gone, reason, expect=JobState.WAITING, notify=False)
-        elif gone.state is JobState.IN_QUEUE and gone.request_id is not None:
-            answer = await self.client.cancel(gone.request_id)
-            if answer.cancelled:
-                await self.ledger.cancel(gone, reason, expect=JobState.IN_QUEUE, notify=False)
-        elif gone.state in MADE_STATES or gone.notice_pending:
-            self.delivery.schedule(gone)  # the next attempt sees the reply is gone and sends nothing
-
     async def pump(self, guild_id: int) -> None:
         """A server's settings changed (more slots): let its line move now."""
         await self.line.pump(guild_id)
@@ -515,7 +455,7 @@ class JobManager:
         if op == "cancel":
             return (await self.cancel(job.id)).value
         if op == "gone":
-            await self._gone(job, str(message.get("reason") or REPLY_GONE))
+            await self.departures.gone(job, str(message.get("reason") or REPLY_GONE))
         return None
 
     async def _recover(self, job: Job) -> None:

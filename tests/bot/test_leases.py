@@ -246,7 +246,7 @@ async def test_a_deleted_reply_reaches_the_holder(emulator: Emulator, processes:
     holder, other, recorder = pair.first, pair.second, pair.first_events
     job = await submitted(holder)
     await other.store.update(job.id, now=other.clock.now(), message_id=555)  # the reply's message
-    await other.reply_deleted(555)
+    await other.departures.reply_deleted(555)
     cancelled = await recorder.wait_for(JobCancelled, job.id)
     assert cancelled.job.deleted_at is not None
     assert job.request_id is not None
